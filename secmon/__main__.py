@@ -1,0 +1,3 @@
+from secmon.cli.main import main
+
+main()

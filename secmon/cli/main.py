@@ -1,0 +1,229 @@
+"""`secmon` commands. Exit codes: see secmon.errors.ExitCode and the README.
+
+This is the only module that prints or exits. Everything below it raises
+SecmonError subclasses; `main` maps them to one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from secmon import __version__, service
+from secmon.cli.output import incidents_table, scan_text, table, to_json
+from secmon.config import DEFAULT_TIMEZONE, Settings, load_settings, parse_duration
+from secmon.errors import ExitCode, SecmonError
+from secmon.incidents import store as incident_store
+from secmon.store.client import connect, reporting
+from secmon.store.indices import Indices
+
+
+class When(click.ParamType):
+    """An ISO 8601 time; without an offset it is local time in Asia/Ho_Chi_Minh."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 2005-06-14 or 2005-06-14T15:16:01+07:00", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(DEFAULT_TIMEZONE))
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj["config_path"])
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+def _es(ctx: click.Context) -> Any:
+    obj = ctx.ensure_object(dict)
+    if "es" not in obj:
+        obj["es"] = connect(_settings(ctx).elasticsearch)
+    return obj["es"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="secmon")
+@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
+              default=lambda: os.environ.get("SECMON_CONFIG", "secmon.yml"), show_default="$SECMON_CONFIG or secmon.yml",
+              help="Configuration file.")
+@click.option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
+    """secmon: security monitoring log analyser for a provincial monitoring centre."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("elastic_transport").setLevel(logging.ERROR)
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+@cli.command()
+@click.pass_context
+def setup(ctx: click.Context) -> None:
+    """Install index templates (idempotent)."""
+    version, changes = service.setup(_es(ctx), _settings(ctx), service.utcnow())
+    click.echo(f"Elasticsearch {version}")
+    for change in changes:
+        state = "unchanged" if not change.changed else f"installed v{change.new_version}" + (
+            f" (was v{change.old_version})" if change.old_version else "")
+        click.echo(f"  template {change.name}: {state}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--agency", "-a", required=True, help="Agency id from the config.")
+@click.option("--source", "-s", required=True, help="Pipeline id (pipelines/<id>.yml), e.g. linux-auth.")
+@click.option("--year", type=click.IntRange(1990, 2100),
+              help="Year of the first line, for archived logs whose timestamps carry none.")
+@click.pass_context
+def collect(ctx: click.Context, files: tuple[Path, ...], agency: str, source: str, year: int | None) -> None:
+    """Parse log FILES into ECS events and ship them to Elasticsearch."""
+    for path in files:
+        stats = service.collect_file(_es(ctx), _settings(ctx), path, agency, source, service.utcnow(), year)
+        click.echo(f"{path}: {stats.events} events shipped, {stats.dead_letters + stats.rejected} dead-lettered"
+                   + (f", {stats.retries} retries" if stats.retries else ""))
+
+
+@cli.command()
+@click.option("--from", "start", type=When(), help="Window start (ISO 8601; local time if no offset).")
+@click.option("--to", "end", type=When(), help="Window end, exclusive (default: now).")
+@click.option("--last", type=Duration(), help="Window = the last DURATION (e.g. 15m); instead of --from.")
+@click.option("--rules", "rule_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Rule files or folders (default: the config's `rules`).")
+@click.option("--no-deliver", is_flag=True, help="Queue alerts but do not send them now.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--fail-on-findings", is_flag=True, help=f"Exit {int(ExitCode.FINDINGS)} when new incidents were found.")
+@click.pass_context
+def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
+         rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool) -> None:
+    """Run the rules over a time window, store incidents and alert agencies."""
+    now = service.utcnow()
+    end = end or now
+    if (start is None) == (last is None):
+        raise click.UsageError("give exactly one of --from or --last")
+    start = start or end - (last or timedelta())
+    if start >= end:
+        raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
+    summary = service.scan(_es(ctx), _settings(ctx),
+                           service.ScanOptions(start, end, rule_paths, deliver=not no_deliver), now)
+    click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE))
+    if summary.deliveries_pending:
+        raise _Exit(ExitCode.DELIVERY)
+    if fail_on_findings and summary.new_incident_ids:
+        raise _Exit(ExitCode.FINDINGS)
+
+
+@cli.command()
+@click.option("--agency", "-a", help="Only this agency.")
+@click.option("--since", type=When(), help="Incidents active since this time.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def incidents(ctx: click.Context, agency: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
+    """List stored incidents."""
+    if agency:
+        _settings(ctx).agency(agency)
+    found = incident_store.search(_es(ctx), Indices(_settings(ctx).elasticsearch.index_prefix),
+                                  agency=agency, since=since, limit=limit)
+    click.echo(to_json(found) if as_json else incidents_table(found, DEFAULT_TIMEZONE))
+
+
+@cli.command()
+@click.pass_context
+def deliver(ctx: click.Context) -> None:
+    """Send queued alerts now (the scheduler does this every minute)."""
+    report = service.deliver(_es(ctx), _settings(ctx), service.utcnow())
+    click.echo(f"alerts sent: {report.sent}, still queued: {report.pending}, given up: {report.failed}")
+    for error in report.errors:
+        click.echo(f"delivery error: {error}", err=True)
+    if report.pending or report.failed:
+        raise _Exit(ExitCode.DELIVERY)
+
+
+@cli.group()
+def rules() -> None:
+    """Work with detection rules."""
+
+
+@rules.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@click.pass_context
+def rules_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Load and compile rules; report every problem (default: the config's rules)."""
+    from secmon.detect.rules.load import load_rules
+
+    targets = list(paths) or [_settings(ctx).resolve(p) for p in _settings(ctx).rules]
+    ruleset = load_rules(targets)
+    click.echo(table(["rule", "kind", "severity", "title"],
+                     [[r.id, r.kind, r.severity.value, r.title] for r in ruleset.rules]))
+    for problem in ruleset.problems:
+        click.echo(f"{problem.where}: {problem.reason}", err=True)
+    click.echo(f"{len(ruleset.rules)} rules compiled, {len(ruleset.problems)} problems")
+    if ruleset.problems:
+        raise _Exit(ExitCode.INPUT)
+
+
+@cli.command()
+@click.pass_context
+def schedule(ctx: click.Context) -> None:
+    """Run the scheduler: periodic scans and alert delivery, until stopped."""
+    from secmon.scheduler import run_forever
+
+    run_forever(_es(ctx), _settings(ctx))
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Check the connection to Elasticsearch."""
+    es = _es(ctx)
+    with reporting(es, "read cluster health"):
+        health = es.cluster.health()
+    click.echo(f"Elasticsearch {service.check(es)}, cluster {health['cluster_name']}: {health['status']}")
+
+
+class _Exit(Exception):
+    def __init__(self, code: ExitCode):
+        super().__init__(code.name)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the single error boundary."""
+    try:
+        cli.main(args=argv, prog_name="secmon", standalone_mode=False)
+    except _Exit as done:
+        sys.exit(int(done.code))
+    except SecmonError as exc:
+        click.echo(f"secmon: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    except click.exceptions.Abort:
+        click.echo("secmon: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    sys.exit(int(ExitCode.OK))

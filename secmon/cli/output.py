@@ -1,0 +1,69 @@
+"""Tables and JSON for people and machines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from secmon.model import Incident, ScanSummary
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(_plain(value), ensure_ascii=False, indent=2)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def incidents_table(incidents: list[Incident] | tuple[Incident, ...], tz: str, new: set[str] | None = None) -> str:
+    zone = ZoneInfo(tz)
+    rows = []
+    for incident in incidents:
+        f = incident.finding
+        rows.append([
+            incident.id[:12] + ("*" if new and incident.id in new else ""),
+            f.severity.value, f.agency, f.rule_title,
+            ", ".join(f"{k}={v}" for k, v in f.group) or "-",
+            f.first_seen.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            f.last_seen.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), str(f.count),
+        ])
+    return table(["incident", "severity", "agency", "rule", "entity", f"first ({tz})", "last", "events"], rows)
+
+
+def scan_text(summary: ScanSummary, tz: str) -> str:
+    new = set(summary.new_incident_ids)
+    lines = [
+        f"scan {summary.id[:12]}: window {summary.window_from.isoformat()} .. {summary.window_to.isoformat()}",
+        f"rules run: {summary.rules_run}, rules failed: {len(summary.rules_failed)}, "
+        f"incidents: {len(summary.incidents)} ({len(new)} new, marked *), "
+        f"alerts sent: {summary.deliveries_sent}, alerts queued: {summary.deliveries_pending}",
+    ]
+    if summary.incidents:
+        lines += ["", incidents_table(summary.incidents, tz, new)]
+    for rule, reason in summary.rules_failed:
+        lines.append(f"rule failed: {rule}: {reason}")
+    lines += [f"note: {note}" for note in summary.notes]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Sigma rules: load with pySigma, compile to Elasticsearch Query DSL, correlate."""

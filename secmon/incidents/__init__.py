@@ -1,0 +1,1 @@
+"""Findings become incidents: deduplicated by deterministic id, persisted in Elasticsearch."""

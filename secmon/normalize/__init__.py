@@ -1,0 +1,1 @@
+"""Turn raw records into ECS documents by the declarative pipelines in `pipelines/`."""

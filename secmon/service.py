@@ -1,0 +1,199 @@
+"""Wiring: build components from settings and run the jobs the CLI and scheduler call.
+
+Each job takes its client and clock as arguments (nothing connects at import
+or construction time) and returns a summary; printing is the caller's business.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
+from secmon.collect.files import read_records
+from secmon.config import Settings
+from secmon.detect.rules.compile import and_
+from secmon.detect.rules.correlate import bursts
+from secmon.detect.rules.load import CompiledRule, RuleSet, load_rules
+from secmon.errors import InputError, SecmonError
+from secmon.incidents import store as incident_store
+from secmon.model import Finding, ScanSummary, stable_id
+from secmon.normalize.engine import Normalizer
+from secmon.normalize.pipeline import Pipeline, load_pipelines
+from secmon.store.client import check, reporting
+from secmon.store.indices import Indices
+from secmon.store.search import group_counts, iso, sorted_matches, window_filter
+from secmon.store.templates import TemplateChange, install_templates
+from secmon.store.writer import BulkWriter, WriteStats
+
+DEFAULT_SCHEDULER_TZ = "Asia/Ho_Chi_Minh"
+AGENCY_FIELD = "organization.id"
+SAMPLE_IDS = 20
+MAX_NARROWING_GROUPS = 500
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def audit(es: Elasticsearch, indices: Indices, action: str, outcome: str, now: datetime,
+          details: dict[str, Any], agency: str | None = None, message: str = "") -> None:
+    doc = {"@timestamp": iso(now), "event": {"action": action, "outcome": outcome},
+           "user": {"name": getpass.getuser()}, "host": {"hostname": socket.gethostname()},
+           "secmon": {"details": details, "command": action}, "message": message}
+    if agency:
+        doc["organization"] = {"id": agency}
+    with reporting(es, "write the audit trail"):
+        es.index(index=indices.audit, document=doc)
+
+
+# --- setup --------------------------------------------------------------------------------
+
+def setup(es: Elasticsearch, settings: Settings, now: datetime) -> tuple[str, list[TemplateChange]]:
+    version = check(es)
+    indices = Indices(settings.elasticsearch.index_prefix)
+    changes = install_templates(es, indices)
+    audit(es, indices, "setup", "success", now, {"templates": [c.name for c in changes if c.changed]})
+    return version, changes
+
+
+# --- collect ------------------------------------------------------------------------------
+
+def pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
+    found = load_pipelines([settings.resolve(p) for p in settings.pipelines])
+    if pipeline_id not in found:
+        raise InputError(f"unknown source {pipeline_id!r}", hint=f"pipelines available: {', '.join(sorted(found))}")
+    return found[pipeline_id]
+
+
+def collect_file(es: Elasticsearch, settings: Settings, path: Path, agency_id: str, source: str,
+                 now: datetime, year: int | None = None) -> WriteStats:
+    agency = settings.agency(agency_id)
+    normalizer = Normalizer(pipeline(settings, source), agency=agency.id, timezone=agency.timezone,
+                            source=str(path), now=now, year=year)
+    records = read_records(path)
+    check(es)
+    indices = Indices(settings.elasticsearch.index_prefix)
+    # Events written before the templates exist would get dynamic mappings (text, not
+    # keyword/ip) that no later setup can fix; installing is idempotent and cheap.
+    install_templates(es, indices)
+    stats = BulkWriter(es, indices).write(
+        (normalizer.normalize(r.text, r.offset, r.record_id) for r in records), agency.id)
+    with reporting(es, "refresh the event indices"):
+        es.indices.refresh(index=[indices.events_pattern(agency.id), indices.deadletter(agency.id)],
+                           ignore_unavailable=True, allow_no_indices=True)
+    audit(es, indices, "collect", "success", now, {"file": str(path), "source": source, "events": stats.events,
+                                                    "dead_letters": stats.dead_letters + stats.rejected}, agency.id)
+    return stats
+
+
+# --- scan ---------------------------------------------------------------------------------
+
+def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start: datetime, end: datetime
+                  ) -> list[Finding]:
+    """Run one rule over [start, end) on the cluster.
+
+    The search starts one timespan earlier so that a burst crossing `start` is
+    seen whole and keeps its identity; only bursts that reach into the window
+    are reported.
+    """
+    fields = (AGENCY_FIELD, *rule.group_by)
+    query = and_([window_filter(start - rule.timespan, end), rule.query])
+    candidates = [key for key, count in group_counts(es, indices.events_pattern(), query, fields)
+                  if count >= rule.threshold]
+    if not candidates:
+        return []
+    groups: dict[tuple[str, ...], list[tuple[datetime, str]]] = {}
+    narrowed = query
+    if len(candidates) <= MAX_NARROWING_GROUPS:  # beyond that the bool query costs more than it saves
+        narrowed = and_([query, {"bool": {"should": [and_([{"term": {f: key[f]}} for f in fields])
+                                                     for key in candidates], "minimum_should_match": 1}}])
+    wanted = {tuple(str(key[f]) for f in fields) for key in candidates}
+    for hit in sorted_matches(es, indices.events_pattern(), narrowed, fields):
+        values = hit["fields"]
+        if not all(f in values for f in fields):
+            continue
+        key = tuple(str(values[f][0]) for f in fields)
+        if key not in wanted:
+            continue
+        stamp = datetime.fromisoformat(values["@timestamp"][0].replace("Z", "+00:00"))
+        groups.setdefault(key, []).append((stamp, hit["_id"]))
+    findings = []
+    for key, events in groups.items():
+        for burst in bursts(events, rule.threshold, rule.timespan):
+            if burst.last < start:
+                continue
+            findings.append(Finding(
+                rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
+                group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
+                count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
+                description=rule.description))
+    return sorted(findings, key=lambda f: (f.first_seen, f.rule_id, f.group))
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    start: datetime
+    end: datetime
+    rule_paths: tuple[Path, ...] = ()
+    deliver: bool = True
+    trigger: str = "cli"
+
+
+def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datetime) -> ScanSummary:
+    indices = Indices(settings.elasticsearch.index_prefix)
+    check(es)
+    paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
+    ruleset: RuleSet = load_rules(paths)
+    scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end))
+    failures = [(p.where, p.reason) for p in ruleset.problems]
+    findings: list[Finding] = []
+    for rule in ruleset.rules:
+        try:
+            findings += rule_findings(es, indices, rule, options.start, options.end)
+        except SecmonError as exc:  # one failing rule never stops the others
+            failures.append((rule.id, str(exc)))
+    known = {a.id for a in settings.agencies}
+    unknown = sorted({f.agency for f in findings} - known)
+    findings = [f for f in findings if f.agency in known]
+    recorded = incident_store.record(es, indices, findings, scan_id, now)
+    new = [r.incident for r in recorded if r.is_new]
+    enqueue(es, indices, settings, new, now)
+    report = deliver_pending(es, indices, settings.smtp, now) if options.deliver else DeliveryReport(0, 0, 0, ())
+    notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += [f"alert delivery failed: {e}" for e in report.errors]
+    summary = ScanSummary(
+        id=scan_id, started=now, window_from=options.start, window_to=options.end,
+        rules_run=len(ruleset.rules), rules_failed=tuple(failures),
+        incidents=tuple(r.incident for r in recorded), new_incident_ids=tuple(i.id for i in new),
+        deliveries_sent=report.sent, deliveries_pending=report.pending + report.failed, notes=tuple(notes))
+    _record_scan(es, indices, summary, options.trigger, utcnow())
+    return summary
+
+
+def _record_scan(es: Elasticsearch, indices: Indices, s: ScanSummary, trigger: str, finished: datetime) -> None:
+    doc = {"@timestamp": iso(s.started),
+           "event": {"start": iso(s.started), "end": iso(finished), "outcome": "failure" if s.rules_failed else "success",
+                     "duration": int((finished - s.started).total_seconds() * 1e9)},
+           "secmon": {"window_from": iso(s.window_from), "window_to": iso(s.window_to), "rules_run": s.rules_run,
+                      "rules_failed": len(s.rules_failed),
+                      "failures": [{"rule": r, "reason": why} for r, why in s.rules_failed],
+                      "incidents": len(s.incidents), "new_incidents": len(s.new_incident_ids),
+                      "deliveries_sent": s.deliveries_sent, "deliveries_pending": s.deliveries_pending,
+                      "trigger": trigger},
+           "host": {"hostname": socket.gethostname()}, "user": {"name": getpass.getuser()}}
+    with reporting(es, "record the scan run"):
+        es.index(index=indices.scans, id=s.id, document=doc, refresh="wait_for")
+    audit(es, indices, "scan", doc["event"]["outcome"], finished,
+          {"scan_id": s.id, "window_from": iso(s.window_from), "window_to": iso(s.window_to),
+           "new_incidents": len(s.new_incident_ids)})
+
+
+def deliver(es: Elasticsearch, settings: Settings, now: datetime) -> DeliveryReport:
+    return deliver_pending(es, Indices(settings.elasticsearch.index_prefix), settings.smtp, now)

@@ -1,0 +1,1 @@
+"""Elasticsearch: client, index layout and templates, bulk writer, windowed search."""

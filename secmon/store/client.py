@@ -1,0 +1,60 @@
+"""Build the official client from settings, and turn transport failures into one clear line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from secmon.config import ElasticsearchSettings
+from secmon.errors import StoreUnavailable
+
+LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
+
+
+def connect(settings: ElasticsearchSettings) -> Elasticsearch:
+    """A client; no request is made here (constructors must not do I/O)."""
+    return Elasticsearch(
+        list(settings.hosts),
+        request_timeout=settings.request_timeout,
+        ca_certs=settings.ca_certs or None,
+        retry_on_timeout=True,
+        max_retries=2,
+        **settings.credentials(),
+    )
+
+
+@contextmanager
+def reporting(es: Elasticsearch, doing: str) -> Iterator[None]:
+    """Map the client's exceptions to StoreUnavailable, naming the host and what we were doing."""
+    try:
+        yield
+    except ApiError as exc:
+        reason = _reason(exc)
+        raise StoreUnavailable(f"Elasticsearch refused to {doing}: {reason}") from exc
+    except TransportError as exc:
+        hosts = ", ".join(_hosts(es))
+        raise StoreUnavailable(
+            f"cannot {doing}: Elasticsearch at {hosts} is unreachable ({type(exc).__name__})", hint=LOCAL_HINT
+        ) from exc
+
+
+def _hosts(es: Elasticsearch) -> list[str]:
+    return [str(node.base_url) for node in es.transport.node_pool.all()]
+
+
+def _reason(exc: ApiError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if isinstance(error, dict):
+        root = (error.get("root_cause") or [error])[0]
+        return f"{exc.meta.status} {root.get('type')}: {root.get('reason')}"
+    return f"{exc.meta.status} {exc.message}"
+
+
+def check(es: Elasticsearch) -> str:
+    """The server's version; StoreUnavailable when it does not answer."""
+    with reporting(es, "connect"):
+        info = es.info()
+    return str(info["version"]["number"])

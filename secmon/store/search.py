@@ -1,0 +1,77 @@
+"""Windowed searches the detectors need, each paged and bounded.
+
+Rules run as: one composite aggregation to find the groups with enough
+matches, then one time-ordered pass (point in time + search_after) over the
+matches of those groups only. Two requests per rule for a quiet window,
+whatever the number of groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from secmon.store.client import reporting
+
+PAGE = 5000
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def window_filter(start: datetime, end: datetime) -> dict[str, Any]:
+    return {"range": {"@timestamp": {"gte": iso(start), "lt": iso(end), "format": "strict_date_optional_time"}}}
+
+
+def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]
+                 ) -> Iterator[tuple[dict[str, Any], int]]:
+    """(group key, match count) for every group, paging a composite aggregation."""
+    sources = [{field: {"terms": {"field": field}}} for field in fields]
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {"size": 1000, "sources": sources}
+        if after:
+            composite["after"] = after
+        with reporting(es, f"aggregate matches in {index}"):
+            response = es.search(index=index, query=query, size=0, aggs={"groups": {"composite": composite}},
+                                 ignore_unavailable=True, allow_no_indices=True)
+        agg = response.get("aggregations", {}).get("groups")
+        if not agg or not agg["buckets"]:
+            return
+        for bucket in agg["buckets"]:
+            yield bucket["key"], bucket["doc_count"]
+        after = agg.get("after_key")
+        if not after:
+            return
+
+
+def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]
+                   ) -> Iterator[dict[str, Any]]:
+    """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
+    with reporting(es, f"open a point in time on {index}"):
+        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
+    try:
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "query": query, "size": PAGE, "pit": {"id": pit, "keep_alive": "2m"},
+                "sort": [{"@timestamp": "asc"}, {"_shard_doc": "asc"}],
+                "_source": False, "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False,
+            }
+            if after:
+                body["search_after"] = after
+            with reporting(es, f"search {index}"):
+                response = es.search(**body)
+            hits = response["hits"]["hits"]
+            yield from hits
+            if len(hits) < PAGE:
+                return
+            after = hits[-1]["sort"]
+            pit = response.get("pit_id", pit)
+    finally:
+        with reporting(es, "close a point in time"):
+            es.close_point_in_time(id=pit)

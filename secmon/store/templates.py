@@ -1,0 +1,54 @@
+"""Install the versioned index templates shipped in `store/templates/*.json`.
+
+Installing is idempotent: a template whose stored `version` equals ours is left
+alone, an older one is replaced. Existing indices keep their mapping until they
+roll over to a new month (events) or are recreated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+from secmon.store.client import reporting
+from secmon.store.indices import Indices
+
+TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit")
+
+
+@dataclass(frozen=True)
+class TemplateChange:
+    name: str
+    old_version: int | None
+    new_version: int
+
+    @property
+    def changed(self) -> bool:
+        return self.old_version != self.new_version
+
+
+def load_template(name: str, prefix: str) -> dict[str, Any]:
+    text = resources.files("secmon.store").joinpath("templates", f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text.replace("{{prefix}}", prefix))  # type: ignore[no-any-return]
+
+
+def install_templates(es: Elasticsearch, indices: Indices) -> list[TemplateChange]:
+    changes = []
+    for name in TEMPLATE_NAMES:
+        body = load_template(name, indices.prefix)
+        template_name = f"{indices.prefix}-{name}"
+        with reporting(es, f"read index template {template_name}"):
+            try:
+                found = es.indices.get_index_template(name=template_name)["index_templates"]
+                old = found[0]["index_template"].get("version") if found else None
+            except NotFoundError:
+                old = None
+        if old != body["version"]:
+            with reporting(es, f"install index template {template_name}"):
+                es.indices.put_index_template(name=template_name, **body)
+        changes.append(TemplateChange(template_name, old, body["version"]))
+    return changes

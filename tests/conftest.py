@@ -1,0 +1,143 @@
+"""Shared fixtures: the real local Elasticsearch node, a real SMTP server on loopback, datasets.
+
+The node is started once per session by the project's own `scripts/es-local`
+(on port 9250, so a developer's node on 9200 is left alone), unless
+SECMON_TEST_ES_URL points at a running one. Each session writes under its own
+index prefix, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+TEST_PORT = int(os.environ.get("SECMON_TEST_ES_PORT", "9250"))
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS} (../shared/datasets beside the checkout)")
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SECMON_TEST_ES_URL")
+    if url:
+        yield url
+        return
+    home = tmp_path_factory.mktemp("es-node")
+    env = {**os.environ, "SECMON_ES_HOME": str(home), "SECMON_ES_PORT": str(TEST_PORT)}
+    started = time.monotonic()
+    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env)
+    print(f"\nlocal Elasticsearch node on 127.0.0.1:{TEST_PORT}, started in {time.monotonic() - started:.1f}s")
+    try:
+        yield f"http://127.0.0.1:{TEST_PORT}"
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "wipe"], check=False, env=env)
+
+
+@pytest.fixture(scope="session")
+def es(es_url: str):  # type: ignore[no-untyped-def]
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(es_url, request_timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh index prefix for one test; its indices are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
+    found = es.options(ignore_status=404).indices.get_index_template(name=f"{name}-*")
+    for template in found.get("index_templates", []):
+        es.indices.delete_index_template(name=template["name"])
+
+
+class Mailbox:
+    """Messages received by the loopback SMTP server, parsed as real MIME."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # aiosmtpd hook
+        self.messages.append(message_from_bytes(envelope.original_content or envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[str, int, Mailbox]]:
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield "127.0.0.1", port, mailbox
+    finally:
+        controller.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, es_url: str, prefix: str, smtp_port: int, extra: str = "") -> Path:
+    path.write_text(f"""\
+elasticsearch:
+  hosts: [{es_url}]
+  index_prefix: {prefix}
+agencies:
+  - id: so-tttt
+    name: "Sở Thông tin và Truyền thông"
+    language: vi
+    recipients: [soc@so-tttt.example.vn]
+  - id: portal
+    name: Provincial public portal
+    language: en
+    recipients: [admin@portal.example.vn]
+smtp:
+  host: 127.0.0.1
+  port: {smtp_port}
+  sender: secmon@monitoring.example.vn
+rules: [{ROOT / 'rules'}]
+pipelines: [{ROOT / 'pipelines'}]
+{extra}""", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run `secmon ARGS` in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from secmon.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            code = int(done.code or 0)
+        else:
+            code = 0
+    return code, out.getvalue(), err.getvalue()

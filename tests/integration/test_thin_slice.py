@@ -1,0 +1,143 @@
+"""The thin slice on real data: a real auth log -> ECS events -> a Sigma correlation on the
+real node -> incidents -> an email to a real SMTP server on loopback. And every way it can go wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, run_cli, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.dataset]
+
+
+@pytest.fixture
+def auth_log(datasets: Path) -> Path:
+    return datasets / "loghub_linux_full" / "Linux" / "Linux.log"
+
+
+def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix, smtp, auth_log) -> None:  # type: ignore[no-untyped-def]
+    host, port, mailbox = smtp
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port))
+    assert run_cli("-c", config, "setup")[0] == 0
+    code, out, err = run_cli("-c", config, "collect", str(auth_log), "--agency", "so-tttt",
+                             "--source", "linux-auth", "--year", "2005")
+    assert code == 0, err
+    shipped = int(out.split(": ")[1].split()[0])
+    lines = sum(1 for line in auth_log.read_text(errors="replace").splitlines() if line.strip())
+    assert es.count(index=f"{prefix}-events-so-tttt-*")["count"] == shipped
+    assert es.count(index=f"{prefix}-deadletter-so-tttt", ignore_unavailable=True).get("count", 0) + shipped == lines
+
+    code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01", "--json")
+    assert code == 0, err
+    import json
+
+    first = json.loads(out)
+    brute = [i for i in first["incidents"] if i["finding"]["rule_title"] == "SSH password brute force"]
+    assert brute, "no brute force found in a log full of it"
+    assert all(i["finding"]["count"] >= 10 for i in brute)
+    assert all(i["finding"]["agency"] == "so-tttt" for i in brute)
+    assert len(first["new_incident_ids"]) == len(first["incidents"])
+    stored = es.count(index=f"{prefix}-incidents")["count"]
+    assert stored == len(first["incidents"])
+
+    # One real MIME email per new incident, in Vietnamese, times in Asia/Ho_Chi_Minh.
+    assert len(mailbox.messages) == len(first["incidents"])
+    message = mailbox.messages[0]
+    assert message["To"] == "soc@so-tttt.example.vn"
+    assert "Cảnh báo an ninh" in message["Subject"] or "=?utf-8?" in message["Subject"].lower()
+    body = message.get_payload(decode=True).decode("utf-8")
+    assert "Mức độ: Cao" in body and "+07" in body
+    assert message["X-Secmon-Incident"] in first["new_incident_ids"]
+
+    # The same scan again: the same incident ids, nothing new, no second email.
+    code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01", "--json")
+    assert code == 0, err
+    second = json.loads(out)
+    assert sorted(i["id"] for i in second["incidents"]) == sorted(i["id"] for i in first["incidents"])
+    assert second["new_incident_ids"] == []
+    assert len(mailbox.messages) == len(first["incidents"])
+    assert es.count(index=f"{prefix}-incidents")["count"] == stored
+
+    # The run is auditable: scan runs, deliveries and the audit trail are in Elasticsearch.
+    es.indices.refresh(index=f"{prefix}-*")
+    assert es.count(index=f"{prefix}-scans")["count"] == 2
+    assert es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "sent"}})["count"] == stored
+    actions = {h["_source"]["event"]["action"] for h in es.search(index=f"{prefix}-audit", size=50)["hits"]["hits"]}
+    assert {"setup", "collect", "scan"} <= actions
+
+
+def test_collecting_twice_does_not_duplicate(tmp_path, es, es_url, prefix, auth_log) -> None:  # type: ignore[no-untyped-def]
+    sample = tmp_path / "auth.log"
+    sample.write_text("".join(auth_log.read_text(errors="replace").splitlines(keepends=True)[:3000]))
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, free_port()))
+    outputs = []
+    for _ in range(2):
+        code, out, err = run_cli("-c", config, "collect", str(sample), "-a", "so-tttt", "-s", "linux-auth",
+                                 "--year", "2005")
+        assert code == 0, err
+        outputs.append(out.split(": ", 1)[1])
+    assert outputs[0] == outputs[1]
+    events = es.count(index=f"{prefix}-events-*")["count"]
+    dead = es.count(index=f"{prefix}-deadletter-*")["count"]
+    assert events + dead == 3000 and events > 2900
+
+
+def test_malformed_line_goes_to_dead_letter_with_reason(tmp_path, es, es_url, prefix) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "auth.log"
+    good = "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 \n"
+    bad = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for root from 173.234.31.999 port 38926 ssh2\n"
+    log.write_text(good + bad + "not a syslog line at all\n")
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, free_port()))
+    code, out, err = run_cli("-c", config, "collect", str(log), "-a", "so-tttt", "-s", "linux-auth", "--year", "2005")
+    assert code == 0, err
+    assert "1 events shipped, 2 dead-lettered" in out
+    hits = es.search(index=f"{prefix}-deadletter-so-tttt", sort=[{"secmon.offset": "asc"}])["hits"]["hits"]
+    assert [h["_source"]["event"]["original"] for h in hits] == [bad.strip(), "not a syslog line at all"]
+    assert "173.234.31.999" in hits[0]["_source"]["error"]["message"]
+    assert hits[0]["_source"]["secmon"]["pipeline"] == "linux-auth"
+
+
+def test_smtp_down_keeps_the_alert_queued_until_it_is_back(tmp_path, es, es_url, prefix, smtp, auth_log) -> None:  # type: ignore[no-untyped-def]
+    host, port, mailbox = smtp
+    down = free_port()
+    sample = tmp_path / "auth.log"
+    sample.write_text("".join(auth_log.read_text(errors="replace").splitlines(keepends=True)[:6000]))
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, down))
+    run_cli("-c", config, "collect", str(sample), "-a", "so-tttt", "-s", "linux-auth", "--year", "2005")
+    code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01")
+    assert code == 6, (out, err)
+    assert "alert delivery failed" in out
+    queued = es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "pending"}})["count"]
+    assert queued >= 1 and mailbox.messages == []
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port))
+    code, out, err = run_cli("-c", config, "deliver")
+    assert code == 0, (out, err)
+    assert len(mailbox.messages) == queued
+
+
+def test_unreachable_elasticsearch_is_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = str(write_config(tmp_path / "secmon.yml", f"http://127.0.0.1:{free_port()}", "x", free_port()))
+    code, out, err = run_cli("-c", config, "scan", "--last", "15m")
+    assert code == 5
+    assert err.count("\n") == 1 and "unreachable" in err and "Traceback" not in err
+
+
+def test_bad_config_key_is_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path / "secmon.yml", "http://127.0.0.1:1", "x", 25, extra="smtp_typo: 1\n")
+    code, out, err = run_cli("-c", str(config), "scan", "--last", "15m")
+    assert code == 3
+    assert err.count("\n") == 1 and "unknown key 'smtp_typo'" in err and "secmon.yml:" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["scan"], "exactly one of --from or --last"),
+    (["scan", "--from", "yesterday"], "is not a time"),
+    (["scan", "--from", "2006-01-01", "--to", "2005-01-01"], "must be before"),
+    (["scan", "--last", "soon"], "not a duration"),
+])
+def test_bad_flags_exit_2(tmp_path, args, message) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path / "secmon.yml", "http://127.0.0.1:1", "x", 25)
+    code, out, err = run_cli("-c", str(config), *args)
+    assert code == 2 and message in err

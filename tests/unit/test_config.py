@@ -1,0 +1,59 @@
+"""A wrong key, type or value in secmon.yml is one message naming file:line and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secmon.config import load_settings
+from secmon.errors import ConfigError
+
+GOOD = """\
+elasticsearch:
+  hosts: [http://127.0.0.1:9200]
+agencies:
+  - id: so-tttt
+    name: So TTTT
+    recipients: [soc@example.vn]
+"""
+
+
+def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "secmon.yml"
+    path.write_text(text, encoding="utf-8")
+    return load_settings(path)
+
+
+def test_good_config(tmp_path: Path) -> None:
+    settings = load(tmp_path, GOOD)
+    assert settings.agency("so-tttt").timezone == "Asia/Ho_Chi_Minh"
+    assert settings.agency("so-tttt").language == "vi"
+    assert settings.elasticsearch.hosts == ("http://127.0.0.1:9200",)
+
+
+@pytest.mark.parametrize("text,where,message", [
+    (GOOD + "smtp:\n  prot: 25\n", "8:3", "unknown key 'prot' in smtp (did you mean 'port'?)"),
+    (GOOD + "smtp:\n  port: twenty\n", "8:3", "smtp.port: expected an integer"),
+    (GOOD.replace("recipients: [soc@example.vn]", "recipients: [soc]"), "6:18", "is not an email address"),
+    (GOOD.replace("name: So TTTT", "name: So TTTT\n    language: fr"), "6:5", "agencies[0].language: expected 'vi' or 'en'"),
+    (GOOD.replace("name: So TTTT", "name: So TTTT\n    timezone: Mars/Base"), "6:5", "not an IANA time zone"),
+    (GOOD.replace("id: so-tttt", "id: So TTTT"), "4:5", "not a valid agency id"),
+    (GOOD + "schedule:\n  lookback: soon\n", "8:3", "not a duration"),
+    (GOOD + "agencies: [\n", "8:1", "invalid YAML"),
+    (GOOD.replace("  - id: so-tttt\n", "  - idd: so-tttt\n"), "4:5", "unknown key 'idd'"),
+])
+def test_bad_config(tmp_path: Path, text: str, where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    text_of = str(caught.value)
+    assert text_of.startswith(f"{tmp_path / 'secmon.yml'}:{where}:"), text_of
+    assert message in text_of
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(tmp_path, GOOD.replace("  hosts:", "  api_key_env: SECMON_TEST_KEY\n  hosts:"))
+    with pytest.raises(ConfigError, match="SECMON_TEST_KEY"):
+        settings.elasticsearch.credentials()
+    monkeypatch.setenv("SECMON_TEST_KEY", "abc")
+    assert settings.elasticsearch.credentials() == {"api_key": "abc"}

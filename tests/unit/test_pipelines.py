@@ -1,0 +1,83 @@
+"""Every pipeline's own examples, run as tests: the pipeline file is the test case."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from secmon.errors import InputError
+from secmon.model import DeadLetter, Event
+from secmon.normalize.engine import Normalizer, get
+from secmon.normalize.pipeline import Pipeline, load_pipelines, parse_pipeline
+from secmon.yamlio import load_all_text
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = load_pipelines([ROOT / "pipelines"])
+EXAMPLE_YEAR = 2005  # examples are read as if collected with --year 2005 (pipelines/README.md)
+CASES = [(p, ex) for p in PIPELINES.values() for ex in p.examples]
+
+
+def normalize(pipeline: Pipeline, line: str) -> Event | DeadLetter:
+    normalizer = Normalizer(pipeline, agency="test", timezone="Asia/Ho_Chi_Minh", source="example",
+                            now=datetime(2026, 1, 1, tzinfo=timezone.utc), year=EXAMPLE_YEAR)
+    return normalizer.normalize(line, 0, "example:0")
+
+
+def test_every_pipeline_has_examples() -> None:
+    assert PIPELINES, "no pipelines found"
+    for pipeline in PIPELINES.values():
+        assert pipeline.examples, f"{pipeline.path} has no examples"
+        assert any(ex.dead_letter for ex in pipeline.examples), f"{pipeline.path} shows no rejected line"
+
+
+@pytest.mark.parametrize("pipeline,example", CASES, ids=[ex.where for _, ex in CASES])
+def test_example(pipeline: Pipeline, example) -> None:  # type: ignore[no-untyped-def]
+    result = normalize(pipeline, example.line)
+    if example.dead_letter:
+        assert isinstance(result, DeadLetter), f"expected a dead letter, got {result}"
+        assert example.dead_letter in result.reason
+        assert result.raw == example.line
+        return
+    assert isinstance(result, Event), f"rejected: {getattr(result, 'reason', '')}"
+    for field, expected in example.expect:
+        assert get(result.doc, field) == expected, field
+    assert get(result.doc, "event.original") == example.line
+    assert get(result.doc, "organization.id") == "test"
+
+
+def test_linux_auth_year_rolls_over() -> None:
+    pipeline = PIPELINES["linux-auth"]
+    normalizer = Normalizer(pipeline, agency="a", timezone="UTC", source="s",
+                            now=datetime(2026, 1, 1, tzinfo=timezone.utc), year=2005)
+    first = normalizer.normalize("Dec 31 23:59:59 h sshd[1]: x", 0, "1")
+    second = normalizer.normalize("Jan  1 00:00:01 h sshd[1]: x", 1, "2")
+    assert isinstance(first, Event) and isinstance(second, Event)
+    assert first.doc["@timestamp"] == "2005-12-31T23:59:59Z"
+    assert second.doc["@timestamp"] == "2006-01-01T00:00:01Z"
+
+
+def test_same_record_same_id() -> None:
+    line = PIPELINES["linux-auth"].examples[0].line
+    assert normalize(PIPELINES["linux-auth"], line).id == normalize(PIPELINES["linux-auth"], line).id
+
+
+BAD_PIPELINES = [
+    ("id: linux-auth\nparse: {regex: '(?P<ts>'}\ntimestamp: {field: ts, formats: ['%b']}\n", "2:9", "regular expression"),
+    ("id: linux-auth\nparse: {regex: '(?P<ts>x)'}\ntimestamp: {field: ts, formats: ['%b']}\nfields:\n  a.b: nope\n",
+     "5:3", "capture group 'nope'"),
+    ("id: linux-auth\nparse: {regex: '(?P<ts>x)'}\ntimestamp: {field: ts, formats: ['%b']}\nfields:\n  a: {from: ts, type: nope}\n",
+     "5:3", "unknown type"),
+    ("id: linux-auth\nparsee: {}\n", "2:1", "unknown key 'parsee'"),
+    ("id: other\nparse: {regex: '(?P<ts>x)'}\ntimestamp: {field: ts, formats: ['%b']}\n", "1:1", "file name"),
+]
+
+
+@pytest.mark.parametrize("text,where,message", BAD_PIPELINES)
+def test_bad_pipeline_is_reported_with_its_location(text: str, where: str, message: str) -> None:
+    doc = next(load_all_text(text, "pipelines/linux-auth.yml"))
+    with pytest.raises(InputError) as caught:
+        parse_pipeline(doc)
+    assert str(caught.value).startswith(f"pipelines/linux-auth.yml:{where}:"), str(caught.value)
+    assert message in str(caught.value)
