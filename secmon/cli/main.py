@@ -11,57 +11,17 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 
 from secmon import __version__, service
+from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import incidents_table, scan_text, table, to_json
-from secmon.config import DEFAULT_TIMEZONE, Settings, load_settings, parse_duration
+from secmon.config import DEFAULT_TIMEZONE
 from secmon.errors import ExitCode, SecmonError
 from secmon.incidents import store as incident_store
-from secmon.store.client import connect, reporting
+from secmon.store.client import reporting
 from secmon.store.indices import Indices
-
-
-class When(click.ParamType):
-    """An ISO 8601 time; without an offset it is local time in Asia/Ho_Chi_Minh."""
-
-    name = "TIME"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            self.fail(f"{value!r} is not a time like 2005-06-14 or 2005-06-14T15:16:01+07:00", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(DEFAULT_TIMEZONE))
-
-
-class Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    obj = ctx.ensure_object(dict)
-    if "settings" not in obj:
-        obj["settings"] = load_settings(obj["config_path"])
-    return obj["settings"]  # type: ignore[no-any-return]
-
-
-def _es(ctx: click.Context) -> Any:
-    obj = ctx.ensure_object(dict)
-    if "es" not in obj:
-        obj["es"] = connect(_settings(ctx).elasticsearch)
-    return obj["es"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +44,7 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
 @click.pass_context
 def setup(ctx: click.Context) -> None:
     """Install index templates (idempotent)."""
-    version, changes = service.setup(_es(ctx), _settings(ctx), service.utcnow())
+    version, changes = service.setup(es_of(ctx), settings_of(ctx), service.utcnow())
     click.echo(f"Elasticsearch {version}")
     for change in changes:
         state = "unchanged" if not change.changed else f"installed v{change.new_version}" + (
@@ -102,7 +62,7 @@ def setup(ctx: click.Context) -> None:
 def collect(ctx: click.Context, files: tuple[Path, ...], agency: str, source: str, year: int | None) -> None:
     """Parse log FILES into ECS events and ship them to Elasticsearch."""
     for path in files:
-        stats = service.collect_file(_es(ctx), _settings(ctx), path, agency, source, service.utcnow(), year)
+        stats = service.collect_file(es_of(ctx), settings_of(ctx), path, agency, source, service.utcnow(), year)
         click.echo(f"{path}: {stats.events} events shipped, {stats.dead_letters + stats.rejected} dead-lettered"
                    + (f", {stats.retries} retries" if stats.retries else ""))
 
@@ -127,13 +87,13 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     start = start or end - (last or timedelta())
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
-    summary = service.scan(_es(ctx), _settings(ctx),
+    summary = service.scan(es_of(ctx), settings_of(ctx),
                            service.ScanOptions(start, end, rule_paths, deliver=not no_deliver), now)
     click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE))
     if summary.deliveries_pending:
-        raise _Exit(ExitCode.DELIVERY)
+        raise Exit(ExitCode.DELIVERY)
     if fail_on_findings and summary.new_incident_ids:
-        raise _Exit(ExitCode.FINDINGS)
+        raise Exit(ExitCode.FINDINGS)
 
 
 @cli.command()
@@ -145,8 +105,8 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
 def incidents(ctx: click.Context, agency: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
     """List stored incidents."""
     if agency:
-        _settings(ctx).agency(agency)
-    found = incident_store.search(_es(ctx), Indices(_settings(ctx).elasticsearch.index_prefix),
+        settings_of(ctx).agency(agency)
+    found = incident_store.search(es_of(ctx), Indices(settings_of(ctx).elasticsearch.index_prefix),
                                   agency=agency, since=since, limit=limit)
     click.echo(to_json(found) if as_json else incidents_table(found, DEFAULT_TIMEZONE))
 
@@ -155,12 +115,12 @@ def incidents(ctx: click.Context, agency: str | None, since: datetime | None, li
 @click.pass_context
 def deliver(ctx: click.Context) -> None:
     """Send queued alerts now (the scheduler does this every minute)."""
-    report = service.deliver(_es(ctx), _settings(ctx), service.utcnow())
+    report = service.deliver(es_of(ctx), settings_of(ctx), service.utcnow())
     click.echo(f"alerts sent: {report.sent}, still queued: {report.pending}, given up: {report.failed}")
     for error in report.errors:
         click.echo(f"delivery error: {error}", err=True)
     if report.pending or report.failed:
-        raise _Exit(ExitCode.DELIVERY)
+        raise Exit(ExitCode.DELIVERY)
 
 
 @cli.group()
@@ -175,7 +135,7 @@ def rules_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Load and compile rules; report every problem (default: the config's rules)."""
     from secmon.detect.rules.load import load_rules
 
-    targets = list(paths) or [_settings(ctx).resolve(p) for p in _settings(ctx).rules]
+    targets = list(paths) or [settings_of(ctx).resolve(p) for p in settings_of(ctx).rules]
     ruleset = load_rules(targets)
     click.echo(table(["rule", "kind", "severity", "title"],
                      [[r.id, r.kind, r.severity.value, r.title] for r in ruleset.rules]))
@@ -183,7 +143,7 @@ def rules_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         click.echo(f"{problem.where}: {problem.reason}", err=True)
     click.echo(f"{len(ruleset.rules)} rules compiled, {len(ruleset.problems)} problems")
     if ruleset.problems:
-        raise _Exit(ExitCode.INPUT)
+        raise Exit(ExitCode.INPUT)
 
 
 @cli.command()
@@ -192,30 +152,24 @@ def schedule(ctx: click.Context) -> None:
     """Run the scheduler: periodic scans and alert delivery, until stopped."""
     from secmon.scheduler import run_forever
 
-    run_forever(_es(ctx), _settings(ctx))
+    run_forever(es_of(ctx), settings_of(ctx))
 
 
 @cli.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Check the connection to Elasticsearch."""
-    es = _es(ctx)
+    es = es_of(ctx)
     with reporting(es, "read cluster health"):
         health = es.cluster.health()
     click.echo(f"Elasticsearch {service.check(es)}, cluster {health['cluster_name']}: {health['status']}")
-
-
-class _Exit(Exception):
-    def __init__(self, code: ExitCode):
-        super().__init__(code.name)
-        self.code = code
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the single error boundary."""
     try:
         cli.main(args=argv, prog_name="secmon", standalone_mode=False)
-    except _Exit as done:
+    except Exit as done:
         sys.exit(int(done.code))
     except SecmonError as exc:
         click.echo(f"secmon: error: {exc}", err=True)
