@@ -83,6 +83,9 @@ class SmtpSettings:
     username_env: str = ""
     password_env: str = ""
     timeout: int = 10
+    # More new incidents than this for one agency in one scan become one digest email
+    # (a backfill or a noisy day must not bury the agency in hundreds of messages).
+    digest_over: int = 5
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,10 @@ class Incident:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One alert email to one agency about one incident (the outbox entry)."""
+    """One alert email to one agency about one or more incidents (the outbox entry)."""
 
     id: str
-    incident_id: str
+    incident_ids: tuple[str, ...]
     agency: str
     recipients: tuple[str, ...]
     language: str

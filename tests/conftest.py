@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
 
@@ -75,7 +75,7 @@ class Mailbox:
         self.messages: list[Message] = []
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # aiosmtpd hook
-        self.messages.append(message_from_bytes(envelope.original_content or envelope.content))
+        self.messages.append(message_from_bytes(envelope.original_content or envelope.content, policy=policy.default))
         return "250 OK"
 
 
@@ -101,7 +101,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, es_url: str, prefix: str, smtp_port: int, extra: str = "") -> Path:
+def write_config(path: Path, es_url: str, prefix: str, smtp_port: int, extra: str = "", digest_over: int = 5) -> Path:
     path.write_text(f"""\
 elasticsearch:
   hosts: [{es_url}]
@@ -119,6 +119,7 @@ smtp:
   host: 127.0.0.1
   port: {smtp_port}
   sender: secmon@monitoring.example.vn
+  digest_over: {digest_over}
 rules: [{ROOT / 'rules'}]
 pipelines: [{ROOT / 'pipelines'}]
 {extra}""", encoding="utf-8")

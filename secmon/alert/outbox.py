@@ -20,7 +20,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.render import render
+from secmon.alert.render import render, render_digest
 from secmon.config import Settings, SmtpSettings
 from secmon.model import Delivery, Incident, stable_id
 from secmon.store.client import reporting
@@ -39,20 +39,29 @@ class DeliveryReport:
 
 
 def enqueue(es: Elasticsearch, indices: Indices, settings: Settings, incidents: list[Incident], now: datetime) -> int:
-    """Queue one alert per new incident for its agency; returns how many were queued now."""
-    operations: list[dict[str, Any]] = []
+    """Queue alerts for new incidents, per agency: one each, or one digest above `smtp.digest_over`.
+
+    Ids derive from the incident ids, so a re-run never queues the same alert twice.
+    """
+    by_agency: dict[str, list[Incident]] = {}
     for incident in incidents:
-        agency = settings.agency(incident.finding.agency)
+        by_agency.setdefault(incident.finding.agency, []).append(incident)
+    operations: list[dict[str, Any]] = []
+    for agency_id, group in by_agency.items():
+        agency = settings.agency(agency_id)
         if not agency.recipients:
             continue
-        subject, body = render(incident, agency)
-        delivery_id = stable_id("alert", incident.id, agency.id)
-        operations += [{"create": {"_index": indices.alerts, "_id": delivery_id}}, {
-            "@timestamp": iso(now), "organization": {"id": agency.id, "name": agency.name},
-            "secmon": {"incident_id": incident.id, "recipients": list(agency.recipients),
-                       "language": agency.language, "subject": subject, "body": body, "status": "pending",
-                       "attempts": 0, "last_error": "", "updated": iso(now)},
-        }]
+        if len(group) > settings.smtp.digest_over:
+            batches = [(stable_id("digest", agency.id, *sorted(i.id for i in group)), group, render_digest(group, agency))]
+        else:
+            batches = [(stable_id("alert", i.id, agency.id), [i], render(i, agency)) for i in group]
+        for delivery_id, covered, (subject, body) in batches:
+            operations += [{"create": {"_index": indices.alerts, "_id": delivery_id}}, {
+                "@timestamp": iso(now), "organization": {"id": agency.id, "name": agency.name},
+                "secmon": {"incident_id": [i.id for i in covered], "recipients": list(agency.recipients),
+                           "language": agency.language, "subject": subject, "body": body, "status": "pending",
+                           "attempts": 0, "last_error": "", "updated": iso(now)},
+            }]
     if not operations:
         return 0
     with reporting(es, "queue alerts"):
@@ -68,7 +77,7 @@ def _message(delivery: Delivery, sender: str) -> EmailMessage:
     message["Subject"] = delivery.subject
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(idstring=delivery.id[:16], domain="secmon")
-    message["X-Secmon-Incident"] = delivery.incident_id
+    message["X-Secmon-Incident"] = " ".join(delivery.incident_ids)
     message["Content-Language"] = delivery.language
     message.set_content(delivery.body)
     return message
@@ -88,7 +97,9 @@ def send_smtp(smtp: SmtpSettings, message: EmailMessage) -> None:
 
 def _from_hit(hit: dict[str, Any]) -> Delivery:
     s = hit["_source"]["secmon"]
-    return Delivery(id=hit["_id"], incident_id=s["incident_id"], agency=hit["_source"]["organization"]["id"],
+    ids = s["incident_id"]
+    return Delivery(id=hit["_id"], incident_ids=tuple(ids if isinstance(ids, list) else [ids]),
+                    agency=hit["_source"]["organization"]["id"],
                     recipients=tuple(s["recipients"]), language=s["language"], subject=s["subject"],
                     body=s["body"], status=s["status"], attempts=s["attempts"], last_error=s["last_error"])
 

@@ -17,6 +17,8 @@ TEXT = {
         "techniques": "Kỹ thuật ATT&CK", "description": "Mô tả",
         "footer": "Thư này do secmon gửi tự động. Vui lòng xác minh và phản hồi cho trung tâm giám sát.",
         "tz": "giờ Việt Nam",
+        "digest": "sự cố mới",
+        "digest_intro": "Hệ thống giám sát an toàn thông tin phát hiện {n} sự cố mới tại đơn vị của quý cơ quan:",
     },
     "en": {
         "alert": "Security alert",
@@ -26,6 +28,8 @@ TEXT = {
         "techniques": "ATT&CK techniques", "description": "Description",
         "footer": "This message was sent automatically by secmon. Please verify and reply to the monitoring centre.",
         "tz": "local time",
+        "digest": "new incidents",
+        "digest_intro": "The security monitoring centre detected {n} new incidents at your agency:",
     },
 }
 
@@ -61,5 +65,22 @@ def render(incident: Incident, agency: Agency) -> tuple[str, str]:
     ]
     if finding.description:
         lines += ["", f"{text['description']}: {finding.description.strip()}"]
+    lines += ["", "--", text["footer"]]
+    return subject, "\n".join(lines) + "\n"
+
+
+def render_digest(incidents: list[Incident], agency: Agency) -> tuple[str, str]:
+    """One email for many incidents: a line each, most severe first."""
+    text = TEXT[agency.language]
+    names = SEVERITY_NAMES[agency.language]
+    ordered = sorted(incidents, key=lambda i: (-i.finding.severity.rank, i.finding.first_seen))
+    top = names[ordered[0].finding.severity]
+    subject = f"[secmon][{top}] {text['alert']}: {len(incidents)} {text['digest']} ({agency.name})"
+    lines = [text["digest_intro"].format(n=len(incidents)), ""]
+    for incident in ordered:
+        f = incident.finding
+        entity = ", ".join(f"{k}={v}" for k, v in f.group) or "-"
+        lines.append(f"- [{names[f.severity]}] {f.rule_title} | {entity} | {local(f.first_seen, agency.timezone)}"
+                     f" .. {local(f.last_seen, agency.timezone)} | {text['count']}: {f.count} | {incident.id}")
     lines += ["", "--", text["footer"]]
     return subject, "\n".join(lines) + "\n"

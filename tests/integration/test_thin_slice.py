@@ -42,14 +42,16 @@ def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix,
     stored = es.count(index=f"{prefix}-incidents")["count"]
     assert stored == len(first["incidents"])
 
-    # One real MIME email per new incident, in Vietnamese, times in Asia/Ho_Chi_Minh.
-    assert len(mailbox.messages) == len(first["incidents"])
+    # Hundreds of new incidents for one agency: one real MIME digest email, in Vietnamese,
+    # times in Asia/Ho_Chi_Minh, naming every incident.
+    assert len(mailbox.messages) == 1
     message = mailbox.messages[0]
     assert message["To"] == "soc@so-tttt.example.vn"
-    assert "Cảnh báo an ninh" in message["Subject"] or "=?utf-8?" in message["Subject"].lower()
+    assert str(message["Subject"]).startswith("[secmon][Cao] Cảnh báo an ninh: ")
     body = message.get_payload(decode=True).decode("utf-8")
-    assert "Mức độ: Cao" in body and "+07" in body
-    assert message["X-Secmon-Incident"] in first["new_incident_ids"]
+    assert "[Cao] SSH password brute force" in body and "+07" in body
+    assert sorted(message["X-Secmon-Incident"].split()) == sorted(first["new_incident_ids"])
+    assert all(incident_id in body for incident_id in first["new_incident_ids"])
 
     # The same scan again: the same incident ids, nothing new, no second email.
     code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01", "--json")
@@ -57,13 +59,13 @@ def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix,
     second = json.loads(out)
     assert sorted(i["id"] for i in second["incidents"]) == sorted(i["id"] for i in first["incidents"])
     assert second["new_incident_ids"] == []
-    assert len(mailbox.messages) == len(first["incidents"])
+    assert len(mailbox.messages) == 1
     assert es.count(index=f"{prefix}-incidents")["count"] == stored
 
     # The run is auditable: scan runs, deliveries and the audit trail are in Elasticsearch.
     es.indices.refresh(index=f"{prefix}-*")
     assert es.count(index=f"{prefix}-scans")["count"] == 2
-    assert es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "sent"}})["count"] == stored
+    assert es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "sent"}})["count"] == 1
     actions = {h["_source"]["event"]["action"] for h in es.search(index=f"{prefix}-audit", size=50)["hits"]["hits"]}
     assert {"setup", "collect", "scan"} <= actions
 
@@ -104,17 +106,21 @@ def test_smtp_down_keeps_the_alert_queued_until_it_is_back(tmp_path, es, es_url,
     down = free_port()
     sample = tmp_path / "auth.log"
     sample.write_text("".join(auth_log.read_text(errors="replace").splitlines(keepends=True)[:6000]))
-    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, down))
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, down, digest_over=1000))
     run_cli("-c", config, "collect", str(sample), "-a", "so-tttt", "-s", "linux-auth", "--year", "2005")
     code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01")
     assert code == 6, (out, err)
     assert "alert delivery failed" in out
     queued = es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "pending"}})["count"]
     assert queued >= 1 and mailbox.messages == []
-    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port))
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port, digest_over=1000))
     code, out, err = run_cli("-c", config, "deliver")
     assert code == 0, (out, err)
+    # Below the digest threshold: one email per incident, each naming its incident.
     assert len(mailbox.messages) == queued
+    bodies = [m.get_payload(decode=True).decode("utf-8") for m in mailbox.messages]
+    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: SSH password brute force" in b for b in bodies)
+    assert len({m["X-Secmon-Incident"] for m in mailbox.messages}) == queued
 
 
 def test_unreachable_elasticsearch_is_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
