@@ -31,17 +31,32 @@ def datasets() -> Path:
     return DATASETS
 
 
+_NODE_NOTES: list[str] = []
+
+
+def _announce(config: pytest.Config, text: str) -> None:
+    _NODE_NOTES.append(text.strip())
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """CI logs say which real node the integration tests ran against."""
+    for note in _NODE_NOTES:
+        terminalreporter.write_line(note)
+
+
 @pytest.fixture(scope="session")
-def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def es_url(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[str]:
     url = os.environ.get("SECMON_TEST_ES_URL")
     if url:
+        _announce(pytestconfig, f"\nintegration tests use the Elasticsearch node at {url}")
         yield url
         return
     home = tmp_path_factory.mktemp("es-node")
     env = {**os.environ, "SECMON_ES_HOME": str(home), "SECMON_ES_PORT": str(TEST_PORT)}
     started = time.monotonic()
     subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env)
-    print(f"\nlocal Elasticsearch node on 127.0.0.1:{TEST_PORT}, started in {time.monotonic() - started:.1f}s")
+    _announce(pytestconfig, f"\nintegration tests use a real local Elasticsearch node on 127.0.0.1:{TEST_PORT}, "
+                            f"started by scripts/es-local in {time.monotonic() - started:.1f}s")
     try:
         yield f"http://127.0.0.1:{TEST_PORT}"
     finally:
