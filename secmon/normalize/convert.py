@@ -1,53 +1,128 @@
-"""Typed field conversions a pipeline can ask for, and syslog-style timestamps.
+"""Typed field conversions a pipeline can ask for, and timestamps in every shape logs use.
 
 A conversion that fails raises ValueError with a message fit for the
 dead-letter index: the line is kept, with the reason, never dropped.
+Values come from text lines (always str) or from JSON records (str, int,
+float, bool, list, dict), so every converter accepts both.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+ISO8601 = "ISO8601"
+UNIX = "UNIX"
+UNIX_MS = "UNIX_MS"
+SPECIAL_FORMATS = (ISO8601, UNIX, UNIX_MS)
 
-def to_string(value: str) -> str:
+
+def to_string(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return value  # a JSON array or object stays structured (e.g. Zeek `answers`)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_LONG = range(-(2**63), 2**63)  # Elasticsearch's long: a larger number would reject the whole document
+
+
+def to_long(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{str(value)[:80]!r} is not an integer") from None
+    if value not in _LONG:
+        raise ValueError(f"{value} is out of range for a long")
     return value
 
 
-def to_long(value: str) -> int:
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
     try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an integer") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{str(value)[:80]!r} is not a number") from None
+    if not math.isfinite(number):  # NaN and Infinity are not JSON: the bulk request would fail
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
-def to_ip(value: str) -> str:
+# A canonical dotted quad is its own canonical form: most addresses skip ipaddress (hot path).
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
+def to_ip(value: Any) -> str:
+    text = str(value)
+    if _IPV4.fullmatch(text):
+        return text
     try:
-        return str(ipaddress.ip_address(value.strip("[]")))
+        return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        raise ValueError(f"{text!r} is not an IP address") from None
 
 
-def to_address(value: str) -> dict[str, str]:
+def to_address(value: Any) -> dict[str, str]:
     """ECS `*.address`: the raw peer, plus `*.ip` or `*.domain` as it turns out to be."""
+    text = str(value)
     try:
-        return {"address": value, "ip": to_ip(value)}
+        return {"address": text, "ip": to_ip(text)}
     except ValueError:
-        if any(ch.isalpha() for ch in value) and " " not in value:
-            return {"address": value, "domain": value.lower()}
-        if all(ch.isdigit() or ch in ".:" for ch in value):
+        if any(ch.isalpha() for ch in text) and " " not in text:
+            return {"address": text, "domain": text.lower()}
+        if all(ch.isdigit() or ch in ".:" for ch in text):
             # digits and dots only, yet not an IP: a corrupt address, not a host name
-            raise ValueError(f"{value!r} is neither an IP address nor a host name") from None
-        return {"address": value}
+            raise ValueError(f"{text!r} is neither an IP address nor a host name") from None
+        return {"address": text}
 
 
-CONVERTERS: dict[str, Callable[[str], Any]] = {
+def to_lowercase(value: Any) -> str:
+    return str(value).lower()
+
+
+def to_uppercase(value: Any) -> str:
+    return str(value).upper()
+
+
+def to_list(value: Any) -> list[Any]:
+    """A JSON array as it is; text split on commas (Zeek sets, CEF lists)."""
+    if isinstance(value, list):
+        return value
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "t", "yes", "y", "1"):
+        return True
+    if text in ("false", "f", "no", "n", "0"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "string": to_string,
     "long": to_long,
+    "float": to_float,
     "ip": to_ip,
     "address": to_address,  # expands under the target: target.address, target.ip|domain
+    "lowercase": to_lowercase,
+    "uppercase": to_uppercase,
+    "list": to_list,
+    "bool": to_bool,
 }
 
 
@@ -80,17 +155,41 @@ class YearlessClock:
             raise ValueError(f"{partial:%b %d} does not exist in {self._year}") from None
 
 
-def parse_timestamp(text: str, formats: tuple[str, ...], tz: tzinfo, clock: YearlessClock) -> datetime:
-    """Parse with the first format that fits; returns an aware UTC datetime."""
-    cleaned = " ".join(text.split())  # syslog pads single-digit days with a space
+def _epoch(value: Any, scale: float) -> datetime:
+    try:
+        seconds = float(value) / scale
+        return datetime.fromtimestamp(seconds, timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ValueError(f"{value!r} is not a UNIX time") from None
+
+
+def _parse_one(text: str, fmt: str, tz: tzinfo, clock: YearlessClock) -> datetime:
+    if fmt == UNIX or fmt == UNIX_MS:
+        return _epoch(text, 1000.0 if fmt == UNIX_MS else 1.0)
+    if fmt == ISO8601:
+        parsed = datetime.fromisoformat(text)
+    else:
+        parsed = datetime.strptime(text, fmt)
+        if "%Y" not in fmt and "%y" not in fmt:
+            return clock.complete(parsed, tz).astimezone(timezone.utc)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_timestamp(value: Any, formats: tuple[str, ...], tz: tzinfo, clock: YearlessClock) -> datetime:
+    """Parse with the first format that fits; returns an aware UTC datetime.
+
+    Naive times are in `tz` (the agency's zone unless the pipeline names one);
+    formats without a year take it from the stream's `clock`.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = repr(value)
+    else:
+        text = " ".join(str(value).split())  # syslog pads single-digit days with a space
     for fmt in formats:
         try:
-            parsed = datetime.strptime(cleaned, fmt)
-        except ValueError:
+            return _parse_one(text, fmt, tz, clock)
+        except (ValueError, OverflowError):  # OverflowError: year 1 shifted out of range by its offset
             continue
-        if "%Y" not in fmt and "%y" not in fmt:
-            parsed = clock.complete(parsed, tz)
-        elif parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=tz)
-        return parsed.astimezone(timezone.utc)
-    raise ValueError(f"timestamp {text!r} matches none of the formats {list(formats)}")
+    raise ValueError(f"timestamp {text[:80]!r} matches none of the formats {list(formats)}")

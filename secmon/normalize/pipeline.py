@@ -8,34 +8,78 @@ mistake is found when the file is read, not on the millionth line.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from secmon.errors import InputError
-from secmon.normalize.convert import CONVERTERS
+from secmon.normalize.convert import CONVERTERS, SPECIAL_FORMATS
+from secmon.normalize.formats import FORMATS, LAYOUT_BY_COUNT, FormatSpec, kv_pattern
 from secmon.yamlio import Located, load_file
 
-_TOP_KEYS = {"id", "description", "format", "set", "parse", "timestamp", "fields", "patterns", "examples"}
+_TOP_KEYS = {"id", "description", "format", "set", "parse", "timestamp", "fields", "patterns", "enrich",
+             "drop", "keep", "examples"}
+_PARSE_KEYS = {
+    "line": {"regex"},
+    "json": {"regex", "payload"},
+    "kv": {"regex", "payload", "separator", "assign", "quote", "nested"},
+    "csv": {"regex", "payload", "separator", "quote", "columns", "layout_column", "layouts", "header", "unset"},
+    "cef": {"regex", "payload"},
+    "leef": {"regex", "payload"},
+    "evtx": set(),
+    "winlog": set(),
+}
+_WINDOWS = ("evtx", "winlog")
 _PATTERN_KEYS = {"name", "field", "when", "regex", "fields", "set"}
-_FORMATS = ("line",)
+_FIELD_KEYS = {"from", "type", "map", "prefix"}
+_STAMP_KEYS = {"field", "join", "formats", "timezone", "optional"}
 
 
 @dataclass(frozen=True)
 class FieldRule:
     target: str  # dotted ECS name
-    source: str  # capture group name
+    source: str  # value name: capture group, JSON path, key, column
     type: str  # key of CONVERTERS
+    path: tuple[str, ...] = ()  # target split on dots, once
+    map: Mapping[str, Any] | None = None  # raw value -> stored value (unknown values kept as they are)
+    alternatives: tuple[str, ...] = ()  # further value names tried when `source` is absent
+    prefix: str = ""  # prepended to a string value (zeek. + dns = zeek.dns)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """All of `tests` hold: each names a value and the texts it may equal."""
+
+    tests: tuple[tuple[str, frozenset[str]], ...]
 
 
 @dataclass(frozen=True)
 class Pattern:
     name: str
-    field: str
-    when: tuple[tuple[str, str], ...]
-    regex: re.Pattern[str]
+    field: str  # the value the regex searches ("" when there is no regex)
+    when: Condition
+    regex: re.Pattern[str] | None
     fields: tuple[FieldRule, ...]
-    set: tuple[tuple[str, Any], ...]
+    set: tuple[tuple[tuple[str, ...], Any], ...]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Enrichment: the value of an ECS field selects fields to add."""
+
+    field: str
+    table: Mapping[str, tuple[tuple[tuple[str, ...], Any], ...]]
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    fields: tuple[str, ...]  # alternatives: the first present is used
+    join: tuple[str, ...]  # or: these values joined by a space (date + time)
+    formats: tuple[str, ...]
+    timezone: str  # "" = the agency's
+    optional: bool  # absent: the collection time is used
 
 
 @dataclass(frozen=True)
@@ -44,6 +88,8 @@ class Example:
     expect: tuple[tuple[str, Any], ...]  # dotted field -> value; empty for dead letters
     dead_letter: str  # expected reason substring, "" if the line must parse
     where: str  # file:line of the example, for test ids
+    before: tuple[str, ...] = ()  # lines fed first (a Zeek header)
+    skipped: bool = False  # the line must be dropped
 
 
 @dataclass(frozen=True)
@@ -51,20 +97,23 @@ class Pipeline:
     id: str
     description: str
     format: str
-    set: tuple[tuple[str, Any], ...]
-    header: re.Pattern[str]
-    timestamp_field: str
-    timestamp_formats: tuple[str, ...]
+    parse: FormatSpec
+    set: tuple[tuple[tuple[str, ...], Any], ...]
+    timestamp: Timestamp | None  # None: Windows formats take the flattener's @timestamp
     fields: tuple[FieldRule, ...]
     patterns: tuple[Pattern, ...]
+    enrich: tuple[Lookup, ...]
+    drop: tuple[Condition, ...]
+    keep: tuple[Condition, ...]
     examples: tuple[Example, ...]
     path: str
 
 
-def _need(doc: Located, value: Any, kind: type, *at: str | int) -> Any:
+def _need(doc: Located, value: Any, kind: type | tuple[type, ...], *at: str | int) -> Any:
     if not isinstance(value, kind):
         name = ".".join(str(p) for p in at)
-        raise InputError(f"{name} must be a {kind.__name__}, found {value!r}", location=doc.loc(*at))
+        wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InputError(f"{name} must be a {wanted}, found {value!r}", location=doc.loc(*at))
     return value
 
 
@@ -76,89 +125,199 @@ def _regex(doc: Located, text: Any, *at: str | int) -> re.Pattern[str]:
         raise InputError(f"invalid regular expression: {exc}", location=doc.loc(*at)) from None
 
 
-def _field_rules(doc: Located, data: Any, groups: set[str], *at: str | int) -> tuple[FieldRule, ...]:
+def _check_keys(doc: Located, data: dict[str, Any], allowed: set[str], *at: str | int) -> None:
+    for key in data:
+        if key not in allowed:
+            raise InputError(
+                f"unknown key {key!r}", location=doc.loc(*at, key), hint=f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+            )
+
+
+def _known(doc: Located, name: str, names: set[str] | None, what: str, *at: str | int) -> None:
+    """Check a value name when the format's names are all known at load time."""
+    if names is not None and name not in names:
+        raise InputError(f"{what} {name!r} does not exist", location=doc.loc(*at),
+                         hint=f"names available here: {', '.join(sorted(names)) or 'none'}")
+
+
+def _field_rules(doc: Located, data: Any, names: set[str] | None, *at: str | int) -> tuple[FieldRule, ...]:
     rules = []
     for target, spec in _need(doc, data or {}, dict, *at).items():
         if isinstance(spec, str):
             spec = {"from": spec}
         spec = _need(doc, spec, dict, *at, target)
-        source, kind = spec.get("from"), spec.get("type", "string")
-        if source not in groups:
-            raise InputError(
-                f"{target}: capture group {source!r} does not exist",
-                location=doc.loc(*at, target),
-                hint=f"groups available here: {', '.join(sorted(groups)) or 'none'}",
-            )
+        _check_keys(doc, spec, _FIELD_KEYS, *at, target)
+        sources, kind = _strings(doc, spec.get("from"), *at, target, "from"), spec.get("type", "string")
+        if not sources:
+            raise InputError(f"{target}: 'from' names no value", location=doc.loc(*at, target))
+        for source in sources:
+            if names is not None and source not in names:
+                raise InputError(f"{target}: capture group {source!r} does not exist", location=doc.loc(*at, target),
+                                 hint=f"groups available here: {', '.join(sorted(names)) or 'none'}")
         if kind not in CONVERTERS:
-            raise InputError(
-                f"{target}: unknown type {kind!r}",
-                location=doc.loc(*at, target),
-                hint=f"allowed: {', '.join(CONVERTERS)}",
-            )
-        rules.append(FieldRule(str(target), source, kind))
+            raise InputError(f"{target}: unknown type {kind!r}", location=doc.loc(*at, target),
+                             hint=f"allowed: {', '.join(CONVERTERS)}")
+        mapping = spec.get("map")
+        if mapping is not None:
+            mapping = {str(k): v for k, v in _need(doc, mapping, dict, *at, target, "map").items()}
+        prefix = str(spec.get("prefix", ""))
+        rules.append(FieldRule(str(target), sources[0], kind, tuple(str(target).split(".")), mapping, sources[1:], prefix))
     return tuple(rules)
 
 
-def _check_keys(doc: Located, data: dict[str, Any], allowed: set[str], *at: str | int) -> None:
-    for key in data:
-        if key not in allowed:
-            raise InputError(
-                f"unknown key {key!r}", location=doc.loc(*at, key), hint=f"allowed: {', '.join(sorted(allowed))}"
-            )
+def _sets(doc: Located, data: Any, *at: str | int) -> tuple[tuple[tuple[str, ...], Any], ...]:
+    return tuple((tuple(str(k).split(".")), v) for k, v in _need(doc, data or {}, dict, *at).items())
+
+
+def _condition(doc: Located, data: Any, names: set[str] | None, *at: str | int) -> Condition:
+    tests = []
+    for key, allowed in _need(doc, data or {}, dict, *at).items():
+        _known(doc, str(key), names, "condition value", *at, key)
+        options = allowed if isinstance(allowed, list) else [allowed]
+        for i, option in enumerate(options):
+            _need(doc, option, (str, int, float, bool), *at, key, i)
+        tests.append((str(key), frozenset(("true" if o else "false") if isinstance(o, bool) else str(o) for o in options)))
+    return Condition(tuple(tests))
+
+
+def _conditions(doc: Located, data: Any, names: set[str] | None, key: str) -> tuple[Condition, ...]:
+    items = data if isinstance(data, list) else [data] if data is not None else []
+    return tuple(_condition(doc, item, names, key, i) for i, item in enumerate(items))
+
+
+def _strings(doc: Located, data: Any, *at: str | int) -> tuple[str, ...]:
+    items = [data] if isinstance(data, str) else _need(doc, data, list, *at) if data is not None else []
+    return tuple(_need(doc, item, str, *at, i) for i, item in enumerate(items))
+
+
+def _parse_spec(doc: Located, fmt: str, data: Any) -> tuple[FormatSpec, set[str] | None]:
+    """The `parse:` section, and the value names it yields when they are all known now."""
+    parse = _need(doc, data if data is not None else {}, dict, "parse")
+    _check_keys(doc, parse, _PARSE_KEYS[fmt], "parse")
+    regex = _regex(doc, parse["regex"], "parse", "regex") if "regex" in parse else None
+    if fmt == "line" and regex is None:
+        raise InputError("format line needs parse.regex", location=doc.loc("parse"))
+    payload = str(parse.get("payload", "payload"))
+    if regex is not None and fmt != "line" and payload not in regex.groupindex:
+        raise InputError(f"parse.regex has no group {payload!r} holding the {fmt} payload", location=doc.loc("parse", "regex"))
+    opts: dict[str, Any] = {"kind": fmt, "regex": regex, "payload": payload, "separator": "," if fmt == "csv" else " "}
+    for key in ("separator", "assign", "quote", "header"):
+        if key in parse:
+            opts[key] = _need(doc, parse[key], str, "parse", key)
+            if key in ("separator", "assign") and not opts[key]:
+                raise InputError(f"parse.{key} must not be empty", location=doc.loc("parse", key))
+    if opts.get("header", "") not in ("", "zeek", "w3c"):
+        raise InputError(f"unknown header {opts['header']!r}", location=doc.loc("parse", "header"), hint="allowed: zeek, w3c")
+    for key in ("nested", "columns", "unset"):
+        if key in parse:
+            opts[key] = _strings(doc, parse[key], "parse", key)
+    if "layouts" in parse:
+        layouts = _need(doc, parse["layouts"], dict, "parse", "layouts")
+        opts["layouts"] = tuple((str(k), _strings(doc, v, "parse", "layouts", k)) for k, v in layouts.items())
+        column = parse.get("layout_column")
+        # a column index, or "count": IIS logs written without a header differ only in how many fields they have
+        opts["layout_column"] = LAYOUT_BY_COUNT if column == "count" else _need(doc, column, int, "parse", "layout_column")
+    if fmt == "csv" and not (opts.get("columns") or opts.get("layouts") or opts.get("header")):
+        raise InputError("format csv needs parse.columns, parse.layouts or parse.header", location=doc.loc("parse"))
+    if fmt == "kv":
+        opts["kv_regex"] = kv_pattern(opts.get("separator", " "), opts.get("assign", "="), opts.get("quote", "\"'"))
+    spec = FormatSpec(**opts)
+    names: set[str] | None = None
+    if fmt == "line" and regex is not None:
+        names = set(regex.groupindex)
+    elif fmt == "csv" and spec.columns and not spec.header:
+        names = set(spec.columns) | (set(regex.groupindex) if regex is not None else set())
+    return spec, names
+
+
+def _timestamp(doc: Located, data: Any, fmt: str, names: set[str] | None) -> Timestamp | None:
+    if data is None:
+        if fmt in _WINDOWS:
+            return None
+        raise InputError("missing required key 'timestamp'", location=doc.loc())
+    stamp = _need(doc, data, dict, "timestamp")
+    _check_keys(doc, stamp, _STAMP_KEYS, "timestamp")
+    fields = _strings(doc, stamp.get("field", []), "timestamp", "field")
+    join = _strings(doc, stamp.get("join", []), "timestamp", "join")
+    if bool(fields) == bool(join):
+        raise InputError("timestamp needs exactly one of field or join", location=doc.loc("timestamp"))
+    for name in fields + join:
+        if names is not None and name not in names:
+            raise InputError(f"timestamp.field {name!r} is not a capture group", location=doc.loc("timestamp"))
+    formats = _strings(doc, stamp.get("formats"), "timestamp", "formats")
+    for i, fmt_text in enumerate(formats):
+        if fmt_text.isupper() and fmt_text not in SPECIAL_FORMATS:
+            raise InputError(f"unknown timestamp format {fmt_text!r}", location=doc.loc("timestamp", "formats", i),
+                             hint=f"allowed: strptime formats (%d/%b/%Y:%H:%M:%S %z) or {', '.join(SPECIAL_FORMATS)}")
+    zone = str(stamp.get("timezone", ""))
+    if zone:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(f"unknown timezone {zone!r}", location=doc.loc("timestamp", "timezone"),
+                             hint="an IANA name such as UTC or Asia/Ho_Chi_Minh") from None
+    optional = _need(doc, stamp.get("optional", False), bool, "timestamp", "optional")
+    return Timestamp(fields, join, formats, zone, optional)
+
+
+def _patterns(doc: Located, data: Any, names: set[str] | None) -> tuple[Pattern, ...]:
+    patterns = []
+    for i, spec in enumerate(_need(doc, data or [], list, "patterns")):
+        spec = _need(doc, spec, dict, "patterns", i)
+        _check_keys(doc, spec, _PATTERN_KEYS, "patterns", i)
+        regex = _regex(doc, spec["regex"], "patterns", i, "regex") if "regex" in spec else None
+        field = str(spec.get("field", "message")) if regex is not None else ""
+        if regex is not None and names is not None and field not in names:
+            raise InputError(f"pattern field {field!r} is not a header capture group", location=doc.loc("patterns", i))
+        when = _condition(doc, spec.get("when"), names, "patterns", i, "when")
+        own = set(regex.groupindex) if regex is not None else set()
+        patterns.append(Pattern(
+            name=str(spec.get("name", f"pattern-{i}")), field=field, when=when, regex=regex,
+            fields=_field_rules(doc, spec.get("fields"), None if names is None else own | names, "patterns", i, "fields"),
+            set=_sets(doc, spec.get("set"), "patterns", i, "set"),
+        ))
+    return tuple(patterns)
+
+
+def _enrich(doc: Located, data: Any) -> tuple[Lookup, ...]:
+    lookups = []
+    for i, spec in enumerate(_need(doc, data or [], list, "enrich")):
+        spec = _need(doc, spec, dict, "enrich", i)
+        _check_keys(doc, spec, {"lookup", "table"}, "enrich", i)
+        field = _need(doc, spec.get("lookup"), str, "enrich", i, "lookup")
+        table = _need(doc, spec.get("table"), dict, "enrich", i, "table")
+        lookups.append(Lookup(field, {str(k): _sets(doc, v, "enrich", i, "table", k) for k, v in table.items()}))
+    return tuple(lookups)
+
+
+def _examples(doc: Located, data: Any) -> tuple[Example, ...]:
+    examples = []
+    for i, spec in enumerate(_need(doc, data or [], list, "examples")):
+        spec = _need(doc, spec, dict, "examples", i)
+        _check_keys(doc, spec, {"line", "expect", "dead_letter", "before", "skipped"}, "examples", i)
+        examples.append(Example(
+            line=_need(doc, spec.get("line"), str, "examples", i, "line"),
+            expect=tuple(_need(doc, spec.get("expect", {}), dict, "examples", i, "expect").items()),
+            dead_letter=str(spec.get("dead_letter", "")),
+            where=str(doc.loc("examples", i)),
+            before=_strings(doc, spec.get("before", []), "examples", i, "before"),
+            skipped=_need(doc, spec.get("skipped", False), bool, "examples", i, "skipped"),
+        ))
+    return tuple(examples)
 
 
 def parse_pipeline(doc: Located) -> Pipeline:
     data = _need(doc, doc.data, dict)
     _check_keys(doc, data, _TOP_KEYS)
-    for key in ("id", "parse", "timestamp"):
-        if key not in data:
-            raise InputError(f"missing required key {key!r}", location=doc.loc())
     fmt = data.get("format", "line")
-    if fmt not in _FORMATS:
-        raise InputError(f"unknown format {fmt!r}", location=doc.loc("format"), hint=f"allowed: {', '.join(_FORMATS)}")
-    parse = _need(doc, data["parse"], dict, "parse")
-    _check_keys(doc, parse, {"regex"}, "parse")
-    header = _regex(doc, parse.get("regex"), "parse", "regex")
-    groups = set(header.groupindex)
-    stamp = _need(doc, data["timestamp"], dict, "timestamp")
-    _check_keys(doc, stamp, {"field", "formats"}, "timestamp")
-    if stamp.get("field") not in groups:
-        raise InputError(f"timestamp.field {stamp.get('field')!r} is not a capture group", location=doc.loc("timestamp"))
-    formats = tuple(_need(doc, stamp.get("formats"), list, "timestamp", "formats"))
-    patterns = []
-    for i, spec in enumerate(_need(doc, data.get("patterns", []), list, "patterns")):
-        spec = _need(doc, spec, dict, "patterns", i)
-        _check_keys(doc, spec, _PATTERN_KEYS, "patterns", i)
-        regex = _regex(doc, spec.get("regex"), "patterns", i, "regex")
-        field = spec.get("field", "message")
-        if field not in groups:
-            raise InputError(f"pattern field {field!r} is not a header capture group", location=doc.loc("patterns", i))
-        when = tuple((str(k), str(v)) for k, v in _need(doc, spec.get("when", {}), dict, "patterns", i, "when").items())
-        for key, _ in when:
-            if key not in groups:
-                raise InputError(f"when: {key!r} is not a header capture group", location=doc.loc("patterns", i, "when"))
-        patterns.append(
-            Pattern(
-                name=str(spec.get("name", f"pattern-{i}")),
-                field=field,
-                when=when,
-                regex=regex,
-                fields=_field_rules(doc, spec.get("fields"), set(regex.groupindex), "patterns", i, "fields"),
-                set=tuple(_need(doc, spec.get("set", {}), dict, "patterns", i, "set").items()),
-            )
-        )
-    examples = []
-    for i, spec in enumerate(_need(doc, data.get("examples", []), list, "examples")):
-        spec = _need(doc, spec, dict, "examples", i)
-        _check_keys(doc, spec, {"line", "expect", "dead_letter"}, "examples", i)
-        examples.append(
-            Example(
-                line=_need(doc, spec.get("line"), str, "examples", i, "line"),
-                expect=tuple(_need(doc, spec.get("expect", {}), dict, "examples", i, "expect").items()),
-                dead_letter=str(spec.get("dead_letter", "")),
-                where=str(doc.loc("examples", i)),
-            )
-        )
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}", location=doc.loc("format"), hint=f"allowed: {', '.join(FORMATS)}")
+    if "id" not in data:
+        raise InputError("missing required key 'id'", location=doc.loc())
+    if fmt == "line" and "parse" not in data:
+        raise InputError("missing required key 'parse' (format line needs parse.regex)", location=doc.loc())
+    spec, names = _parse_spec(doc, fmt, data.get("parse"))
+    timestamp = _timestamp(doc, data.get("timestamp"), fmt, names)
     pipeline_id = str(data["id"])
     if Path(doc.path).stem != pipeline_id:
         raise InputError(f"id {pipeline_id!r} must equal the file name {Path(doc.path).stem!r}", location=doc.loc("id"))
@@ -166,13 +325,15 @@ def parse_pipeline(doc: Located) -> Pipeline:
         id=pipeline_id,
         description=str(data.get("description", "")),
         format=fmt,
-        set=tuple(_need(doc, data.get("set", {}), dict, "set").items()),
-        header=header,
-        timestamp_field=stamp["field"],
-        timestamp_formats=tuple(str(f) for f in formats),
-        fields=_field_rules(doc, data.get("fields"), groups, "fields"),
-        patterns=tuple(patterns),
-        examples=tuple(examples),
+        parse=spec,
+        set=_sets(doc, data.get("set"), "set"),
+        timestamp=timestamp,
+        fields=_field_rules(doc, data.get("fields"), names, "fields"),
+        patterns=_patterns(doc, data.get("patterns"), names),
+        enrich=_enrich(doc, data.get("enrich")),
+        drop=_conditions(doc, data.get("drop"), names, "drop"),
+        keep=_conditions(doc, data.get("keep"), names, "keep"),
+        examples=_examples(doc, data.get("examples")),
         path=doc.path,
     )
 

@@ -9,20 +9,18 @@ import pytest
 
 from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
-from secmon.normalize.engine import Normalizer, get
-from secmon.normalize.pipeline import Pipeline, load_pipelines, parse_pipeline
+from secmon.normalize.engine import Normalizer, Skipped, get
+from secmon.normalize.examples import check_example, run_example
+from secmon.normalize.pipeline import Example, Pipeline, load_pipelines, parse_pipeline
 from secmon.yamlio import load_all_text
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = load_pipelines([ROOT / "pipelines"])
-EXAMPLE_YEAR = 2005  # examples are read as if collected with --year 2005 (pipelines/README.md)
 CASES = [(p, ex) for p in PIPELINES.values() for ex in p.examples]
 
 
-def normalize(pipeline: Pipeline, line: str) -> Event | DeadLetter:
-    normalizer = Normalizer(pipeline, agency="test", timezone="Asia/Ho_Chi_Minh", source="example",
-                            now=datetime(2026, 1, 1, tzinfo=timezone.utc), year=EXAMPLE_YEAR)
-    return normalizer.normalize(line, 0, "example:0")
+def normalize(pipeline: Pipeline, line: str, before: tuple[str, ...] = ()) -> Event | DeadLetter | Skipped:
+    return run_example(pipeline, Example(line=line, expect=(), dead_letter="", where="", before=before))
 
 
 def test_every_pipeline_has_examples() -> None:
@@ -34,7 +32,11 @@ def test_every_pipeline_has_examples() -> None:
 
 @pytest.mark.parametrize("pipeline,example", CASES, ids=[ex.where for _, ex in CASES])
 def test_example(pipeline: Pipeline, example) -> None:  # type: ignore[no-untyped-def]
-    result = normalize(pipeline, example.line)
+    assert check_example(pipeline, example) == ""
+    result = run_example(pipeline, example)
+    if example.skipped:
+        assert isinstance(result, Skipped), f"expected the line to be dropped, got {result}"
+        return
     if example.dead_letter:
         assert isinstance(result, DeadLetter), f"expected a dead letter, got {result}"
         assert example.dead_letter in result.reason
@@ -45,6 +47,10 @@ def test_example(pipeline: Pipeline, example) -> None:  # type: ignore[no-untype
         assert get(result.doc, field) == expected, field
     assert get(result.doc, "event.original") == example.line
     assert get(result.doc, "organization.id") == "test"
+    # the field contract: every event says what it is and where it came from
+    assert get(result.doc, "event.kind") == "event"
+    assert get(result.doc, "event.module") and get(result.doc, "event.dataset")
+    assert str(get(result.doc, "@timestamp")).endswith("Z")
 
 
 def test_linux_auth_year_rolls_over() -> None:
