@@ -1,0 +1,168 @@
+"""`secmon collect`: ship log files, EVTX files, stdin, or (with --follow) files by glob and syslog."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from secmon import service
+from secmon.cli.context import es_of, settings_of
+from secmon.collect.syslog import Address, Listener, tls_context
+from secmon.errors import InputError
+from secmon.ingest import CollectOptions, CollectReport, FollowSpec
+from secmon.store.writer import WriteStats
+
+DEFAULT_STATE = "~/.local/state/secmon/collect"
+
+
+def _state_dir(state: Path | None, needed: bool) -> Path | None:
+    if state is None and needed:
+        state = Path(os.environ.get("SECMON_STATE_DIR", DEFAULT_STATE))
+    return state.expanduser() if state else None
+
+
+def _counts(stats: WriteStats) -> str:
+    text = (f"{stats.events} events shipped, {stats.dead_letters + stats.rejected} dead-lettered, "
+            f"{stats.skipped} skipped")
+    if stats.retries:
+        text += f", {stats.retries} retries"
+    if stats.spooled_batches:
+        text += f", {stats.spooled_batches} batches went through the spool"
+    return text
+
+
+@click.command()
+@click.argument("files", nargs=-1)
+@click.option("--agency", "-a", required=True, help="Agency id from the config.")
+@click.option("--source", "-s", required=True, help="Pipeline id (pipelines/<id>.yml), e.g. linux-auth.")
+@click.option("--year", type=click.IntRange(1990, 2100),
+              help="Year of the first line, for archived logs whose timestamps carry none.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Run until stopped: FILES are glob patterns, followed through rotation; syslog listeners.")
+@click.option("--syslog-udp", metavar="HOST:PORT", help="With --follow: receive syslog over UDP.")
+@click.option("--syslog-tcp", metavar="HOST:PORT", help="With --follow: receive syslog over TCP.")
+@click.option("--syslog-tls", metavar="HOST:PORT", help="With --follow: receive syslog over TLS (RFC 5425).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Certificate (PEM) for --syslog-tls.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key (PEM) for --syslog-tls.")
+@click.option("--from-end", is_flag=True, help="With --follow: files never seen before start at their end.")
+@click.option("--multiline-start", metavar="REGEX",
+              help="A line matching REGEX starts a record; other lines continue the one before.")
+@click.option("--state", type=click.Path(path_type=Path, file_okay=False),
+              help=f"Folder for checkpoints and the spool; files resume where the last run stopped "
+                   f"(default with --follow: $SECMON_STATE_DIR or {DEFAULT_STATE}).")
+@click.option("--spool-max", type=click.IntRange(1, 1 << 20), default=512, show_default=True, metavar="MB",
+              help="Bound of the on-disk spool used while Elasticsearch is unreachable.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+              help="Events per bulk request.")
+@click.option("--batch-wait", type=click.FloatRange(0.05, 60), default=1.0, show_default=True, metavar="SECONDS",
+              help="Ship a partial batch after this long.")
+@click.pass_context
+def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
+            syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
+            tls_key: str | None, from_end: bool, multiline_start: str | None, state: Path | None, spool_max: int,
+            batch_size: int, batch_wait: float) -> None:
+    """Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin).
+
+    Prints, per file, the events shipped, the lines dead-lettered (in the dead-letter
+    index with the reason) and the lines skipped (blank or dropped by the pipeline).
+    """
+    listening = syslog_udp or syslog_tcp or syslog_tls
+    if not follow and (listening or from_end):
+        raise click.UsageError("--syslog-udp/--syslog-tcp/--syslog-tls and --from-end need --follow")
+    if not files and not listening:
+        raise click.UsageError("give FILES (or `-` for stdin)" + (", or a syslog listener" if follow else ""))
+    if follow and "-" in files:
+        raise click.UsageError("--follow reads files and syslog, not stdin")
+    options = CollectOptions(state_dir=_state_dir(state, follow), multiline_start=multiline_start,
+                             from_end=from_end, spool_max_bytes=spool_max << 20, batch_events=batch_size,
+                             batch_wait=batch_wait)
+    if follow:
+        _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key)
+        return
+    es, settings = es_of(ctx), settings_of(ctx)
+    paths = [Path(name) for name in files if name != "-"]
+    for path in paths:
+        if not path.is_file():
+            raise InputError("no such file" if not path.exists() else "not a regular file", hint=str(path))
+    if "-" in files:
+        stats = service.collect_stream(es, settings, sys.stdin.buffer, agency, source, service.utcnow(), year, options)
+        click.echo(f"-: {_counts(stats)}")
+    bars = _ProgressBars() if sys.stderr.isatty() else None
+    for path, stats in service.collect_files(es, settings, paths, agency, source, service.utcnow(), year, options,
+                                             bars.start if bars else None):
+        if bars:
+            bars.finish()
+        click.echo(f"{path}: {_counts(stats)}")
+
+
+class _ProgressBars:
+    """One progress bar per file on a terminal (stderr, so stdout stays the counts)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._done = 0
+
+    def start(self, path: Path) -> Callable[[int], None]:
+        self.finish()
+        self._bar = click.progressbar(length=max(1, path.stat().st_size), label=path.name, file=sys.stderr)
+        self._bar.__enter__()
+        self._done = 0
+        return self._update
+
+    def _update(self, position: int) -> None:
+        self._bar.update(position - self._done)
+        self._done = position
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: str, year: int | None,
+            options: CollectOptions, listen: tuple[str | None, str | None, str | None],
+            tls_cert: str | None, tls_key: str | None) -> None:
+    udp, tcp, tls = (Address.parse(text, flag) if text else None
+                     for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
+    if tls and not (tls_cert and tls_key):
+        raise click.UsageError("--syslog-tls needs --tls-cert and --tls-key")
+    es, settings = es_of(ctx), settings_of(ctx)
+    settings.agency(agency)
+    listener = None
+    if udp or tcp or tls:
+        context = tls_context(tls_cert, tls_key) if tls and tls_cert and tls_key else None
+        listener = Listener(udp=udp, tcp=tcp, tls=tls, tls_context=context).start()
+        for kind, (host, port) in listener.addresses.items():
+            click.echo(f"listening for syslog on {kind} {host}:{port}", err=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = service.collect_follow(es, settings, FollowSpec(patterns, listener), agency, source,
+                                        service.utcnow(), stop, options, year)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if listener:
+            listener.stop()
+    _print_report(report)
+
+
+def _print_report(report: CollectReport) -> None:
+    for name, counts in sorted(report.sources.items()):
+        click.echo(f"{name}: {counts.events} events, {counts.dead_letters} dead-lettered, {counts.skipped} skipped")
+    click.echo(f"total: {_counts(report.stats)}" + (
+        f", {report.syslog_dropped} syslog messages dropped (queue full)" if report.syslog_dropped else ""))
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)

@@ -1,0 +1,93 @@
+"""Checkpoints: how far each file has been shipped, surviving a crash.
+
+One JSON file per collector (agency + pipeline). A file is known by its
+identity (a fingerprint of its first `length` bytes), not its path, so a
+rotated file is recognised under its new name. The registry is written
+durably (temporary file, fsync, rename, fsync of the folder): after a crash
+it holds either the old or the new state, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from secmon.errors import InputError, Location
+
+KEEP_SECONDS = 14 * 86400  # entries of files not seen for two weeks are dropped
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    ident: str
+    offset: int  # every record before this byte is in Elasticsearch or in the spool
+    length: int  # bytes fingerprinted
+    path: str  # last path seen, for people reading the file
+    updated: float
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+class Registry:
+    def __init__(self, path: Path):
+        self.path = path
+        self._entries: dict[str, Checkpoint] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> Registry:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return self
+        except (OSError, ValueError) as exc:
+            raise InputError(f"checkpoint registry is unreadable: {exc}", location=Location(str(self.path)),
+                             hint="delete it to re-ship everything (ids are deterministic: nothing duplicates)"
+                             ) from None
+        for ident, entry in data.get("files", {}).items():
+            self._entries[ident] = Checkpoint(ident, int(entry["offset"]), int(entry["length"]),
+                                              str(entry.get("path", "")), float(entry.get("updated", 0)))
+        return self
+
+    def get(self, ident: str) -> Checkpoint | None:
+        with self._lock:
+            return self._entries.get(ident)
+
+    def lengths(self) -> set[int]:
+        with self._lock:
+            return {e.length for e in self._entries.values()}
+
+    def advance(self, marks: dict[str, tuple[int, int, str]]) -> None:
+        """marks: ident -> (offset, length, path); offsets only move forward."""
+        now = time.time()
+        with self._lock:
+            for ident, (offset, length, path) in marks.items():
+                old = self._entries.get(ident)
+                if old is None or offset > old.offset or path != old.path:
+                    self._entries[ident] = Checkpoint(ident, max(offset, old.offset if old else 0), length, path, now)
+                else:
+                    self._entries[ident] = replace(old, updated=now)
+
+    def save(self) -> None:
+        cutoff = time.time() - KEEP_SECONDS
+        with self._lock:
+            self._entries = {k: e for k, e in self._entries.items() if e.updated >= cutoff}
+            data = {"version": 1, "files": {k: {"offset": e.offset, "length": e.length, "path": e.path,
+                                                "updated": e.updated} for k, e in sorted(self._entries.items())}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(self.path, json.dumps(data, indent=1).encode("utf-8"))

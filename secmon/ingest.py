@@ -1,0 +1,415 @@
+"""Collecting: sources -> pipeline -> bulk batches -> Elasticsearch (or the spool) -> checkpoints.
+
+`service` calls these; they wire the stages (collect, normalize, store) and
+own no policy of their own beyond batching. Two modes:
+- `collect_once`: one file, EVTX file or stream (stdin) to its end;
+- `follow`: files by glob through rotation, and syslog listeners, until stopped.
+With a state folder, a checkpoint registry lets a restarted collector resume
+exactly, and a bounded spool keeps batches while Elasticsearch is unreachable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from elasticsearch import Elasticsearch
+
+from secmon.collect.evtxfiles import is_evtx, read_evtx
+from secmon.collect.files import (
+    FINGERPRINT_BYTES,
+    FileReader,
+    Record,
+    open_log,
+    read_records,
+    stream_identity,
+)
+from secmon.collect.registry import Registry
+from secmon.collect.syslog import Listener
+from secmon.collect.tail import Follower
+from secmon.config import Settings
+from secmon.errors import InputError, StoreUnavailable
+from secmon.model import DeadLetter, Event
+from secmon.normalize.engine import Normalizer, Result, Skipped
+from secmon.normalize.pipeline import Pipeline, load_pipelines
+from secmon.store.client import check, reporting
+from secmon.store.indices import Indices
+from secmon.store.ship import Batch, Shipper
+from secmon.store.spool import Spool
+from secmon.store.templates import install_templates
+from secmon.store.writer import BulkWriter, WriteStats
+
+log = logging.getLogger(__name__)
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    state_dir: Path | None = None  # checkpoints and spool; None: read whole files, no spool
+    multiline_start: str | None = None  # a line matching it starts a record; others continue it
+    from_end: bool = False  # follow: files never seen before start at their end
+    spool_max_bytes: int = 512 * MB
+    batch_events: int = 2000
+    batch_bytes: int = 8 * MB
+    batch_wait: float = 1.0  # seconds: a partial batch is shipped after this long
+    poll_interval: float = 0.25
+
+    def multiline(self) -> re.Pattern[str] | None:
+        if not self.multiline_start:
+            return None
+        try:
+            return re.compile(self.multiline_start)
+        except re.error as exc:
+            raise InputError(f"--multiline-start: invalid regular expression: {exc}") from None
+
+
+@dataclass
+class SourceCounts:
+    events: int = 0
+    dead_letters: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class CollectReport:
+    stats: WriteStats
+    sources: dict[str, SourceCounts] = field(default_factory=dict)  # per file / syslog peer, as normalized
+    syslog_dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def find_pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
+    found = load_pipelines([settings.resolve(p) for p in settings.pipelines])
+    if pipeline_id not in found:
+        raise InputError(f"unknown source {pipeline_id!r}", hint=f"pipelines available: {', '.join(sorted(found))}")
+    return found[pipeline_id]
+
+
+class _Batcher:
+    """Collects normalized items into batches by count, bytes and age; ships them through the shipper."""
+
+    def __init__(self, writer: BulkWriter, shipper: Shipper, agency: str, options: CollectOptions,
+                 marks_of: Callable[[dict[str, int]], Any]):
+        self._writer = writer
+        self._shipper = shipper
+        self._agency = agency
+        self._options = options
+        self._marks_of = marks_of
+        self._items: list[Event | DeadLetter] = []
+        self._bytes = 0
+        self._ends: dict[str, int] = {}
+        self._since = 0.0
+
+    def add(self, item: Result, record: Record) -> None:
+        if record.source:  # a skipped record moves the checkpoint too
+            self._ends[record.source] = max(record.end, self._ends.get(record.source, 0))
+        if isinstance(item, Skipped):
+            return
+        if not self._items:
+            self._since = time.monotonic()
+        self._items.append(item)
+        self._bytes += len(record.text) * 3  # the document is about three times its line
+        if len(self._items) >= self._options.batch_events or self._bytes >= self._options.batch_bytes:
+            self.flush()
+
+    def due(self) -> bool:
+        return bool(self._items or self._ends) and time.monotonic() - self._since >= self._options.batch_wait
+
+    def flush(self) -> None:
+        if not self._items and not self._ends:
+            return
+        lines = self._writer.serialize(self._items, self._agency)
+        self._shipper.submit(Batch(lines, self._marks_of(self._ends)))
+        self._items, self._bytes, self._ends = [], 0, {}
+
+
+class _State:
+    """The state folder of one collector (agency + pipeline): checkpoints, spool, and a lock."""
+
+    def __init__(self, folder: Path, agency: str, pipeline: str, options: CollectOptions):
+        self.folder = folder
+        name = f"{agency}-{pipeline}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._lock = (folder / f"{name}.lock").open("w")
+        except OSError as exc:
+            raise InputError(f"cannot use the state folder: {exc.strerror}", hint=str(folder)) from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another collector for agency {agency!r} and source {pipeline!r} is running with "
+                             f"the state folder {folder}", hint="one collector per agency and source") from None
+        self.registry = Registry(folder / f"{name}.checkpoints.json").load()
+        self.spool = Spool(folder / f"{name}.spool", options.spool_max_bytes).open()
+
+    def close(self) -> None:
+        self._lock.close()
+
+
+def _prepare(es: Elasticsearch, settings: Settings) -> Indices:
+    check(es)
+    indices = Indices(settings.elasticsearch.index_prefix)
+    # Events written before the templates exist would get dynamic mappings (text, not
+    # keyword/ip) that no later setup can fix; installing is idempotent and cheap.
+    install_templates(es, indices)
+    return indices
+
+
+def _refresh(es: Elasticsearch, indices: Indices, agency: str) -> None:
+    with reporting(es, "refresh the event indices"):
+        es.indices.refresh(index=[indices.events_pattern(agency), indices.deadletter(agency)],
+                           ignore_unavailable=True, allow_no_indices=True)
+
+
+def _normalized(records: Iterable[Record], normalizer: Normalizer, counts: SourceCounts
+                ) -> Iterator[tuple[Result, Record]]:
+    for record in records:
+        item = normalizer.normalize(record.text, record.offset, record.record_id)
+        _count(item, counts)
+        yield item, record
+
+
+def _count(item: Result, counts: SourceCounts) -> None:
+    if isinstance(item, Event):
+        counts.events += 1
+    elif isinstance(item, DeadLetter):
+        counts.dead_letters += 1
+    else:
+        counts.skipped += 1
+
+
+def collect_once(es: Elasticsearch, settings: Settings, path: Path | None, agency_id: str, source: str,
+                 now: datetime, year: int | None = None, options: CollectOptions = CollectOptions(),
+                 progress: Callable[[int], None] | None = None, stream: BinaryIO | None = None,
+                 ) -> CollectReport:
+    """Ship one file (or EVTX file, or `stream` when `path` is None) to its end."""
+    reports = collect_inputs(es, settings, [path], agency_id, source, now, year, options,
+                             (lambda _: progress) if progress else None, stream)
+    return list(reports)[0][1]
+
+
+def collect_inputs(es: Elasticsearch, settings: Settings, inputs: list[Path | None], agency_id: str, source: str,
+                   now: datetime, year: int | None = None, options: CollectOptions = CollectOptions(),
+                   progress_for: Callable[[Path], Callable[[int], None] | None] | None = None,
+                   stream: BinaryIO | None = None) -> Iterator[tuple[str, CollectReport]]:
+    """Ship files (or EVTX files, or `stream` for a None input) to their end, one report each.
+
+    `progress_for(path)` gives a callback for the bytes read so far. With a state
+    folder, a file resumes at its checkpoint and the spool absorbs an outage;
+    without one, the whole file is read and an outage longer than the retries
+    fails the run. Settings, pipeline and templates are prepared once for all inputs.
+    """
+    agency = settings.agency(agency_id)
+    pipeline = find_pipeline(settings, source)
+    multiline = options.multiline()
+    indices = _prepare(es, settings)
+    state = _State(options.state_dir, agency.id, source, options) if options.state_dir else None
+    try:
+        for path in inputs:
+            name = str(path) if path is not None else "-"
+            normalizer = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name, now=now,
+                                    year=year)
+            progress = progress_for(path) if progress_for and path is not None else None
+            yield name, _ship_once(es, indices, agency.id, path, stream, normalizer, state, options, multiline,
+                                   progress)
+    finally:
+        if state:
+            state.close()
+    _refresh(es, indices, agency.id)  # what was shipped is searchable when the command returns
+
+
+def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | None, stream: BinaryIO | None,
+               normalizer: Normalizer, state: _State | None, options: CollectOptions,
+               multiline: re.Pattern[str] | None, progress: Callable[[int], None] | None) -> CollectReport:
+    name = normalizer.source
+    writer = BulkWriter(es, indices, unreachable_attempts=2 if state else None)
+
+    def durable(marks: dict[str, tuple[int, int, str]]) -> None:
+        if state and marks:
+            state.registry.advance(marks)
+            state.registry.save()
+
+    shipper = Shipper(writer, state.spool if state else None, durable).start()
+    length = min(FINGERPRINT_BYTES, path.stat().st_size) if path is not None and path.is_file() else FINGERPRINT_BYTES
+    batcher = _Batcher(writer, shipper, agency, options, lambda ends: {k: (v, length, name) for k, v in ends.items()})
+    counts = SourceCounts()
+    report = CollectReport(WriteStats(), {name: counts})
+    reader: FileReader | None = None
+    handle: BinaryIO | None = None
+    try:
+        if path is not None and is_evtx(path):
+            records: Iterable[Record] = read_evtx(path)
+        else:
+            handle, ident, head = _open_input(path, stream)
+            start = 0
+            if state and path is not None and (known := state.registry.get(ident)) is not None:
+                start = known.offset
+                _replay(normalizer, path, start, multiline)
+                handle.seek(start)
+            reader = FileReader(name, start=start, multiline=multiline)
+            records = reader.records(_prefixed(head, handle), ident)
+        last = 0.0
+        for item, record in _normalized(records, normalizer, counts):
+            batcher.add(item, record)
+            if progress and reader and time.monotonic() - last > 0.2:
+                last = time.monotonic()
+                progress(reader.position)
+        batcher.flush()
+        shipper.close()
+    finally:
+        shipper.abandon()
+        if handle is not None and path is not None:
+            handle.close()
+    report.stats = shipper.stats
+    if reader is not None:
+        report.stats.skipped += reader.skipped
+        if reader.start:
+            report.notes.append(f"resumed at byte {reader.start} (the checkpoint of an earlier run)")
+        if progress:
+            progress(reader.position)
+    report.stats.skipped += counts.skipped
+    return report
+
+
+def _replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None) -> None:
+    """Run the records before a checkpoint through the pipeline again, shipping nothing.
+
+    A stream's state depends on what came before: the year of yearless syslog
+    times (it turns at New Year), the columns of a Zeek or W3C header. Resuming
+    without it would give the same record another timestamp (another index: a
+    duplicate) or no columns at all.
+    """
+    for record in read_records(path, multiline=multiline):
+        if record.offset >= upto:
+            return
+        normalizer.normalize(record.text, record.offset, record.record_id)
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to name it): gives them back first."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]):
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._rest.read(size)
+
+
+def _open_input(path: Path | None, stream: BinaryIO | None) -> tuple[BinaryIO, str, bytes]:
+    if path is not None:
+        handle, ident = open_log(path)
+        return handle, ident, b""
+    assert stream is not None
+    head, ident = stream_identity(stream)
+    return stream, ident, head
+
+
+def _prefixed(head: bytes, handle: BinaryIO) -> Any:
+    return _Prefixed(head, handle) if head else handle
+
+
+@dataclass(frozen=True)
+class FollowSpec:
+    patterns: tuple[str, ...] = ()
+    listener: Listener | None = None  # started by the caller (it owns the sockets' lifetime)
+
+
+def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: str, source: str, now: datetime,
+           stop: threading.Event, options: CollectOptions, year: int | None = None,
+           report_every: float = 60.0) -> CollectReport:
+    """Collect until `stop` is set: files by glob (through rotation) and the syslog listener.
+
+    Needs a state folder: the checkpoints make a restart resume exactly, and the
+    spool keeps batches while Elasticsearch is down (then reading pauses when it is full).
+    """
+    if options.state_dir is None:
+        raise InputError("following needs a state folder for its checkpoints and spool (--state)")
+    agency = settings.agency(agency_id)
+    pipeline = find_pipeline(settings, source)
+    multiline = options.multiline()
+    indices = _prepare(es, settings)
+    state = _State(options.state_dir, agency.id, source, options)
+    follower = Follower(list(spec.patterns), state.registry, from_end=options.from_end, multiline=multiline)
+
+    def durable(marks: dict[str, tuple[int, int, str]]) -> None:
+        if marks:
+            state.registry.advance(marks)
+            state.registry.save()
+
+    writer = BulkWriter(es, indices, unreachable_attempts=2)
+    shipper = Shipper(writer, state.spool, durable).start()
+    batcher = _Batcher(writer, shipper, agency.id, options,
+                       lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
+    report = CollectReport(WriteStats())
+    normalizers: dict[str, Normalizer] = {}
+
+    def normalizer_for(key: str, name: str, first: Record | None = None) -> Normalizer:
+        if key not in normalizers:  # one per stream: each has its own year for yearless timestamps
+            normalizers[key] = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name,
+                                          now=now, year=year)
+            report.sources.setdefault(name, SourceCounts())
+            if first is not None and first.offset > 0 and Path(name).is_file():
+                _replay(normalizers[key], Path(name), first.offset, multiline)  # resumed: rebuild the state
+        return normalizers[key]
+
+    next_report = time.monotonic() + report_every
+    try:
+        while not stop.is_set():
+            records = follower.poll() if spec.patterns else []
+            for record in records:
+                name = follower.marks_path(record.source)[1] or record.source
+                _add(batcher, normalizer_for(record.source, name, record), record,
+                     report.sources.setdefault(name, SourceCounts()))  # a renamed file counts under its new name
+            if spec.listener is not None:
+                wait = 0.0 if records else options.poll_interval
+                for record in spec.listener.records(options.batch_events, wait):
+                    name = record.record_id.split(":")[1] + ":" + record.record_id.split(":")[2]
+                    _add(batcher, normalizer_for(name, name), record, report.sources[name])
+            elif not records:
+                stop.wait(options.poll_interval)
+            if batcher.due():
+                batcher.flush()
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + report_every
+                _log_counts(report, shipper, spec.listener)
+        batcher.flush()
+        try:
+            shipper.close()
+        except StoreUnavailable as exc:
+            report.notes.append(str(exc))
+    finally:
+        shipper.abandon()
+        follower.close()
+        state.close()
+    report.stats = shipper.stats
+    report.stats.skipped += follower.skipped + sum(c.skipped for c in report.sources.values())
+    report.syslog_dropped = spec.listener.dropped if spec.listener else 0
+    return report
+
+
+def _add(batcher: _Batcher, normalizer: Normalizer, record: Record, counts: SourceCounts) -> None:
+    item = normalizer.normalize(record.text, record.offset, record.record_id)
+    _count(item, counts)
+    batcher.add(item, record)
+
+
+def _log_counts(report: CollectReport, shipper: Shipper, listener: Listener | None) -> None:
+    stats = shipper.stats
+    log.info("shipped %d events, %d dead letters; %d batches spooled%s", stats.events,
+             stats.dead_letters + stats.rejected, stats.spooled_batches,
+             f"; syslog: {listener.received} received, {listener.dropped} dropped" if listener else "")
+    for name, counts in sorted(report.sources.items()):
+        log.info("  %s: %d events, %d dead letters", name, counts.events, counts.dead_letters)
