@@ -21,7 +21,7 @@ def rule_file(tmp_path: Path, text: str) -> Path:
 
 
 def compiled(tmp_path: Path, detection: str) -> dict:  # type: ignore[type-arg]
-    text = f"title: t\nid: 11111111-2222-4333-8444-555555555555\nlogsource: {{product: nothing}}\ndetection:\n{detection}\nlevel: low\n"
+    text = f"title: t\nid: 11111111-2222-4333-8444-555555555555\nlogsource: {{category: nothing}}\ndetection:\n{detection}\nlevel: low\n"
     ruleset = load_rule_file(rule_file(tmp_path, text))
     assert not ruleset.problems, ruleset.problems
     return ruleset.rules[0].query
@@ -45,9 +45,12 @@ def test_no_query_string_ever(tmp_path: Path) -> None:
     ("  sel:\n    f|cased: abc\n  condition: sel", {"term": {"f": {"value": "abc", "case_insensitive": False}}}),
     ("  sel:\n    f|startswith: abc\n  condition: sel", {"prefix": {"f": {"value": "abc", "case_insensitive": True}}}),
     ("  sel:\n    f: null\n  condition: sel", {"bool": {"must_not": [{"exists": {"field": "f"}}]}}),
-    ("  sel:\n    f|cidr: 10.0.0.0/8\n  condition: sel", {"term": {"f": {"value": "10.0.0.0/8"}}}),
+    ("  sel:\n    source.ip|cidr: 10.0.0.0/8\n  condition: sel", {"term": {"source.ip": {"value": "10.0.0.0/8"}}}),
+    ("  sel:\n    f|cidr: 10.0.0.0/8\n  condition: sel", {"prefix": {"f": {"value": "10."}}}),  # text field
+    ("  sel:\n    f: '4688'\n  condition: sel", {"term": {"f": {"value": "4688", "case_insensitive": False}}}),
     ("  sel:\n    f|gte: 5\n  condition: sel", {"range": {"f": {"gte": 5}}}),
-    ("  sel:\n    f|re: 'ab+c'\n  condition: sel", {"regexp": {"f": {"value": ".*ab+c.*", "flags": "NONE"}}}),
+    ("  sel:\n    f|re: 'ab+c'\n  condition: sel", {"regexp": {"f": {"value": ".*ab+c.*", "flags": "NONE",
+                                                              "max_determinized_states": 100_000}}}),
 ])
 def test_value_compilation(tmp_path: Path, detection: str, expected: dict) -> None:  # type: ignore[type-arg]
     assert compiled(tmp_path, detection) == expected

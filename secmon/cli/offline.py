@@ -1,0 +1,126 @@
+"""`secmon scan --input PATH`: the rules over files, in-process, without Elasticsearch.
+
+EVTX files, EVTX-style JSON ({"Event": ...}), flat NXLog/Winlogbeat JSON, ECS JSON
+documents (one per line), or, with --source, any log the pipelines parse. The same
+incident output as a cluster scan; nothing is stored and nobody is alerted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from secmon.config import Settings
+from secmon.errors import InputError, Location
+from secmon.model import Event, Incident, ScanSummary, stable_id
+from secmon.normalize.engine import put
+from secmon.normalize.winlog import flatten_evtx, flatten_winlogbeat_like
+
+
+def _from_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    if "Event" in record or "System" in record:
+        return flatten_evtx(record)
+    if "EventID" in record and ("Channel" in record or "Hostname" in record):
+        return flatten_winlogbeat_like(record)
+    doc: dict[str, Any] = {}
+    for key, value in record.items():  # ECS JSON, nested or with dotted keys
+        put(doc, key, value) if "." in key else doc.__setitem__(key, value)
+    return doc
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, str, Any]]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    decoder, i, line = json.JSONDecoder(), 0, 1
+    while True:
+        while i < len(text) and text[i].isspace():
+            line += text[i] == "\n"
+            i += 1
+        if i >= len(text):
+            return
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not JSON: {exc.msg}", location=Location(str(path), exc.lineno, exc.colno)) from None
+        yield line, text[i:end], obj
+        line += text.count("\n", i, end)
+        i = end
+
+
+def documents(paths: list[Path], agency: str, settings: Settings | None, source: str | None,
+              now: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(id, ECS doc) for every record of the input files."""
+    from secmon.collect.evtxfiles import is_evtx, read_evtx
+
+    for path in paths:
+        if is_evtx(path):
+            for record in read_evtx(path):
+                if record.offset >= 0:
+                    yield _tagged(record.record_id, flatten_evtx(json.loads(record.text)), record.text, agency)
+        elif source is not None:
+            yield from _parsed(path, agency, settings, source, now)
+        else:
+            for line, raw, obj in _json_records(path):
+                if not isinstance(obj, Mapping):
+                    raise InputError("a JSON record must be an object", location=Location(str(path), line))
+                yield _tagged(f"{path}:{line}", _from_json(obj), raw, agency)
+
+
+def _tagged(ident: str, doc: dict[str, Any], raw: str, agency: str) -> tuple[str, dict[str, Any]]:
+    doc.setdefault("organization", {}).setdefault("id", agency)
+    doc.setdefault("event", {}).setdefault("original", raw)
+    return stable_id("event", agency, ident), doc
+
+
+def _parsed(path: Path, agency: str, settings: Settings | None, source: str, now: datetime
+            ) -> Iterator[tuple[str, dict[str, Any]]]:
+    from secmon import service
+    from secmon.collect.files import read_records
+    from secmon.normalize.engine import Normalizer
+
+    if settings is None:
+        raise InputError("--source needs the configuration (its pipelines)")
+    normalizer = Normalizer(service.pipeline(settings, source), agency=agency, timezone="Asia/Ho_Chi_Minh",
+                            source=str(path), now=now)
+    for record in read_records(path):
+        result = normalizer.normalize(record.text, record.offset, record.record_id)
+        if isinstance(result, Event):
+            yield result.id, dict(result.doc)
+
+
+def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str, str]], now: datetime
+            ) -> ScanSummary:
+    first = min((i.finding.first_seen for i in incidents), default=now)
+    last = max((i.finding.last_seen for i in incidents), default=now)
+    return ScanSummary(id=stable_id("offline-scan", now.isoformat()), started=now, window_from=first,
+                       window_to=last, rules_run=rules_run, rules_failed=tuple(failures),
+                       incidents=tuple(incidents), new_incident_ids=tuple(i.id for i in incidents),
+                       deliveries_sent=0, deliveries_pending=0, notes=("offline scan: nothing stored, nobody alerted",))
+
+
+def run(ctx: Any, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str, source: str | None,
+        as_json: bool, fail_on_findings: bool) -> None:
+    """The `scan --input` command body (called from secmon.cli.main.scan)."""
+    import click
+
+    from secmon.cli.context import Exit, settings_of
+    from secmon.cli.output import scan_text, to_json
+    from secmon.config import DEFAULT_TIMEZONE
+    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.offline import scan_documents
+    from secmon.errors import ExitCode
+    from secmon.service import utcnow
+
+    now = utcnow()
+    needs_settings = source is not None or not rule_paths
+    settings = settings_of(ctx) if needs_settings else None
+    paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
+    ruleset = load_rules(paths)
+    found = scan_documents(ruleset.rules, documents(list(inputs), agency, settings, source, now))
+    incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
+    result = summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now)
+    click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
+    if fail_on_findings and incidents:
+        raise Exit(ExitCode.FINDINGS)

@@ -1,0 +1,461 @@
+"""In-process matching: the Query DSL subset the compiler emits, with Elasticsearch's semantics.
+
+`matches(query, doc)` answers what the cluster would answer for `doc` indexed
+with secmon's events template: multi-valued fields match when any value does,
+objects and dotted keys are the same field, keyword values longer than the
+field's `ignore_above` are not indexed, a term on an ip field may be a CIDR,
+a term on a long field compares numbers, `case_insensitive` folds case per
+character the way Elasticsearch's automaton does. A differential test
+(tests/integration/test_sigma_differential.py) holds it to the real node.
+
+Queries are compiled once into closures (`compile_matcher`); `matches` caches
+them per query object, so a rule's query is compiled once per process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from fnmatch import fnmatchcase
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from secmon.detect.rules.lucene_regexp import to_python
+
+Doc = Mapping[str, Any]
+Predicate = Callable[[Doc], bool]
+ViewPredicate = Callable[["View"], bool]
+
+
+class UnsupportedQuery(ValueError):
+    """A query outside the subset the compiler emits."""
+
+
+@dataclass(frozen=True)
+class FieldTypes:
+    """What the events template says about a field, as far as matching depends on it."""
+
+    types: Mapping[str, str]  # field -> date | ip | long (anything else: inferred from the value)
+    ignore_above: Mapping[str, int]
+    not_indexed: frozenset[str]
+    default_ignore_above: int = 1024
+    path_limits: tuple[tuple[str, int], ...] = ()  # (fnmatch pattern, ignore_above) of dynamic templates
+
+    def type_of(self, field: str) -> str | None:
+        return self.types.get(field)
+
+    def limit(self, field: str) -> int:
+        if field in self.ignore_above:
+            return self.ignore_above[field]
+        for pattern, limit in self.path_limits:
+            if fnmatchcase(field, pattern):
+                return limit
+        return self.default_ignore_above
+
+
+@lru_cache(maxsize=1)
+def field_types() -> FieldTypes:
+    text = resources.files("secmon.detect.rules").joinpath("fieldtypes.yml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    types = {name: kind for kind in ("date", "ip", "long") for name in data[kind]}
+    limits = {name: int(limit) for limit, names in data["ignore_above"].items() for name in names}
+    paths = tuple((pattern, int(limit)) for limit, patterns in (data.get("ignore_above_paths") or {}).items()
+                  for pattern in patterns)
+    return FieldTypes(types, limits, frozenset(data["not_indexed"]), int(data["default_ignore_above"]), paths)
+
+
+# --- reading a field -----------------------------------------------------------------------
+
+def field_values(doc: Any, field: str) -> list[Any]:
+    """Every leaf value of `field` (a.b.c), whether the doc nests objects, uses dotted keys or lists."""
+    out: list[Any] = []
+    _collect(doc, field.split("."), out)
+    return out
+
+
+def _collect(node: Any, parts: list[str], out: list[Any]) -> None:
+    if type(node) is list:
+        for item in node:
+            _collect(item, parts, out)
+        return
+    if not parts:
+        if node is not None and not isinstance(node, Mapping):
+            out.append(node)
+        return
+    if not isinstance(node, Mapping):
+        return
+    for n in range(1, len(parts) + 1):
+        key = parts[0] if n == 1 else ".".join(parts[:n])
+        if key in node:
+            _collect(node[key], parts[n:], out)
+
+
+class View:
+    """A document plus the values already read from it: each field is resolved once per document,
+    however many rules look at it."""
+
+    __slots__ = ("_keywords", "_values", "doc")
+
+    def __init__(self, doc: Doc):
+        self.doc = doc
+        self._values: dict[str, list[Any]] = {}
+        self._keywords: dict[str, list[str]] = {}
+
+    def values(self, field: str) -> list[Any]:
+        found = self._values.get(field)
+        if found is None:
+            found = self._values[field] = field_values(self.doc, field)
+        return found
+
+    def keywords(self, field: str, limit: int) -> list[str]:
+        """The field's values as Elasticsearch indexes them in a keyword field with `ignore_above: limit`."""
+        found = self._keywords.get(field)
+        if found is None:
+            found = self._keywords[field] = [s for s in map(_as_keyword, self.values(field)) if len(s) <= limit]
+        return found
+
+
+def _as_keyword(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- case folding as Elasticsearch does it -------------------------------------------------
+
+def _alt_case(ch: str) -> str:
+    """The one other case a character matches (Elasticsearch's AutomatonQueries.toCaseInsensitiveChar)."""
+    alt = ch.upper() if ch.islower() else ch.lower()
+    return alt if len(alt) == 1 else ch
+
+
+def _insensitive_char(ch: str) -> str:
+    alt = _alt_case(ch)
+    return re.escape(ch) if alt == ch else f"[{re.escape(ch)}{re.escape(alt)}]"
+
+
+def _literal_regex(text: str, insensitive: bool) -> str:
+    return "".join(_insensitive_char(c) for c in text) if insensitive else re.escape(text)
+
+
+def _wildcard_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(_literal_regex(pattern[i + 1], insensitive))
+            i += 2
+            continue
+        out.append(".*" if ch == "*" else "." if ch == "?" else _literal_regex(ch, insensitive))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+# --- compiling a query into a predicate ----------------------------------------------------
+
+class _Compiler:
+    def __init__(self, types: FieldTypes):
+        self.types = types
+
+    def compile(self, query: Mapping[str, Any]) -> ViewPredicate:
+        if len(query) != 1:
+            raise UnsupportedQuery(f"a query has exactly one key, got {sorted(query)}")
+        (kind, body), = query.items()
+        handler = getattr(self, f"q_{kind}", None)
+        if handler is None:
+            raise UnsupportedQuery(f"query type {kind!r} is not part of what the compiler emits")
+        return handler(body)  # type: ignore[no-any-return]
+
+    def q_match_all(self, body: Any) -> ViewPredicate:
+        return lambda doc: True
+
+    def q_match_none(self, body: Any) -> ViewPredicate:
+        return lambda doc: False
+
+    def q_bool(self, body: Mapping[str, Any]) -> ViewPredicate:
+        unknown = set(body) - {"filter", "must", "should", "must_not", "minimum_should_match", "_name"}
+        if unknown:
+            raise UnsupportedQuery(f"bool keys {sorted(unknown)} are not supported")
+        musts = [self.compile(q) for q in _as_list(body.get("filter")) + _as_list(body.get("must"))]
+        nots = [self.compile(q) for q in _as_list(body.get("must_not"))]
+        should_queries = _as_list(body.get("should"))
+        # Elasticsearch: with should clauses and no must/filter, one should must match.
+        minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if should_queries else 0
+        shoulds = self._merged(should_queries) if minimum == 1 else [self.compile(q) for q in should_queries]
+
+        def check(doc: View) -> bool:
+            if not all(p(doc) for p in musts) or any(p(doc) for p in nots):
+                return False
+            if minimum <= 0:
+                return True
+            if minimum == 1:
+                return any(p(doc) for p in shoulds)
+            return sum(1 for p in shoulds if p(doc)) >= minimum
+        return check
+
+    def _merged(self, queries: list[Mapping[str, Any]]) -> list[ViewPredicate]:
+        """Any-of clauses: the string queries on one keyword field become one regex (same answers, one pass)."""
+        by_field: dict[str, list[str]] = {}
+        rest: list[ViewPredicate] = []
+        for query in queries:
+            found = self._pattern_source(query)
+            if found is None:
+                rest.append(self.compile(query))
+            else:
+                by_field.setdefault(found[0], []).append(found[1])
+        for field, sources in by_field.items():
+            pattern = re.compile(sources[0] if len(sources) == 1 else "(?:" + "|".join(sources) + ")", re.DOTALL)
+            keywords = self._keywords(field)
+            rest.insert(0, lambda doc, p=pattern, k=keywords: any(p.fullmatch(s) for s in k(doc)))  # type: ignore[misc]
+        return rest
+
+    def _pattern_source(self, query: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(field, regex for fullmatch) of a term/prefix/wildcard/regexp query on a keyword field."""
+        if len(query) != 1:
+            return None
+        (kind, body), = query.items()
+        if kind not in ("term", "prefix", "wildcard", "regexp") or not isinstance(body, Mapping) or len(body) != 1:
+            return None
+        field, spec = self._field(body, kind)
+        if self.types.type_of(field) is not None or field in self.types.not_indexed:
+            return None
+        insensitive = bool(spec.get("case_insensitive"))
+        if kind == "term":
+            return field, _literal_regex(_as_keyword(spec["value"]), insensitive)
+        if kind == "prefix":
+            return field, _literal_regex(str(spec["value"]), insensitive) + ".*"
+        if kind == "wildcard":
+            return field, _wildcard_regex(str(spec.get("value", spec.get("wildcard"))), insensitive).pattern
+        if str(spec.get("flags", "ALL")).upper() != "NONE":
+            return None
+        return field, to_python(str(spec["value"]), insensitive).pattern
+
+    def _field(self, body: Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+        if len(body) != 1:
+            raise UnsupportedQuery(f"{kind} takes one field, got {sorted(body)}")
+        (field, spec), = body.items()
+        return field, dict(spec) if isinstance(spec, Mapping) else {"value": spec}
+
+    def _keywords(self, field: str) -> Callable[[View], list[str]]:
+        """The indexed keyword terms of a field (long values past ignore_above are not indexed)."""
+        limit = self.types.limit(field)
+        if field in self.types.not_indexed:
+            return lambda doc: []
+
+        return lambda doc: doc.keywords(field, limit)
+
+    def q_term(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field, spec = self._field(body, "term")
+        return self._term_predicate(field, [spec["value"]], bool(spec.get("case_insensitive", False)))
+
+    def q_terms(self, body: Mapping[str, Any]) -> ViewPredicate:
+        fields = {k: v for k, v in body.items() if k != "boost"}
+        if len(fields) != 1:
+            raise UnsupportedQuery("terms takes one field")
+        (field, values), = fields.items()
+        return self._term_predicate(field, list(values), False)
+
+    def _term_predicate(self, field: str, wanted: list[Any], insensitive: bool) -> ViewPredicate:
+        kind = self.types.type_of(field)
+        if kind == "ip":
+            networks = [ipaddress.ip_network(str(v), strict=False) for v in wanted]
+            return lambda doc: any(_in_networks(v, networks) for v in doc.values(field))
+        if kind == "long":
+            numbers = [float(v) for v in wanted]
+            return lambda doc: any(_number(v) in numbers for v in doc.values(field))
+        if kind == "date":
+            moments = [_moment(v) for v in wanted]
+            return lambda doc: any(_moment(v) in moments for v in doc.values(field))
+        keywords = self._keywords(field)
+        texts = [_as_keyword(v) for v in wanted]
+        if insensitive:
+            patterns = [re.compile(_literal_regex(t, True), re.DOTALL) for t in texts]
+            return lambda doc: any(p.fullmatch(s) for s in keywords(doc) for p in patterns)
+        exact = set(texts)
+        return lambda doc: any(s in exact for s in keywords(doc))
+
+    def q_prefix(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field, spec = self._field(body, "prefix")
+        pattern = re.compile(_literal_regex(str(spec["value"]), bool(spec.get("case_insensitive"))), re.DOTALL)
+        keywords = self._keywords(field)
+        return lambda doc: any(pattern.match(s) for s in keywords(doc))
+
+    def q_wildcard(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field, spec = self._field(body, "wildcard")
+        pattern = _wildcard_regex(str(spec.get("value", spec.get("wildcard"))), bool(spec.get("case_insensitive")))
+        keywords = self._keywords(field)
+        return lambda doc: any(pattern.fullmatch(s) for s in keywords(doc))
+
+    def q_regexp(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field, spec = self._field(body, "regexp")
+        if str(spec.get("flags", "ALL")).upper() != "NONE":
+            raise UnsupportedQuery("regexp queries must use flags NONE (the compiler never emits others)")
+        pattern = to_python(str(spec["value"]), bool(spec.get("case_insensitive")))
+        keywords = self._keywords(field)
+        return lambda doc: any(pattern.fullmatch(s) for s in keywords(doc))
+
+    def q_range(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field, spec = self._field(body, "range")
+        kind = self.types.type_of(field)
+        bounds = [(op, spec[op]) for op in ("gt", "gte", "lt", "lte") if op in spec]
+        if kind == "date":
+            convert: Callable[[Any], Any] = _moment
+        elif kind == "long":
+            convert = _number
+        else:
+            convert = _inferred_number_or_keyword
+        limits = [(op, convert(v)) for op, v in bounds]
+
+        def check(doc: View) -> bool:
+            for raw in doc.values(field):
+                value = convert(raw)
+                if value is None or (isinstance(value, str) and len(value) > self.types.limit(field)):
+                    continue
+                try:
+                    if all(_compare(op, value, limit) for op, limit in limits):
+                        return True
+                except TypeError:  # a number against a keyword bound: Elasticsearch compares the text
+                    if all(_compare(op, _as_keyword(raw), _as_keyword(lim)) for op, lim in limits):
+                        return True
+            return False
+        return check
+
+    def q_secmon_fieldref(self, body: Mapping[str, Any]) -> ViewPredicate:
+        """Two fields of one event compared (Sigma |fieldref): in-process only, see compile.py."""
+        field, ref, mode = body["field"], body["ref"], body.get("mode", "equals")
+        insensitive = bool(body.get("case_insensitive", True))
+        tests: dict[str, Callable[[str, str], bool]] = {
+            "equals": lambda a, b: a == b, "startswith": str.startswith, "endswith": str.endswith}
+        test = tests[mode]
+
+        def fold(text: str) -> str:
+            return text.lower() if insensitive else text
+
+        def check(doc: View) -> bool:
+            refs = [fold(_as_keyword(v)) for v in doc.values(ref)]
+            return any(test(fold(_as_keyword(v)), r) for v in doc.values(field) for r in refs)
+        return check
+
+    def q_exists(self, body: Mapping[str, Any]) -> ViewPredicate:
+        field = body["field"]
+        if field in self.types.not_indexed:
+            return lambda doc: False
+        kind = self.types.type_of(field)
+        if kind in ("ip", "long", "date"):
+            return lambda doc: bool(doc.values(field))
+        keywords = self._keywords(field)
+        # A field holding only an object (no leaf values) exists when any sub-field does.
+        return lambda doc: bool(keywords(doc)) or _has_object_leaf(doc.doc, field)
+
+
+def _has_object_leaf(doc: Doc, field: str) -> bool:
+    found: list[Any] = []
+    _collect_objects(doc, field.split("."), found)
+    return any(_leaves(obj) for obj in found)
+
+
+def _collect_objects(node: Any, parts: list[str], out: list[Any]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _collect_objects(item, parts, out)
+        return
+    if not isinstance(node, Mapping):
+        return
+    if not parts:
+        out.append(node)
+        return
+    for n in range(1, len(parts) + 1):
+        key = ".".join(parts[:n])
+        if key in node:
+            _collect_objects(node[key], parts[n:], out)
+
+
+def _leaves(node: Any) -> bool:
+    if isinstance(node, Mapping):
+        return any(_leaves(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_leaves(v) for v in node)
+    return node is not None
+
+
+def _as_list(value: Any) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # Elasticsearch stores IPv4 as IPv4-mapped IPv6
+    return any(address.version == n.version and address in n for n in networks)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _inferred_number_or_keyword(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(value)
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _compare(op: str, value: Any, limit: Any) -> bool:
+    if op == "gt":
+        return bool(value > limit)
+    if op == "gte":
+        return bool(value >= limit)
+    if op == "lt":
+        return bool(value < limit)
+    return bool(value <= limit)
+
+
+# --- public API ----------------------------------------------------------------------------
+
+def compile_view_matcher(query: Mapping[str, Any], types: FieldTypes | None = None) -> ViewPredicate:
+    """Like compile_matcher, over a View (share one View per document across many rules)."""
+    return _Compiler(types or field_types()).compile(query)
+
+
+def compile_matcher(query: Mapping[str, Any], types: FieldTypes | None = None) -> Predicate:
+    """A predicate over docs answering what `query` answers on the cluster."""
+    inner = compile_view_matcher(query, types)
+    return lambda doc: inner(View(doc))
+
+
+_CACHE: dict[int, tuple[Mapping[str, Any], Predicate]] = {}
+_CACHE_LIMIT = 20000
+
+
+def matches(query: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
+    """Would Elasticsearch return `doc` (indexed with secmon's events template) for `query`?"""
+    cached = _CACHE.get(id(query))
+    if cached is None or cached[0] is not query:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.clear()
+        cached = (query, compile_matcher(query))  # the query is kept, so its id is not reused
+        _CACHE[id(query)] = cached
+    return cached[1](doc)

@@ -1,0 +1,246 @@
+"""Windows event records -> the ECS + `winlog.*` document the field contract describes.
+
+Two input dialects carry the same events:
+
+- EVTX as JSON (the `evtx` package, `{"Event": {"System": {...}, "EventData"|"UserData": {...}}}`):
+  `flatten_evtx`.
+- Flat NXLog / Winlogbeat-style JSON (`EventID`, `Channel`, `Hostname`, the event data
+  fields beside them): `flatten_winlogbeat_like`.
+
+Both return the nested document without `organization.id` and `event.original`
+(the caller adds those). Event data values become strings, as Windows renders
+them and as Sigma rules compare them; field names lose their spaces (Defender
+writes `Threat Name`, Sigma rules say `ThreatName`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+# Channels whose dataset name the contract fixes; any other channel becomes
+# windows.<channel lower-cased, spaces and slashes to _>.
+DATASETS = {
+    "security": "windows.security",
+    "microsoft-windows-sysmon/operational": "windows.sysmon_operational",
+    "windows powershell": "windows.powershell",
+    "microsoft-windows-powershell/operational": "windows.powershell_operational",
+    "system": "windows.system",
+}
+
+# NXLog / Winlogbeat keys that describe the record, not the event data.
+_FLAT_SYSTEM_KEYS = frozenset({
+    "EventID", "Channel", "Hostname", "SourceName", "ProviderName", "ProviderGuid", "TimeCreated", "EventTime",
+    "EventReceivedTime", "@timestamp", "@version", "RecordNumber", "EventRecordID", "Message", "Task", "Keywords",
+    "Level", "Severity", "SeverityValue", "Opcode", "OpcodeValue", "ProcessID", "ThreadID", "Version",
+    "ExecutionProcessID", "ExecutionThreadID", "UserID", "AccountName", "AccountType", "Domain", "EventType",
+    "SourceModuleName", "SourceModuleType", "host", "port", "tags", "ActivityID", "RelatedActivityID", "Category",
+    "EventTypeOrignal", "EventTypeOriginal",
+})
+
+
+def dataset_of(channel: str) -> str:
+    key = channel.lower()
+    return DATASETS.get(key) or "windows." + key.replace(" ", "_").replace("/", "_")
+
+
+def _text(value: Any) -> Any:
+    """An XML element's text: `{"#attributes": ..., "#text": x}` -> x."""
+    if isinstance(value, Mapping):
+        return value.get("#text")
+    return value
+
+
+def _string(value: Any) -> str | list[str] | None:
+    value = _text(value)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        items = [_string(v) for v in value]
+        return [i for i in items if isinstance(i, str)]
+    if isinstance(value, Mapping):
+        return None  # a nested element without text: nothing a rule can compare
+    return str(value)
+
+
+def _name(raw: str) -> str:
+    return raw.replace(" ", "")
+
+
+def _data_fields(node: Any) -> dict[str, Any]:
+    """EventData / UserData children -> {name: string value}; unnamed <Data> become param1..N."""
+    out: dict[str, Any] = {}
+    if not isinstance(node, Mapping):
+        return out
+    for key, value in node.items():
+        if key == "#attributes":
+            continue
+        if key == "Data" and (isinstance(value, (list, str)) or (isinstance(value, Mapping) and "#text" in value)):
+            unnamed = _text(value)
+            for n, item in enumerate(unnamed if isinstance(unnamed, list) else [unnamed], start=1):
+                text = _string(item)
+                if text is not None:
+                    out[f"param{n}"] = text
+            continue
+        text = _string(value)
+        if text is not None:
+            out[_name(key)] = text
+    return out
+
+
+def _utc(stamp: str) -> str:
+    text = stamp.strip().replace(" ", "T")
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # evtx SystemTime and NXLog TimeCreated are UTC
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def flatten_evtx(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An `evtx`-package JSON record (with or without the outer "Event") -> ECS doc."""
+    event = record.get("Event", record)
+    system = event.get("System") or {}
+    provider = (system.get("Provider") or {}).get("#attributes") or {}
+    created = ((system.get("TimeCreated") or {}).get("#attributes") or {}).get("SystemTime")
+    winlog: dict[str, Any] = {
+        "channel": str(system.get("Channel") or ""),
+        "event_id": str(_text(system.get("EventID"))),
+        "provider_name": str(provider.get("Name") or ""),
+        "computer_name": str(system.get("Computer") or ""),
+        "record_id": str(system.get("EventRecordID") or ""),
+    }
+    if provider.get("Guid"):
+        winlog["provider_guid"] = str(provider["Guid"])
+    user_id = ((system.get("Security") or {}).get("#attributes") or {}).get("UserID")
+    if user_id:
+        winlog["user"] = {"identifier": str(user_id)}
+    data = _data_fields(event.get("EventData"))
+    data.update(_data_fields(event.get("ProcessingErrorData")))
+    if data:
+        winlog["event_data"] = data
+    user_data = _user_data(event.get("UserData"))
+    if user_data:
+        winlog["user_data"] = user_data
+    return _ecs(winlog, _utc(str(created)) if created else None)
+
+
+def _user_data(node: Any) -> dict[str, Any]:
+    """UserData holds one element (e.g. LogFileCleared); its children are the fields."""
+    if not isinstance(node, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key != "#attributes":
+            out.update(_data_fields(value) if isinstance(value, Mapping) else {})
+    return out
+
+
+def flatten_winlogbeat_like(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat NXLog/Winlogbeat-style JSON record (OTRF datasets) -> ECS doc."""
+    stamp = record.get("@timestamp") or record.get("TimeCreated") or record.get("EventTime")
+    winlog: dict[str, Any] = {
+        "channel": str(record.get("Channel") or ""),
+        "event_id": str(_text(record.get("EventID"))),
+        "provider_name": str(record.get("SourceName") or record.get("ProviderName") or ""),
+        "computer_name": str(record.get("Hostname") or ""),
+        "record_id": str(record.get("RecordNumber") or record.get("EventRecordID") or ""),
+    }
+    data = {_name(k): v for k, v in ((k, _string(v)) for k, v in record.items() if k not in _FLAT_SYSTEM_KEYS)
+            if v is not None}
+    if data:
+        winlog["event_data"] = data
+    doc = _ecs(winlog, _utc(str(stamp)) if stamp else None)
+    if isinstance(record.get("Message"), str):
+        doc["message"] = record["Message"]
+    return doc
+
+
+def _ecs(winlog: dict[str, Any], timestamp: str | None) -> dict[str, Any]:
+    data: Mapping[str, Any] = winlog.get("event_data") or winlog.get("user_data") or {}
+    doc: dict[str, Any] = {}
+    if timestamp:
+        doc["@timestamp"] = timestamp
+    doc["event"] = {"kind": "event", "module": "windows", "code": winlog["event_id"],
+                    "dataset": dataset_of(winlog["channel"]), "provider": winlog["provider_name"]}
+    doc["host"] = {"name": winlog["computer_name"]}
+    doc["winlog"] = winlog
+    process = _process(data)
+    if process:
+        doc["process"] = process
+    user = _user(data)
+    if user:
+        doc["user"] = user
+    for side, ip_key, port_key in (("source", ("IpAddress", "SourceIp", "SourceAddress"), ("IpPort", "SourcePort")),
+                                   ("destination", ("DestinationIp", "DestAddress"), ("DestinationPort", "DestPort"))):
+        endpoint = _endpoint(data, ip_key, port_key)
+        if endpoint:
+            doc[side] = endpoint
+    return doc
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value not in ("", "-"):
+            return value
+    return None
+
+
+def _integer(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return None
+
+
+def _process(data: Mapping[str, Any]) -> dict[str, Any]:
+    process: dict[str, Any] = {}
+    executable = _first(data, "Image", "NewProcessName")
+    if executable:
+        process["executable"] = executable
+        process["name"] = executable.replace("/", "\\").rsplit("\\", 1)[-1]
+    command_line = _first(data, "CommandLine")
+    if command_line:
+        process["command_line"] = command_line
+    pid = _integer(_first(data, "ProcessId", "NewProcessId"))
+    if pid is not None:
+        process["pid"] = pid
+    parent = _first(data, "ParentImage", "ParentProcessName")
+    if parent:
+        process["parent"] = {"executable": parent}
+        parent_command = _first(data, "ParentCommandLine")
+        if parent_command:
+            process["parent"]["command_line"] = parent_command
+    return process
+
+
+def _user(data: Mapping[str, Any]) -> dict[str, Any]:
+    account = _first(data, "User")
+    if account and "\\" in account:
+        domain, name = account.split("\\", 1)
+        return {"domain": domain, "name": name}
+    user = _first(data, "TargetUserName", "SubjectUserName")
+    if user:
+        realm = _first(data, "TargetDomainName" if user == data.get("TargetUserName") else "SubjectDomainName")
+        return {"name": user, **({"domain": realm} if realm else {})}
+    return {}
+
+
+def _endpoint(data: Mapping[str, Any], ip_keys: tuple[str, ...], port_keys: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    address = _first(data, *ip_keys)
+    if address:
+        try:
+            out["ip"] = str(ipaddress.ip_address(address.split("%")[0].removeprefix("::ffff:")))
+        except ValueError:
+            pass  # "LOCAL", hostnames: not an address, stays in winlog.event_data only
+    port = _integer(_first(data, *port_keys))
+    if port is not None and 0 < port < 65536 and out:
+        out["port"] = port
+    return out
