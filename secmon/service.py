@@ -8,29 +8,30 @@ from __future__ import annotations
 
 import getpass
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from elasticsearch import Elasticsearch
 
+from secmon import ingest
 from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
-from secmon.collect.files import read_records
 from secmon.config import Settings
 from secmon.detect.rules.compile import and_
-from secmon.detect.rules.correlate import bursts
+from secmon.detect.rules.findings import findings as rule_hit_findings
 from secmon.detect.rules.load import CompiledRule, RuleSet, load_rules
 from secmon.errors import InputError, SecmonError
 from secmon.incidents import store as incident_store
 from secmon.model import Finding, ScanSummary, stable_id
-from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import Pipeline, load_pipelines
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.search import group_counts, iso, sorted_matches, window_filter
 from secmon.store.templates import TemplateChange, install_templates
-from secmon.store.writer import BulkWriter, WriteStats
+from secmon.store.writer import WriteStats
 
 DEFAULT_SCHEDULER_TZ = "Asia/Ho_Chi_Minh"
 AGENCY_FIELD = "organization.id"
@@ -73,24 +74,55 @@ def pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
 
 
 def collect_file(es: Elasticsearch, settings: Settings, path: Path, agency_id: str, source: str,
-                 now: datetime, year: int | None = None) -> WriteStats:
-    agency = settings.agency(agency_id)
-    normalizer = Normalizer(pipeline(settings, source), agency=agency.id, timezone=agency.timezone,
-                            source=str(path), now=now, year=year)
-    records = read_records(path)
-    check(es)
-    indices = Indices(settings.elasticsearch.index_prefix)
-    # Events written before the templates exist would get dynamic mappings (text, not
-    # keyword/ip) that no later setup can fix; installing is idempotent and cheap.
-    install_templates(es, indices)
-    stats = BulkWriter(es, indices).write(
-        (normalizer.normalize(r.text, r.offset, r.record_id) for r in records), agency.id)
-    with reporting(es, "refresh the event indices"):
-        es.indices.refresh(index=[indices.events_pattern(agency.id), indices.deadletter(agency.id)],
-                           ignore_unavailable=True, allow_no_indices=True)
-    audit(es, indices, "collect", "success", now, {"file": str(path), "source": source, "events": stats.events,
-                                                    "dead_letters": stats.dead_letters + stats.rejected}, agency.id)
-    return stats
+                 now: datetime, year: int | None = None, options: ingest.CollectOptions | None = None,
+                 progress: Callable[[int], None] | None = None) -> WriteStats:
+    """Ship one log file (or EVTX file) to its end; see secmon.ingest for checkpoints and the spool."""
+    return list(collect_files(es, settings, [path], agency_id, source, now, year, options,
+                              (lambda _: progress) if progress else None))[0][1]
+
+
+def collect_files(es: Elasticsearch, settings: Settings, paths: list[Path], agency_id: str, source: str,
+                  now: datetime, year: int | None = None, options: ingest.CollectOptions | None = None,
+                  progress_for: Callable[[Path], Callable[[int], None] | None] | None = None
+                  ) -> Iterator[tuple[Path, WriteStats]]:
+    """Ship log files one after the other, yielding each one's counts as it is done."""
+    reports = ingest.collect_inputs(es, settings, list(paths), agency_id, source, now, year,
+                                    options or ingest.CollectOptions(), progress_for)
+    by_name = {str(path): path for path in paths}
+    for name, report in reports:  # driven to its end, so that its final refresh runs
+        _audit_collect(es, settings, report, {"file": name, "source": source}, now, agency_id)
+        yield by_name[name], report.stats
+
+
+def collect_stream(es: Elasticsearch, settings: Settings, stream: BinaryIO, agency_id: str, source: str,
+                   now: datetime, year: int | None = None, options: ingest.CollectOptions | None = None
+                   ) -> WriteStats:
+    """Ship a stream (stdin) to its end."""
+    report = ingest.collect_once(es, settings, None, agency_id, source, now, year,
+                                 options or ingest.CollectOptions(), stream=stream)
+    _audit_collect(es, settings, report, {"file": "-", "source": source}, now, agency_id)
+    return report.stats
+
+
+def collect_follow(es: Elasticsearch, settings: Settings, spec: ingest.FollowSpec, agency_id: str, source: str,
+                   now: datetime, stop: threading.Event, options: ingest.CollectOptions, year: int | None = None
+                   ) -> ingest.CollectReport:
+    """Collect files by glob and syslog until `stop` is set."""
+    report = ingest.follow(es, settings, spec, agency_id, source, now, stop, options, year)
+    try:
+        _audit_collect(es, settings, report, {"files": list(spec.patterns), "source": source, "follow": True},
+                       utcnow(), agency_id)
+    except SecmonError as exc:  # stopping while Elasticsearch is down: the audit entry is all that is lost
+        report.notes.append(f"audit entry not written: {exc}")
+    return report
+
+
+def _audit_collect(es: Elasticsearch, settings: Settings, report: ingest.CollectReport, details: dict[str, Any],
+                   now: datetime, agency_id: str) -> None:
+    stats = report.stats
+    audit(es, Indices(settings.elasticsearch.index_prefix), "collect", "success", now,
+          {**details, "events": stats.events, "dead_letters": stats.dead_letters + stats.rejected,
+           "skipped": stats.skipped}, settings.agency(agency_id).id)
 
 
 # --- scan ---------------------------------------------------------------------------------
@@ -109,32 +141,16 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
                   if count >= rule.threshold]
     if not candidates:
         return []
-    groups: dict[tuple[str, ...], list[tuple[datetime, str]]] = {}
     narrowed = query
     if len(candidates) <= MAX_NARROWING_GROUPS:  # beyond that the bool query costs more than it saves
         narrowed = and_([query, {"bool": {"should": [and_([{"term": {f: key[f]}} for f in fields])
                                                      for key in candidates], "minimum_should_match": 1}}])
     wanted = {tuple(str(key[f]) for f in fields) for key in candidates}
-    for hit in sorted_matches(es, indices.events_pattern(), narrowed, fields):
-        values = hit["fields"]
-        if not all(f in values for f in fields):
-            continue
-        key = tuple(str(values[f][0]) for f in fields)
-        if key not in wanted:
-            continue
-        stamp = datetime.fromisoformat(values["@timestamp"][0].replace("Z", "+00:00"))
-        groups.setdefault(key, []).append((stamp, hit["_id"]))
-    findings = []
-    for key, events in groups.items():
-        for burst in bursts(events, rule.threshold, rule.timespan):
-            if burst.last < start:
-                continue
-            findings.append(Finding(
-                rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
-                group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
-                count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
-                description=rule.description))
-    return sorted(findings, key=lambda f: (f.first_seen, f.rule_id, f.group))
+    hits = [hit for hit in sorted_matches(es, indices.events_pattern(), narrowed, (AGENCY_FIELD, *rule.fields))
+            if all(f in hit["fields"] for f in fields)
+            and tuple(str(hit["fields"][f][0]) for f in fields) in wanted]
+    # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
+    return rule_hit_findings(rule, hits, start, AGENCY_FIELD)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,11 @@ from pathlib import Path
 import click
 
 from secmon import __version__, service
+from secmon.cli.collect import collect as collect_command
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
-from secmon.cli.output import incidents_table, scan_text, table, to_json
+from secmon.cli.output import incidents_table, scan_text, to_json
+from secmon.cli.pipelines import pipelines as pipelines_group
+from secmon.cli.rules import rules as rules_group
 from secmon.config import DEFAULT_TIMEZONE
 from secmon.errors import ExitCode, SecmonError
 from secmon.incidents import store as incident_store
@@ -53,21 +56,6 @@ def setup(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--agency", "-a", required=True, help="Agency id from the config.")
-@click.option("--source", "-s", required=True, help="Pipeline id (pipelines/<id>.yml), e.g. linux-auth.")
-@click.option("--year", type=click.IntRange(1990, 2100),
-              help="Year of the first line, for archived logs whose timestamps carry none.")
-@click.pass_context
-def collect(ctx: click.Context, files: tuple[Path, ...], agency: str, source: str, year: int | None) -> None:
-    """Parse log FILES into ECS events and ship them to Elasticsearch."""
-    for path in files:
-        stats = service.collect_file(es_of(ctx), settings_of(ctx), path, agency, source, service.utcnow(), year)
-        click.echo(f"{path}: {stats.events} events shipped, {stats.dead_letters + stats.rejected} dead-lettered"
-                   + (f", {stats.retries} retries" if stats.retries else ""))
-
-
-@cli.command()
 @click.option("--from", "start", type=When(), help="Window start (ISO 8601; local time if no offset).")
 @click.option("--to", "end", type=When(), help="Window end, exclusive (default: now).")
 @click.option("--last", type=Duration(), help="Window = the last DURATION (e.g. 15m); instead of --from.")
@@ -76,10 +64,20 @@ def collect(ctx: click.Context, files: tuple[Path, ...], agency: str, source: st
 @click.option("--no-deliver", is_flag=True, help="Queue alerts but do not send them now.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--fail-on-findings", is_flag=True, help=f"Exit {int(ExitCode.FINDINGS)} when new incidents were found.")
+@click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
+@click.option("--agency", default="offline", show_default=True, help="With --input: the agency the events belong to.")
+@click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
-         rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool) -> None:
-    """Run the rules over a time window, store incidents and alert agencies."""
+         rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool,
+         inputs: tuple[Path, ...], agency: str, source: str | None) -> None:
+    """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
+    if inputs:
+        from secmon.cli import offline
+
+        offline.run(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
+        return
     now = service.utcnow()
     end = end or now
     if (start is None) == (last is None):
@@ -123,29 +121,6 @@ def deliver(ctx: click.Context) -> None:
         raise Exit(ExitCode.DELIVERY)
 
 
-@cli.group()
-def rules() -> None:
-    """Work with detection rules."""
-
-
-@rules.command("validate")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
-@click.pass_context
-def rules_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Load and compile rules; report every problem (default: the config's rules)."""
-    from secmon.detect.rules.load import load_rules
-
-    targets = list(paths) or [settings_of(ctx).resolve(p) for p in settings_of(ctx).rules]
-    ruleset = load_rules(targets)
-    click.echo(table(["rule", "kind", "severity", "title"],
-                     [[r.id, r.kind, r.severity.value, r.title] for r in ruleset.rules]))
-    for problem in ruleset.problems:
-        click.echo(f"{problem.where}: {problem.reason}", err=True)
-    click.echo(f"{len(ruleset.rules)} rules compiled, {len(ruleset.problems)} problems")
-    if ruleset.problems:
-        raise Exit(ExitCode.INPUT)
-
-
 @cli.command()
 @click.pass_context
 def schedule(ctx: click.Context) -> None:
@@ -163,6 +138,11 @@ def status(ctx: click.Context) -> None:
     with reporting(es, "read cluster health"):
         health = es.cluster.health()
     click.echo(f"Elasticsearch {service.check(es)}, cluster {health['cluster_name']}: {health['status']}")
+
+
+cli.add_command(collect_command)
+cli.add_command(pipelines_group)
+cli.add_command(rules_group)
 
 
 def main(argv: list[str] | None = None) -> None:
