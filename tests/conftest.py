@@ -54,7 +54,12 @@ def es_url(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
     home = tmp_path_factory.mktemp("es-node")
     env = {**os.environ, "SECMON_ES_HOME": str(home), "SECMON_ES_PORT": str(TEST_PORT)}
     started = time.monotonic()
-    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env)
+    try:
+        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env)
+    except subprocess.CalledProcessError:
+        # A node that came up too late must not outlive the session holding the port.
+        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "wipe"], check=False, env=env)
+        raise
     _announce(pytestconfig, f"\nintegration tests use a real local Elasticsearch node on 127.0.0.1:{TEST_PORT}, "
                             f"started by scripts/es-local in {time.monotonic() - started:.1f}s")
     try:

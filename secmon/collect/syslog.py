@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 64 * 1024  # RFC 5425 asks receivers to take at least 8 KiB; larger frames are cut
 QUEUE_SIZE = 50_000
+UDP_BUFFER = 8 * 1024 * 1024  # bytes asked for; the kernel caps it at net.core.rmem_max
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,13 @@ class Listener:
                 if rest.strip(b"\r\n\0 "):
                     listener._put(peer, rest.rstrip(b"\r\n\0"), block=True)
 
+        class UDPServer(socketserver.ThreadingUDPServer):
+            def server_bind(self) -> None:
+                # A burst of datagrams waits in the kernel while handler threads start;
+                # the default buffer (~200 KiB) is what drops them on a busy host.
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+                super().server_bind()
+
         class TLSServer(socketserver.ThreadingTCPServer):
             def get_request(self) -> tuple[socket.socket, object]:
                 sock, address = super().get_request()
@@ -118,7 +126,7 @@ class Listener:
                 return listener._tls_context.wrap_socket(sock, server_side=True), address
 
         for kind, address, server_class, handler in (
-                ("udp", udp, socketserver.ThreadingUDPServer, Datagram),
+                ("udp", udp, UDPServer, Datagram),
                 ("tcp", tcp, socketserver.ThreadingTCPServer, Stream),
                 ("tls", tls, TLSServer, Stream)):
             if address is None:

@@ -118,7 +118,9 @@ def test_syslog_listener_udp_tcp_tls_on_loopback(tmp_path, es, es_url, prefix) -
                     message = RFC5424.replace("ID47", f"TLS{i}")
                     conn.sendall(f"{len(message)} {message}".encode())
                     sent.append(message)
-        assert wait_for_count(es, f"{prefix}-events-*,{prefix}-deadletter-*", len(sent), 30, follower) == len(sent)
+        # Generous: returns as soon as all arrived; on a loaded 2-core machine shipping can lag.
+        # The assertion below then names any message that is missing.
+        wait_for_count(es, f"{prefix}-events-*,{prefix}-deadletter-*", len(sent), 90, follower)
     finally:
         out, err = stop(follower)
     stored = originals(es, prefix)
