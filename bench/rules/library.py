@@ -328,8 +328,8 @@ HTTP request to Elasticsearch is counted at the client's transport.
 | ratio ElastAlert way / secmon | {summary['ratios']['requests']} | {summary['ratios']['seconds']} |
 
 secmon found {summary['secmon_findings']:,} findings ({len(summary['secmon_rule_failures'])} rules failed). The
-ElastAlert-way queries only count: the cheapest form of that design (ElastAlert would also fetch the hits of the
-{summary['elastalert_way']['rule_windows_with_matches']:,} rule-windows that matched, and misses bursts that cross a
+ElastAlert-way queries only count: the cheapest form of that design (ElastAlert would also fetch the hits of every rule-window that matched:
+{summary['elastalert_way']['rule_windows_with_matches']:,} in the windows run, and it misses bursts that cross a
 window edge).{sample_note} Requests of one secmon run by kind: {json.dumps(summary['secmon_request_kinds'])}.
 """, encoding="utf-8")
     print(args.out.with_suffix(".md").read_text())
