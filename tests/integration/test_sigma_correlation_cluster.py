@@ -15,18 +15,10 @@ from secmon.detect.rules.findings import findings, hits_from_docs
 from secmon.detect.rules.load import load_rule_file
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.unit.test_sigma_correlate import BASE  # the same base rules, so both sides test one thing
 
 pytestmark = [pytest.mark.integration]
 
-BASE = """title: {name}
-name: {name}
-logsource: {{product: linux, service: sshd}}
-detection:
-  sel:
-    event.action: {action}
-  condition: sel
-level: low
-"""
 
 CORRELATIONS = {
     "temporal_ordered": "  type: temporal_ordered\n  rules: [r_fail, r_ok]\n  group-by: [source.ip]\n  timespan: 2m",
