@@ -137,6 +137,11 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     """
     fields = (AGENCY_FIELD, *rule.group_by)
     query = and_([window_filter(start - rule.timespan, end), rule.query])
+    if rule.kind == "single":
+        # Every match counts (threshold 1), so there is nothing to narrow; fetching all matches
+        # also keeps the ones that lack a group-by field.
+        hits = list(sorted_matches(es, indices.events_pattern(), query, (AGENCY_FIELD, *rule.fields)))
+        return rule_hit_findings(rule, hits, start, AGENCY_FIELD)
     candidates = [key for key, count in group_counts(es, indices.events_pattern(), query, fields)
                   if count >= rule.threshold]
     if not candidates:

@@ -147,3 +147,25 @@ def test_bad_flags_exit_2(tmp_path, args, message) -> None:  # type: ignore[no-u
     config = write_config(tmp_path / "secmon.yml", "http://127.0.0.1:1", "x", 25)
     code, out, err = run_cli("-c", str(config), *args)
     assert code == 2 and message in err
+
+
+def test_single_rule_match_without_its_group_field_still_raises_an_incident(tmp_path, es, es_url, prefix) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "auth.log"
+    # The rule groups by a field the event lacks: the match must still become an incident.
+    log.write_text("Dec 10 09:32:20 LabSZ sshd[24680]: Accepted password for root from 119.137.62.142 port 49116 ssh2\n")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yml").write_text(
+        "title: Any accepted SSH login\nid: 0a0a0a0a-1111-4222-8333-444444444444\nstatus: test\n"
+        "logsource: {product: linux, service: sshd}\n"
+        "detection:\n  sel:\n    event.action: ssh-login-succeeded\n  condition: sel\nlevel: medium\n"
+        "secmon:\n  group-by: [host.hostname, user.domain]\n")  # user.domain never exists here
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, free_port()))
+    assert run_cli("-c", config, "collect", str(log), "-a", "so-tttt", "-s", "linux-auth", "--year", "2005")[0] == 0
+    code, out, err = run_cli("-c", config, "scan", "--from", "2005-12-01", "--to", "2006-01-01", "--rules",
+                             str(rules), "--no-deliver", "--json")
+    assert code == 0, err
+    import json
+
+    incidents = json.loads(out)["incidents"]
+    assert [i["finding"]["group"] for i in incidents] == [[["host.hostname", "LabSZ"], ["user.domain", "(none)"]]]

@@ -90,3 +90,17 @@ def test_close_bursts_merge_and_far_ones_do_not() -> None:
 def test_bursts_are_deterministic_for_a_later_extended_window() -> None:
     base = events(0, 10, 20, 30)
     assert bursts(base, 3, timedelta(minutes=1))[0].first == bursts(base + events(40), 3, timedelta(minutes=1))[0].first
+
+
+def test_single_rule_keeps_matches_that_lack_a_group_by_field(tmp_path: Path) -> None:
+    from secmon.detect.rules.findings import MISSING, findings, hits_from_docs
+
+    text = ("title: t\nid: 11111111-2222-4333-8444-555555555555\nlogsource: {product: nothing}\n"
+            "detection:\n  sel:\n    f: x\n  condition: sel\nlevel: low\n")
+    rule = load_rule_file(rule_file(tmp_path, text)).rules[0]
+    assert rule.group_by == ("host.hostname",)
+    base = {"organization": {"id": "ag"}, "event": {"module": "nothing"}, "f": "x"}  # logsource -> event.module
+    docs = [("a", {**base, "@timestamp": "2005-06-14T00:00:00Z", "host": {"hostname": "h1"}}),
+            ("b", {**base, "@timestamp": "2005-06-14T00:00:01Z"})]
+    found = findings(rule, hits_from_docs(rule, docs))
+    assert sorted(f.group for f in found) == [(("host.hostname", MISSING),), (("host.hostname", "h1"),)]

@@ -20,6 +20,7 @@ from secmon.model import Finding
 
 AGENCY_FIELD = "organization.id"
 SAMPLE_IDS = 20
+MISSING = "(none)"  # the group value of a single-rule match that lacks a group-by field
 
 
 def _stamp(value: Any) -> datetime:
@@ -57,9 +58,16 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
         names = frozenset(n for n in hit.get("matched_queries", ()) if n not in exact or matches(exact[n], values))
         if exact and not names:
             continue
-        if "@timestamp" not in values or not all(f in values for f in fields):
+        if "@timestamp" not in values or agency_field not in values:
             continue
-        key = tuple(str(values[f][0]) for f in fields)
+        if rule.kind == "single":
+            # A single rule's match is a detection by itself; grouping only folds repeats into
+            # one incident, so an event without a group-by field must not be dropped.
+            key = tuple(str(values[f][0]) if f in values else MISSING for f in fields)
+        elif all(f in values for f in fields):
+            key = tuple(str(values[f][0]) for f in fields)
+        else:
+            continue  # correlations count per group: no group value, no group (as Sigma backends do)
         value = values[rule.value_field][0] if rule.value_field and rule.value_field in values else None
         groups.setdefault(key, []).append(Hit(_stamp(values["@timestamp"][0]), str(hit["_id"]), names, value))
     found = []
