@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -169,9 +169,3 @@ class BulkWriter:
         reason = f"elasticsearch rejected the event: {error.get('type')}: {error.get('reason')}"
         return DeadLetter(id=json.loads(head)["index"]["_id"], raw=str(event.get("original", "")), reason=reason,
                           pipeline=str(event.get("dataset", "")), source="", offset=None, agency=agency)
-
-
-def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
