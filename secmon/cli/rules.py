@@ -15,6 +15,7 @@ import yaml
 
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import table
+from secmon.detect.rules.load import RuleSet
 from secmon.errors import ExitCode
 
 
@@ -25,6 +26,13 @@ def _targets(ctx: click.Context, paths: tuple[Path, ...]) -> list[Path]:
 def _report(problems: list[tuple[str, str]]) -> None:
     for where, reason in problems:
         click.echo(f"{where}: {reason}", err=True)
+
+
+def _report_and_exit(ruleset: RuleSet) -> None:
+    """Every problem on stderr; exit 4 when there were any (after the good rules were shown)."""
+    _report([(p.where, p.reason) for p in ruleset.problems])
+    if ruleset.problems:
+        raise Exit(ExitCode.INPUT)
 
 
 PATHS = click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
@@ -68,9 +76,7 @@ def list_rules(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     ruleset = load_rules(_targets(ctx, paths))
     click.echo(table(["rule", "kind", "severity", "title"],
                      [[r.id, r.kind, r.severity.value, r.title] for r in ruleset.rules]))
-    _report([(p.where, p.reason) for p in ruleset.problems])
-    if ruleset.problems:
-        raise Exit(ExitCode.INPUT)
+    _report_and_exit(ruleset)
 
 
 @rules.command("show")
@@ -91,9 +97,7 @@ def show(ctx: click.Context, paths: tuple[Path, ...]) -> None:
             shown["timespan_seconds"] = rule.timespan.total_seconds()
             shown["condition"] = list(rule.condition)
         click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
-    _report([(p.where, p.reason) for p in ruleset.problems])
-    if ruleset.problems:
-        raise Exit(ExitCode.INPUT)
+    _report_and_exit(ruleset)
 
 
 @rules.command("test")
