@@ -20,6 +20,7 @@ from elasticsearch import ApiError, helpers
 
 from secmon.detect.rules.load import CompiledRule, RuleSet, load_rules
 from secmon.detect.rules.match import compile_matcher, matches
+from secmon.detect.rules.offline import RuleRouter
 from secmon.normalize.winlog import flatten_evtx
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
@@ -148,3 +149,18 @@ def test_cluster_and_in_process_agree(es, index: str, corpus: RuleSet, datasets:
           f"{len(disagreements)} rules disagree")
     assert pairs >= 1_000_000
     assert not disagreements, disagreements[:10]
+
+
+def test_offline_router_only_skips_rules_that_cannot_match(corpus: RuleSet,
+                                                          events: dict[str, dict[str, Any]]) -> None:
+    # In-process only (no node): the router's logsource routing and needle prefilter, over the
+    # whole corpus, must answer what trying every rule answers, case-swapped copies included.
+    router = RuleRouter(corpus.rules)
+    docs = {ident: doc for ident, doc in events.items() if ident.startswith("reg:")}
+    wrong, fired = [], 0
+    for ident, doc in docs.items():
+        expected = [rule.path for rule in router.matching_unrouted(doc)]
+        fired += len(expected)
+        if [rule.path for rule in router.matching(doc)] != expected:
+            wrong.append(ident)
+    assert fired >= len(docs) // 2 and not wrong, wrong[:5]

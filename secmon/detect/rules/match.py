@@ -100,16 +100,28 @@ class View:
     """A document plus the values already read from it: each field is resolved once per document,
     however many rules look at it."""
 
-    __slots__ = ("_keywords", "_values", "doc")
+    __slots__ = ("_complete", "_keywords", "_values", "doc")
 
-    def __init__(self, doc: Doc):
+    def __init__(self, doc: Doc, flat: dict[str, list[Any]] | None = None):
+        """`flat`, when given, is every leaf of `doc` by dotted path (prefilter.flatten): then a
+        field it lacks has no values, and nothing is read from `doc` again."""
         self.doc = doc
-        self._values: dict[str, list[Any]] = {}
+        self._complete = flat is not None
+        self._values: dict[str, list[Any]] = flat if flat is not None else {}
         self._keywords: dict[str, list[str]] = {}
+
+    @property
+    def flat(self) -> dict[str, list[Any]]:
+        """Every leaf by dotted path (only when the View was made with `flat`)."""
+        if not self._complete:
+            raise ValueError("this View was made without its flattened document")
+        return self._values
 
     def values(self, field: str) -> list[Any]:
         found = self._values.get(field)
         if found is None:
+            if self._complete:
+                return []
             found = self._values[field] = field_values(self.doc, field)
         return found
 
@@ -129,14 +141,14 @@ def _as_keyword(value: Any) -> str:
 
 # --- case folding as Elasticsearch does it -------------------------------------------------
 
-def _alt_case(ch: str) -> str:
+def alt_case(ch: str) -> str:
     """The one other case a character matches (Elasticsearch's AutomatonQueries.toCaseInsensitiveChar)."""
     alt = ch.upper() if ch.islower() else ch.lower()
     return alt if len(alt) == 1 else ch
 
 
 def _insensitive_char(ch: str) -> str:
-    alt = _alt_case(ch)
+    alt = alt_case(ch)
     return re.escape(ch) if alt == ch else f"[{re.escape(ch)}{re.escape(alt)}]"
 
 
@@ -145,6 +157,10 @@ def _literal_regex(text: str, insensitive: bool) -> str:
 
 
 def _wildcard_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
+    return re.compile(_wildcard_source(pattern, insensitive), re.DOTALL)
+
+
+def _wildcard_source(pattern: str, insensitive: bool) -> str:
     out, i = [], 0
     while i < len(pattern):
         ch = pattern[i]
@@ -154,7 +170,7 @@ def _wildcard_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
             continue
         out.append(".*" if ch == "*" else "." if ch == "?" else _literal_regex(ch, insensitive))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return "".join(out)
 
 
 # --- compiling a query into a predicate ----------------------------------------------------
@@ -189,15 +205,7 @@ class _Compiler:
         minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if should_queries else 0
         shoulds = self._merged(should_queries) if minimum == 1 else [self.compile(q) for q in should_queries]
 
-        def check(doc: View) -> bool:
-            if not all(p(doc) for p in musts) or any(p(doc) for p in nots):
-                return False
-            if minimum <= 0:
-                return True
-            if minimum == 1:
-                return any(p(doc) for p in shoulds)
-            return sum(1 for p in shoulds if p(doc)) >= minimum
-        return check
+        return _bool_predicate(musts, nots, shoulds, minimum)
 
     def _merged(self, queries: list[Mapping[str, Any]]) -> list[ViewPredicate]:
         """Any-of clauses: the string queries on one keyword field become one regex (same answers, one pass)."""
@@ -212,7 +220,7 @@ class _Compiler:
         for field, sources in by_field.items():
             pattern = re.compile(sources[0] if len(sources) == 1 else "(?:" + "|".join(sources) + ")", re.DOTALL)
             keywords = self._keywords(field)
-            rest.insert(0, lambda doc, p=pattern, k=keywords: any(p.fullmatch(s) for s in k(doc)))  # type: ignore[misc]
+            rest.insert(0, _fullmatch_any(pattern, keywords))
         return rest
 
     def _pattern_source(self, query: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -231,7 +239,7 @@ class _Compiler:
         if kind == "prefix":
             return field, _literal_regex(str(spec["value"]), insensitive) + ".*"
         if kind == "wildcard":
-            return field, _wildcard_regex(str(spec.get("value", spec.get("wildcard"))), insensitive).pattern
+            return field, _wildcard_source(str(spec.get("value", spec.get("wildcard"))), insensitive)
         if str(spec.get("flags", "ALL")).upper() != "NONE":
             return None
         return field, to_python(str(spec["value"]), insensitive).pattern
@@ -275,30 +283,27 @@ class _Compiler:
         keywords = self._keywords(field)
         texts = [_as_keyword(v) for v in wanted]
         if insensitive:
-            patterns = [re.compile(_literal_regex(t, True), re.DOTALL) for t in texts]
-            return lambda doc: any(p.fullmatch(s) for s in keywords(doc) for p in patterns)
+            source = "|".join(_literal_regex(t, True) for t in texts)
+            return _fullmatch_any(re.compile(f"(?:{source})", re.DOTALL), keywords)
         exact = set(texts)
-        return lambda doc: any(s in exact for s in keywords(doc))
+        return lambda doc: not exact.isdisjoint(keywords(doc))
 
     def q_prefix(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "prefix")
-        pattern = re.compile(_literal_regex(str(spec["value"]), bool(spec.get("case_insensitive"))), re.DOTALL)
-        keywords = self._keywords(field)
-        return lambda doc: any(pattern.match(s) for s in keywords(doc))
+        pattern = re.compile(_literal_regex(str(spec["value"]), bool(spec.get("case_insensitive"))) + ".*", re.DOTALL)
+        return _fullmatch_any(pattern, self._keywords(field))
 
     def q_wildcard(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "wildcard")
         pattern = _wildcard_regex(str(spec.get("value", spec.get("wildcard"))), bool(spec.get("case_insensitive")))
-        keywords = self._keywords(field)
-        return lambda doc: any(pattern.fullmatch(s) for s in keywords(doc))
+        return _fullmatch_any(pattern, self._keywords(field))
 
     def q_regexp(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "regexp")
         if str(spec.get("flags", "ALL")).upper() != "NONE":
             raise UnsupportedQuery("regexp queries must use flags NONE (the compiler never emits others)")
         pattern = to_python(str(spec["value"]), bool(spec.get("case_insensitive")))
-        keywords = self._keywords(field)
-        return lambda doc: any(pattern.fullmatch(s) for s in keywords(doc))
+        return _fullmatch_any(pattern, self._keywords(field))
 
     def q_range(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "range")
@@ -352,6 +357,60 @@ class _Compiler:
         keywords = self._keywords(field)
         # A field holding only an object (no leaf values) exists when any sub-field does.
         return lambda doc: bool(keywords(doc)) or _has_object_leaf(doc.doc, field)
+
+
+def _bool_predicate(musts: list[ViewPredicate], nots: list[ViewPredicate], shoulds: list[ViewPredicate],
+                    minimum: int) -> ViewPredicate:
+    """A bool query's closure. Plain loops, and the common shapes on their own, because these run
+    for every candidate rule of every document of an offline scan."""
+    if not nots and minimum <= 0:
+        if len(musts) == 1:
+            return musts[0]
+
+        def all_of(doc: View) -> bool:
+            for p in musts:
+                if not p(doc):
+                    return False
+            return True
+        return all_of
+    if not musts and not nots and minimum == 1:
+        if len(shoulds) == 1:
+            return shoulds[0]
+
+        def any_of(doc: View) -> bool:
+            for p in shoulds:
+                if p(doc):
+                    return True
+            return False
+        return any_of
+
+    def check(doc: View) -> bool:
+        for p in musts:
+            if not p(doc):
+                return False
+        for p in nots:
+            if p(doc):
+                return False
+        if minimum <= 0:
+            return True
+        if minimum == 1:
+            for p in shoulds:
+                if p(doc):
+                    return True
+            return False
+        return sum(1 for p in shoulds if p(doc)) >= minimum
+    return check
+
+
+def _fullmatch_any(pattern: re.Pattern[str], keywords: Callable[[View], list[str]]) -> ViewPredicate:
+    fullmatch = pattern.fullmatch
+
+    def check(doc: View) -> bool:
+        for text in keywords(doc):
+            if fullmatch(text):
+                return True
+        return False
+    return check
 
 
 def _has_object_leaf(doc: Doc, field: str) -> bool:

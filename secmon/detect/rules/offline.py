@@ -1,11 +1,13 @@
-"""Many rules over many documents in-process: route each document to the rules that can match it.
+"""Many rules over many documents in-process: try each document only on the rules that can match it.
 
 A rule's logsource becomes mandatory terms at the top of its query (winlog.channel,
-winlog.event_id, event.dataset, ...). `RuleRouter` reads those terms once and
-indexes the rules by them, so a Sysmon network event is only tried against the
-rules whose logsource admits it, not against the whole corpus. The answer is
-exactly `matches(rule query, doc)` for every rule: routing only skips rules whose
-mandatory terms the document cannot satisfy.
+winlog.event_id, event.dataset, ...), and its detection names literal text that every
+match contains (secmon.detect.rules.prefilter). `RuleRouter` indexes the rules by both,
+so a Sysmon process event is only tried on the few process-creation rules whose
+literals occur in it, not on the whole corpus. The answer is exactly
+`matches(rule query, doc)` for every rule: the indexes only skip rules whose
+necessary conditions the document does not meet (tests/integration/test_sigma_cluster.py
+holds the router to trying every rule, over the whole community corpus).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 from secmon.detect.rules.findings import findings, hits_from_docs
 from secmon.detect.rules.load import CompiledRule
 from secmon.detect.rules.match import View, ViewPredicate, compile_view_matcher
+from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 
-ROUTE_FIELDS = ("winlog.channel", "winlog.event_id", "event.dataset", "event.module", "event.category")
 
 
 def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
@@ -61,50 +63,90 @@ class _Entry:
 
 
 PAIR = ("winlog.channel", "winlog.event_id")
+RouteKey = tuple[str, str, str]  # ("pair", channel, event id) or (field, value, "")
+
+
+def _route_keys(query: Mapping[str, Any]) -> frozenset[RouteKey] | None:
+    """The route keys one of which a matching document has; None when the logsource names none."""
+    alternatives = _required(query)
+    if any(not alt for alt in alternatives):
+        return None
+    keys: set[RouteKey] = set()
+    for alt in alternatives:
+        if all(f in alt for f in PAIR):  # Sysmon-style categories: channel and event id
+            keys |= {("pair", c, e) for c in alt[PAIR[0]] for e in alt[PAIR[1]]}
+        else:
+            field = next(f for f in ROUTE_FIELDS if f in alt)  # the most selective known field
+            keys |= {(field, v, "") for v in alt[field]}
+    return frozenset(keys)
 
 
 class RuleRouter:
-    """The rules indexed by their logsource terms; `candidates(view)` are the only ones that can match."""
+    """The rules indexed two ways, so that `candidates(view)` are few and include every rule that
+    can match: by their logsource terms (route keys), and by the literal text one of which every
+    match contains (secmon.detect.rules.prefilter). A rule with literals is a candidate when one
+    occurs in the document and its route admits it; a rule without is routed by logsource alone."""
 
     def __init__(self, rules: Iterable[CompiledRule]):
-        self._by_pair: dict[tuple[str, str], list[_Entry]] = {}
-        self._by_key: dict[tuple[str, str], list[_Entry]] = {}
-        self._always: list[_Entry] = []
-        for rule in rules:
-            entry = _Entry(rule, compile_view_matcher(rule.refine or rule.query))
-            alternatives = _required(rule.query)
-            if any(not alt for alt in alternatives):
-                self._always.append(entry)
-                continue
-            for alt in alternatives:
-                index: dict[tuple[str, str], list[_Entry]]
-                if all(f in alt for f in PAIR):  # Sysmon-style categories: channel and event id
-                    keys = [(c, e) for c in alt[PAIR[0]] for e in alt[PAIR[1]]]
-                    index = self._by_pair
-                else:
-                    field = next(f for f in ROUTE_FIELDS if f in alt)  # the most selective known field
-                    keys, index = [(field, v) for v in alt[field]], self._by_key
-                for key in keys:
-                    bucket = index.setdefault(key, [])
-                    if entry not in bucket:
-                        bucket.append(entry)
+        self._entries: list[_Entry] = []
+        self._routes: list[frozenset[RouteKey] | None] = []
+        self._unfiltered: dict[RouteKey, list[int]] = {}
+        self._always: list[int] = []
+        with_needles: list[tuple[int, Groups]] = []
+        for number, rule in enumerate(rules):
+            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query)))
+            route = _route_keys(rule.query)
+            self._routes.append(route)
+            groups = needles(rule.query)
+            if groups:
+                with_needles.append((number, groups))
+            elif route is None:
+                self._always.append(number)
+            else:
+                for key in route:
+                    self._unfiltered.setdefault(key, []).append(number)
+        self._needles = NeedleIndex(with_needles)
+
+    @staticmethod
+    def view(doc: Mapping[str, Any]) -> View:
+        """The View routing reads: every leaf flattened once, shared with the predicates."""
+        return View(doc, flatten(doc))
+
+    @staticmethod
+    def _keys(view: View) -> set[RouteKey]:
+        keys: set[RouteKey] = {("pair", str(c), str(e))
+                               for c in view.values(PAIR[0]) for e in view.values(PAIR[1])}
+        keys.update((field, str(value), "") for field in ROUTE_FIELDS for value in view.values(field))
+        return keys
 
     def candidates(self, view: View) -> list[_Entry]:
-        found = list(self._always)
-        seen = {id(e) for e in found}
-        buckets = [self._by_pair.get((str(c), str(e)), ()) for c in view.values(PAIR[0]) for e in view.values(PAIR[1])]
-        buckets += [self._by_key.get((field, str(value)), ()) for field in ROUTE_FIELDS for value in view.values(field)]
-        for bucket in buckets:
-            for entry in bucket:
-                if id(entry) not in seen:
-                    seen.add(id(entry))
-                    found.append(entry)
-        return found
+        keys = self._keys(view)
+        found = set(self._always)
+        for key in keys:
+            found.update(self._unfiltered.get(key, ()))
+        routes = self._routes
+        for number in self._needles.hits(view.flat):
+            route = routes[number]
+            if route is None or not route.isdisjoint(keys):
+                found.add(number)
+        return [self._entries[n] for n in sorted(found)]
 
     def matching(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
         """Every rule whose query matches `doc`."""
-        view = View(doc)
+        view = self.view(doc)
         return [e.rule for e in self.candidates(view) if e.predicate(view)]
+
+    def matching_routed_only(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
+        """`matching` without the needle prefilter: every rule whose logsource admits `doc` is tried."""
+        view = self.view(doc)
+        keys = self._keys(view)
+        return [e.rule for e, route in zip(self._entries, self._routes)
+                if (route is None or not route.isdisjoint(keys)) and e.predicate(view)]
+
+    def matching_unrouted(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
+        """`matching` the slow way, every rule tried: what the routing must never change."""
+        view = self.view(doc)
+        return [e.rule for e in self._entries if e.predicate(view)]
 
 
 def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]]

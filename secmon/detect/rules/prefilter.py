@@ -1,0 +1,311 @@
+"""Which rules can a document possibly match? One Aho-Corasick pass per field instead of every rule.
+
+For each rule query, `needles(query)` finds a *necessary* condition: a set of
+atoms (field, literal text, anchoring) such that the query cannot match a
+document unless at least one atom occurs in it. `NeedleIndex` puts every
+rule's atoms into one automaton per field; a document's field values are
+lower-cased and anchored (`\\x02value\\x03`), each is scanned once, and the
+rules whose atoms occur are the only ones worth running the full predicate on.
+
+The test is a superset by construction, so skipping a rule never changes an answer:
+- atoms are only taken from clauses every match must satisfy (a filter/must clause,
+  or every branch of an any-of), never from must_not;
+- atoms hold only characters that lower-casing both sides cannot un-match (a
+  character and its one other case lower-case alike, which holds for ASCII and for
+  most letters); a literal with other text gives its longest such run as a
+  `contains` atom instead;
+- a regexp gives the literal runs every match of it contains (read from Python's
+  own parse of the translated pattern);
+- queries whose literal cannot be read (range, exists, typed fields, ...) give no
+  atoms, and the rule is a candidate whenever its logsource admits the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from re import _parser as sre  # Python's own regex parser: the literals of a pattern, exactly
+
+import ahocorasick
+
+from secmon.detect.rules.lucene_regexp import to_python
+from secmon.detect.rules.match import FieldTypes, alt_case, field_types
+
+START, END = "\x02", "\x03"
+# Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say
+# nothing the route has not said already.
+ROUTE_FIELDS = ("winlog.channel", "winlog.event_id", "event.dataset", "event.module", "event.category")
+MIN_NEEDLE = 2
+Atom = tuple[str, str]  # (field, needle with anchors)
+
+
+def _foldable(ch: str) -> bool:
+    """Lower-casing both sides keeps every match on this character. A case-insensitive match
+    accepts the character or its one other case (match.alt_case, as Elasticsearch does): true
+    when both lower-case to the same single character (all ASCII letters, most others), and
+    for characters without case."""
+    if ch.isascii():
+        return True
+    low = ch.lower()
+    return len(low) == 1 and alt_case(ch).lower() == low
+
+
+def _foldable_run(text: str) -> str:
+    """The longest run of foldable characters in `text` (all of it, when every one is)."""
+    runs, current = [], []
+    for ch in text:
+        if _foldable(ch):
+            current.append(ch)
+        else:
+            runs.append("".join(current))
+            current = []
+    runs.append("".join(current))
+    return max(runs, key=len)
+
+
+def _too_common(text: str) -> bool:
+    """An unanchored short ASCII literal (" ", "-", "ex") occurs in almost every value: no help
+    as a filter. One non-ASCII character (an emoji, U+202E, a Cyrillic letter) is rare enough."""
+    return len(text) < MIN_NEEDLE and text.isascii()
+
+
+def _literal(field: str, text: str, at_start: bool, at_end: bool) -> frozenset[Atom] | None:
+    run = _foldable_run(text)
+    if run != text:  # only part of the literal can be folded: that part still occurs, unanchored
+        at_start = at_end = False
+    if not run and not (at_start and at_end) or _too_common(run) and not (at_start or at_end):
+        return None
+    needle = (START if at_start else "") + run.lower() + (END if at_end else "")
+    return frozenset({(field, needle)})
+
+
+def _wildcard_segments(pattern: str) -> list[tuple[str, bool, bool]]:
+    """The literal runs of an Elasticsearch wildcard pattern, with whether each is anchored at start/end."""
+    segments, current, i, first = [], [], 0, True
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            current.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in "*?":
+            segments.append(("".join(current), first, False))
+            current, first = [], False
+        else:
+            current.append(ch)
+        i += 1
+    segments.append(("".join(current), first, True))
+    return [s for s in segments if s[0]]
+
+
+Groups = list[frozenset[Atom]]  # conditions that must all hold; each holds when one of its atoms occurs
+
+
+class _Extractor:
+    def __init__(self, types: FieldTypes):
+        self.types = types
+
+    def groups(self, query: Mapping[str, Any]) -> Groups:
+        """Conditions every match satisfies, each a set of atoms one of which occurs ([] = none known)."""
+        if len(query) != 1:
+            return []
+        (kind, body), = query.items()
+        if kind == "bool":
+            return self._bool(body)
+        if kind == "match_none":
+            return [frozenset()]
+        if kind not in ("term", "terms", "prefix", "wildcard", "regexp") or not isinstance(body, Mapping):
+            return []
+        fields = [f for f in body if f != "boost"]
+        if len(fields) != 1:
+            return []
+        field, spec = fields[0], body[fields[0]]
+        if self.types.type_of(field) is not None or field in self.types.not_indexed:
+            return []
+        if kind == "terms":
+            found = _any(_literal(field, _keyword(v), True, True) for v in spec)
+            return [] if found is None else [found]
+        value = spec.get("value", spec.get("wildcard")) if isinstance(spec, Mapping) else spec
+        if kind == "term":
+            options = [_literal(field, _keyword(value), True, True)]
+        elif kind == "prefix":
+            options = [_literal(field, str(value), True, False)]
+        elif kind == "regexp":
+            options = [_regexp(field, str(value), bool(spec.get("case_insensitive")))]
+        else:  # every literal run of a wildcard pattern occurs in a match
+            options = [_literal(field, text, start, end) for text, start, end in _wildcard_segments(str(value))]
+        return [o for o in options if o is not None]
+
+    def _bool(self, body: Mapping[str, Any]) -> Groups:
+        musts = list(_as_list(body.get("filter"))) + list(_as_list(body.get("must")))
+        shoulds = list(_as_list(body.get("should")))
+        minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if shoulds else 0
+        found = [group for query in musts for group in self.groups(query)]
+        if minimum >= 1:
+            any_of = _any(_best(self.groups(q)) for q in shoulds)
+            if any_of is not None:
+                found.append(any_of)
+        return found
+
+
+def _any(alternatives: Iterable[frozenset[Atom] | None]) -> frozenset[Atom] | None:
+    union: set[Atom] = set()
+    for atoms in alternatives:
+        if atoms is None:
+            return None
+        union |= atoms
+    return frozenset(union)
+
+
+def _regexp(field: str, pattern: str, insensitive: bool) -> frozenset[Atom] | None:
+    try:
+        parsed = sre.parse(to_python(pattern, insensitive).pattern)
+    except Exception:  # noqa: BLE001 - a pattern we cannot read simply gives no atoms
+        return None
+    found = _regex_runs(parsed)
+    return None if found is None else frozenset((field, run) for run in found)
+
+
+def _regex_runs(sequence: Any) -> frozenset[str] | None:
+    """Lower-cased literal runs one of which every match of a parsed regex contains."""
+    options: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close() -> None:
+        text = "".join(run)
+        if text and not _too_common(text):
+            options.append(frozenset({text}))
+        run.clear()
+
+    for op, arg in sequence:
+        ch = _regex_char(op, arg)
+        if ch is not None:
+            run.append(ch)
+            continue
+        close()
+        inner: frozenset[str] | None = None
+        if op is sre.SUBPATTERN:
+            inner = _regex_runs(arg[-1])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            inner = _regex_runs(arg[2])
+        elif op is sre.BRANCH:
+            branches = [_regex_runs(b) for b in arg[1]]
+            inner = None if any(b is None for b in branches) else frozenset().union(*branches)  # type: ignore[arg-type]
+        if inner is not None:
+            options.append(inner)
+    close()
+    if not options:
+        return None
+    return max(options, key=lambda o: (min(map(len, o), default=0), -len(o)))
+
+
+def _regex_char(op: Any, arg: Any) -> str | None:
+    """The one foldable character a regex item stands for, lower-cased ([aA] -> a), else None."""
+    if op is sre.LITERAL:
+        ch = chr(arg)
+        return ch.lower() if _foldable(ch) else None
+    if op is sre.IN and all(item_op is sre.LITERAL for item_op, _ in arg):
+        chars = {chr(code) for _, code in arg}
+        folded = {c.lower() for c in chars}
+        if len(folded) == 1 and all(_foldable(c) for c in chars):
+            return folded.pop()
+    return None
+
+
+def _cost(atoms: frozenset[Atom]) -> tuple[int, int, int]:
+    """How often a condition is likely to hold: on the routing fields (routing tested them
+    already) worst, then the shorter its shortest needle, then the more needles."""
+    if not atoms:
+        return (0, 0, 0)
+    routed = any(f in ROUTE_FIELDS for f, _ in atoms)
+    return (int(routed), -min(len(n.strip(START + END)) for _, n in atoms), len(atoms))
+
+
+def _best(options: Sequence[frozenset[Atom]]) -> frozenset[Atom] | None:
+    """Of several conditions that must all hold, the one likely to hold least often."""
+    return min(options, key=_cost) if options else None
+
+
+def _keyword(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_list(value: Any) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def needles(query: Mapping[str, Any], types: FieldTypes | None = None, most: int = 2) -> Groups:
+    """Up to `most` conditions every match of `query` satisfies, the most selective first, none
+    on a routing field: a document can only match when each has an atom in it ([] = no filter)."""
+    found = set(_Extractor(types or field_types()).groups(query))
+    useful = sorted((g for g in found if not any(f in ROUTE_FIELDS for f, _ in g)), key=lambda g: (_cost(g), sorted(g)))
+    return useful[:most]
+
+
+def flatten(doc: Any) -> dict[str, list[Any]]:
+    """Every leaf value under its dotted path: what `match.field_values(doc, path)` returns, for all paths."""
+    out: dict[str, list[Any]] = {}
+    if isinstance(doc, Mapping):
+        _flatten_into(doc, "", out)
+    return out
+
+
+def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]]) -> None:
+    # Hot path (every document of an offline scan): exact type tests first, the general ones after.
+    for key, value in node.items():
+        path = prefix + key
+        kind = type(value)
+        if kind is str or kind is int:
+            found = out.get(path)
+            if found is None:
+                out[path] = [value]
+            else:
+                found.append(value)
+        elif kind is dict or isinstance(value, Mapping):
+            _flatten_into(value, path + ".", out)
+        elif kind is list:
+            for item in value:
+                _flatten_into({key: item}, prefix, out)
+        elif value is not None:
+            out.setdefault(path, []).append(value)
+
+
+class NeedleIndex:
+    """Items (rule numbers) by their needle groups; `hits(flat)` = the items every group of which
+    has an atom in the document."""
+
+    def __init__(self, items: Iterable[tuple[int, Groups]]):
+        by_field: dict[str, dict[str, set[int]]] = {}
+        self._need: dict[int, int] = {}
+        for item, groups in items:
+            self._need[item] = len(groups)
+            for number, group in enumerate(groups):
+                for field, needle in group:  # (item, group) as one int: item * 8 + group number
+                    by_field.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
+        self._automata: dict[str, Any] = {}
+        for field, words in by_field.items():
+            automaton = ahocorasick.Automaton()
+            for needle, found in words.items():
+                automaton.add_word(needle, tuple(sorted(found)))
+            automaton.make_automaton()
+            self._automata[field] = automaton
+
+    def hits(self, flat: Mapping[str, list[Any]]) -> list[int]:
+        found: set[int] = set()
+        automata = self._automata
+        for field in flat.keys() & automata.keys():
+            automaton = automata[field]
+            for value in flat[field]:
+                text = START + (value if type(value) is str else _keyword(value)).lower() + END
+                for _, items in automaton.iter(text):
+                    found.update(items)
+        held: dict[int, int] = {}
+        for code in found:
+            held[code >> 3] = held.get(code >> 3, 0) + 1
+        need = self._need
+        return [item for item, count in held.items() if count == need[item]]

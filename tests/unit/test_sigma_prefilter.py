@@ -1,0 +1,128 @@
+"""The prefilter never hides a match: whenever a query matches a document, its needles occur in it.
+
+Queries and values are generated together (a value is an instance of the pattern, with
+the case of some characters swapped), over an alphabet with the characters where case
+folding is subtle: ASCII, letters with one other case (Å, Cyrillic), letters whose lower
+case is two characters (İ), letters that fold to ASCII in Python (ſ, the Kelvin sign),
+titlecase (ǅ) and characters without case (emoji, U+202E).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secmon.detect.rules.match import compile_matcher
+from secmon.detect.rules.prefilter import NeedleIndex, flatten, needles
+
+ALPHABET = "abcXYZ09 \\/.-_" + "åÅаАİıſKkǅǄǆß😀\u202e"
+FIELD = "winlog.event_data.CommandLine"
+LUCENE_SPECIAL = set('.?+*|{}[]()"\\#@&<>~^$-')
+
+chars = st.sampled_from(ALPHABET)
+texts = st.text(ALPHABET, min_size=0, max_size=6)
+
+
+def _case(draw: st.DrawFn, text: str) -> str:
+    return "".join(c.swapcase() if draw(st.booleans()) else c for c in text)
+
+
+@st.composite
+def leaf(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A query on FIELD and a value that often matches it."""
+    kind = draw(st.sampled_from(["term", "wildcard", "prefix", "regexp"]))
+    insensitive = draw(st.booleans())
+    pattern, value = [], []
+    for _ in range(draw(st.integers(1, 5))):
+        text = draw(texts)
+        if kind == "term":
+            pattern.append(text), value.append(text)
+        elif kind in ("wildcard", "prefix"):
+            token = draw(st.sampled_from(["lit", "*", "?"])) if kind == "wildcard" else "lit"
+            if token == "lit":
+                pattern.append(text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?"))
+                value.append(text)
+            else:
+                pattern.append(token)
+                value.append(draw(texts) if token == "*" else draw(chars))
+        else:
+            token = draw(st.sampled_from(["lit", ".*", "alt", "plus"]))
+            escaped = "".join("\\" + c if c in LUCENE_SPECIAL else c for c in text)
+            if token == "lit":
+                pattern.append(escaped), value.append(text)
+            elif token == ".*":
+                pattern.append(".*"), value.append(draw(texts))
+            elif token == "alt":
+                other = draw(texts)
+                pattern.append(f"({escaped}|{''.join(chr(92) + c if c in LUCENE_SPECIAL else c for c in other)})")
+                value.append(draw(st.sampled_from([text, other])))
+            elif text:
+                pattern.append(f"({escaped})+"), value.append(text * draw(st.integers(1, 3)))
+    joined = "".join(pattern)
+    instance = "".join(value)
+    if kind == "prefix":
+        instance += draw(texts)
+    if draw(st.booleans()):
+        instance = _case(draw, instance)
+    if kind == "wildcard" and draw(st.booleans()):
+        return {"wildcard": {FIELD: {"value": joined, "case_insensitive": insensitive}}}, instance
+    body = {"value": joined, "case_insensitive": insensitive}
+    if kind == "regexp":
+        body["flags"] = "NONE"
+    return {kind: {FIELD: body}}, instance
+
+
+@st.composite
+def query_and_doc(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    leaves = draw(st.lists(leaf(), min_size=1, max_size=4))
+    values = [value for _, value in leaves] + draw(st.lists(texts, max_size=2))
+    queries = [query for query, _ in leaves]
+    shape = draw(st.sampled_from(["one", "all", "any", "mixed"]))
+    if shape == "one":
+        query = queries[0]
+    elif shape == "all":
+        query = {"bool": {"filter": queries}}
+    elif shape == "any":
+        query = {"bool": {"should": queries, "minimum_should_match": 1}}
+    else:
+        query = {"bool": {"filter": queries[:1], "should": queries[1:], "must_not": queries[2:3],
+                          "minimum_should_match": 1 if len(queries) > 1 else 0}}
+    return query, {"winlog": {"event_data": {"CommandLine": values if len(values) > 1 else values[0]}}}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(query_and_doc())
+def test_a_match_always_has_its_needles(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    query, doc = case
+    groups = needles(query)
+    if not compile_matcher(query)(doc) or not groups:
+        return
+    assert NeedleIndex([(0, groups)]).hits(flatten(doc)) == [0], (groups, doc)
+
+
+def test_needles_of_common_sigma_shapes() -> None:
+    endswith = {"wildcard": {FIELD: {"value": "*\\\\Cmd.EXE", "case_insensitive": True}}}
+    assert needles(endswith) == [frozenset({(FIELD, "\\cmd.exe\x03")})]
+    # Both literal runs of a contains-all pattern must occur: two conditions, the longer first.
+    both = {"wildcard": {FIELD: {"value": "*-enc*FromBase64String*", "case_insensitive": True}}}
+    assert needles(both) == [frozenset({(FIELD, "frombase64string")}), frozenset({(FIELD, "-enc")})]
+    # A must_not says nothing about what a match contains; a logsource term is the route's job.
+    negated = {"bool": {"filter": [{"term": {"winlog.channel": {"value": "Security"}}}],
+                        "must_not": [endswith]}}
+    assert needles(negated) == []
+    # A regexp gives a literal every match contains; an alternation, one needle per branch.
+    regexp = {"regexp": {FIELD: {"value": "(invoke|downloadstring)-[a-z]+ ?", "case_insensitive": True, "flags": "NONE"}}}
+    assert needles(regexp) == [frozenset({(FIELD, "invoke"), (FIELD, "downloadstring")})]
+
+
+def test_flatten_is_field_values_for_every_path() -> None:
+    from secmon.detect.rules.match import field_values
+
+    doc = {"a": {"b": [1, {"c": "x"}, [2, None, {"c": ["y"]}]], "d.e": {"f": True}}, "a.b": {"c": 3},
+           "n": None, "l": [[1, 2], []]}
+    flat = flatten(doc)
+    assert flat == {"a.b": [1, 2], "a.b.c": ["x", "y", 3], "a.d.e.f": [True], "l": [1, 2]}
+    for path, values in flat.items():
+        assert sorted(map(str, values)) == sorted(map(str, field_values(doc, path)))
