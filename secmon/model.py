@@ -32,7 +32,7 @@ def stable_id(*parts: object) -> str:
 
     Re-running a scan or re-shipping a file must overwrite, never duplicate.
     """
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8"))
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8"))
     return digest.hexdigest()[:32]
 
 

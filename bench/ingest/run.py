@@ -5,11 +5,15 @@
 For the same real log lines (Linux.log from ../shared/datasets, repeated with distinct pids),
 it measures, each run on fresh indices of the same node:
 - ceiling: the documents secmon would send, pre-serialized, sent as sequential `_bulk`
-  requests of the same size (2,000) by one client: what the node takes from one stream;
+  requests of the same size (2,000) by one client, then a refresh: what the node takes from
+  one stream, until searchable;
 - secmon: `secmon collect FILE` as a separate process (start-up included), and its peak RSS;
 - rsyslog: rsyslogd in the foreground with imfile -> omelasticsearch (bulk mode), a peer
   shipper that does no ECS parsing (raw line + time), if rsyslogd and omelasticsearch exist.
-Medians of the runs go to bench/results/ingest.md and ingest.json. Not part of the test suite.
+Before each shipper the node is left to settle (no merges, idle CPU), and the order of the
+first two alternates between runs, so that neither inherits the other's background merging.
+The node's own CPU seconds per shipper are recorded too. Medians of the runs go to
+bench/results/ingest.md and ingest.json. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -85,12 +89,39 @@ def mean_source_bytes(es: Elasticsearch, index: str) -> float:
     return statistics.mean(len(json.dumps(h["_source"], separators=(",", ":")).encode()) for h in hits)
 
 
+def node_cpu(es: Elasticsearch) -> float:
+    """CPU seconds the node's process has used so far."""
+    stats = es.nodes.stats(metric="process")["nodes"]
+    return sum(node["process"]["cpu"]["total_in_millis"] for node in stats.values()) / 1000
+
+
+def drop(es: Elasticsearch, tag: str) -> None:
+    es.indices.delete(index=f"{tag}*", ignore_unavailable=True, allow_no_indices=True)
+    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{tag}*").get(
+            "index_templates", []):
+        es.indices.delete_index_template(name=template["name"])
+
+
+def settle(es: Elasticsearch, quiet: float = 0.3, limit: float = 90.0) -> None:
+    """Wait until the node is idle: no merges running and under `quiet` of a core used over a second."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        merging = sum(node["indices"]["merges"]["current"]
+                      for node in es.nodes.stats(metric="indices", index_metric="merge")["nodes"].values())
+        before = node_cpu(es)
+        time.sleep(1.0)
+        if not merging and node_cpu(es) - before < quiet:
+            return
+
+
 def run_ceiling(es: Elasticsearch, batches: list[list[bytes]], prefix: str) -> float:
     install_templates(es, Indices(prefix))
     started = time.perf_counter()
     for lines in batches:
         response = es.bulk(operations=lines)
         assert not response["errors"], "the ceiling run had item errors"
+    # Until searchable, as for secmon (its final refresh) and rsyslog (polled until every line counts).
+    es.indices.refresh(index=f"{prefix}-*")
     return time.perf_counter() - started
 
 
@@ -170,7 +201,8 @@ def main() -> None:
     es = Elasticsearch(args.es_url, request_timeout=120)
     version = es.info()["version"]["number"]
     results: dict[str, list[float]] = {"ceiling": [], "secmon": [], "rsyslog": [], "rss_kb": [], "secmon_cpu": [],
-                                       "secmon_doc_bytes": [], "rsyslog_doc_bytes": []}
+                                       "secmon_doc_bytes": [], "rsyslog_doc_bytes": [], "node_cpu_ceiling": [],
+                                       "node_cpu_secmon": [], "node_cpu_rsyslog": []}
     with tempfile.TemporaryDirectory(prefix="secmon-bench-") as tmp:
         folder = Path(tmp)
         log = folder / "auth.log"
@@ -179,9 +211,12 @@ def main() -> None:
             tag = f"bench{os.getpid()}r{run}"
             batches = serialized(es, log, f"{tag}raw")
             documents = sum(len(b) // 2 for b in batches)
-            try:
+
+            def ceiling() -> None:
                 results["ceiling"].append(run_ceiling(es, batches, f"{tag}raw"))
                 assert count(es, f"{tag}raw-*") == documents
+
+            def secmon() -> None:
                 elapsed, rss, cpu, output = run_secmon(config(folder / "secmon.yml", args.es_url, f"{tag}col"), log,
                                                        folder)
                 assert count(es, f"{tag}col-events-*,{tag}col-deadletter-*") == documents, output
@@ -189,15 +224,26 @@ def main() -> None:
                 results["rss_kb"].append(rss)
                 results["secmon_cpu"].append(cpu)
                 results["secmon_doc_bytes"].append(mean_source_bytes(es, f"{tag}col-events-*"))
+
+            def rsyslog() -> None:
                 peer = run_rsyslog(es, args.es_url, log, f"{tag}rsyslog", args.lines, folder / f"rsyslog{run}")
                 if peer is not None:
                     results["rsyslog"].append(peer)
                     results["rsyslog_doc_bytes"].append(mean_source_bytes(es, f"{tag}rsyslog"))
+
+            # Each shipper starts on a quiet node holding no other benchmark index (a shard written
+            # minutes ago still shares the node's indexing buffer), and the order alternates, so that
+            # no shipper always inherits the others' background work.
+            order = [ceiling, secmon, rsyslog] if run % 2 == 0 else [secmon, ceiling, rsyslog]
+            try:
+                for phase in order:
+                    settle(es)
+                    before = node_cpu(es)
+                    phase()
+                    results[f"node_cpu_{phase.__name__}"].append(round(node_cpu(es) - before, 2))
+                    drop(es, tag)
             finally:
-                es.indices.delete(index=f"{tag}*", ignore_unavailable=True, allow_no_indices=True)
-                for template in es.options(ignore_status=404).indices.get_index_template(name=f"{tag}*").get(
-                        "index_templates", []):
-                    es.indices.delete_index_template(name=template["name"])
+                drop(es, tag)
             print(f"run {run + 1}: ceiling {results['ceiling'][-1]:.1f}s, secmon {results['secmon'][-1]:.1f}s"
                   + (f", rsyslog {results['rsyslog'][-1]:.1f}s" if results["rsyslog"] else ""), flush=True)
     write_results(args, version, documents, results)
@@ -221,6 +267,10 @@ def write_results(args: argparse.Namespace, version: str, documents: int, result
         "secmon_cpu_seconds": statistics.median(results["secmon_cpu"]),
         "secmon_events_per_cpu_s": documents / statistics.median(results["secmon_cpu"]),
     }
+
+    def node_cpu_text(key: str) -> str:
+        values = results.get(f"node_cpu_{key}")
+        return f"{statistics.median(values):.1f} s" if values else "n/a"
 
     def fmt(value: float | None) -> str:
         return f"{value:,.0f}" if value else "n/a"
@@ -250,6 +300,9 @@ could sustain on a core of its own. On this machine the collector and the node s
 in the ceiling run the node has them all. Mean stored document: secmon {fmt(doc_bytes['secmon'])} bytes
 (full ECS: host, process, user, source, event.*, original line), rsyslog {fmt(doc_bytes['rsyslog'])} bytes
 (four fields): the node indexes less per rsyslog event, which is why that peer can pass the "ceiling".
+The node's own CPU time per shipper (median): ceiling {node_cpu_text('ceiling')}, secmon {node_cpu_text('secmon')},
+rsyslog {node_cpu_text('rsyslog')}. Each shipper started on a settled node (no merges, idle), and the
+order of ceiling and secmon alternated between runs.
 Load average of the machine at the end: {summary['load_average_at_end']:.1f} (other work on it is noise here).
 Raw numbers per run (seconds, KB, bytes): {json.dumps(results)}.
 """, encoding="utf-8")

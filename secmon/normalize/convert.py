@@ -163,13 +163,32 @@ def _epoch(value: Any, scale: float) -> datetime:
         raise ValueError(f"{value!r} is not a UNIX time") from None
 
 
+SYSLOG = "%b %d %H:%M:%S"
+_SYSLOG_TIME = re.compile(r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d\d?) (\d\d):(\d\d):(\d\d)")
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
+def _syslog_time(text: str) -> datetime | None:
+    """strptime(text, SYSLOG) for the usual spelling, without strptime's cost (most of a
+    syslog line's parse); None sends anything else (other case, a bad day) to strptime."""
+    found = _SYSLOG_TIME.fullmatch(text)
+    if found is None:
+        return None
+    month, day, hour, minute, second = found.groups()
+    try:
+        return datetime(1900, _MONTHS[month], int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return None
+
+
 def _parse_one(text: str, fmt: str, tz: tzinfo, clock: YearlessClock) -> datetime:
     if fmt == UNIX or fmt == UNIX_MS:
         return _epoch(text, 1000.0 if fmt == UNIX_MS else 1.0)
     if fmt == ISO8601:
         parsed = datetime.fromisoformat(text)
     else:
-        parsed = datetime.strptime(text, fmt)
+        parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(text, fmt)
         if "%Y" not in fmt and "%y" not in fmt:
             return clock.complete(parsed, tz).astimezone(timezone.utc)
     if parsed.tzinfo is None:

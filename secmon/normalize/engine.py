@@ -7,6 +7,7 @@ the stream opens, and a record is never deep-copied.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 from secmon.model import DeadLetter, Event, stable_id
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
-from secmon.normalize.pipeline import Condition, FieldRule, Pipeline
+from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
 
 
 def put(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -26,6 +27,12 @@ def put(doc: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def put_path(doc: dict[str, Any], path: tuple[str, ...] | list[str], value: Any) -> None:
+    if len(path) == 2:  # most ECS fields (source.ip, event.action): no loop
+        child = doc.get(path[0])
+        if not isinstance(child, dict):
+            child = doc[path[0]] = {}
+        child[path[1]] = list(value) if isinstance(value, list) else value
+        return
     node = doc
     for part in path[:-1]:
         child = node.get(part)
@@ -81,6 +88,12 @@ def _apply_fields(doc: dict[str, Any], rules: tuple[FieldRule, ...], values: Val
                   fallback: Values | None = None) -> None:
     for rule in rules:
         raw = values.get(rule.source)
+        if rule.plain and raw.__class__ is str and raw:  # the common case: put_path inlined
+            child = doc.get(rule.path[0])
+            if not isinstance(child, dict):
+                child = doc[rule.path[0]] = {}
+            child[rule.path[1]] = raw
+            continue
         if raw is None and fallback is not None:
             raw = _value(fallback, rule.source)
         elif raw is None and "." in rule.source:
@@ -126,6 +139,9 @@ class Normalizer:
         self._clock = YearlessClock(year, now)
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
+        self._patterns_for = _dispatch(pipeline.patterns)
+        self._set = _setter(pipeline.set)
+        self._pattern_set = {id(pattern): _setter(pattern.set) for pattern in pipeline.patterns}
 
     def normalize(self, raw: str, offset: int | None, record_id: str) -> Result:
         """`record_id` identifies the record in its source (fingerprint + offset)."""
@@ -156,21 +172,23 @@ class Normalizer:
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
             doc["@timestamp"] = self._timestamp(values)
-        for path, value in pipeline.set:
-            put_path(doc, path, value)
+        self._set(doc)
         _apply_fields(doc, pipeline.fields, values)
-        for pattern in pipeline.patterns:
+        texts: dict[str, str] = {}  # the searched value of each field, read once
+        for pattern in self._patterns_for(values):
             if pattern.when.tests and not _holds(pattern.when, values):
                 continue
             if pattern.regex is None:
                 _apply_fields(doc, pattern.fields, values)
             else:
-                found = pattern.regex.search(str(_value(values, pattern.field) or ""))
+                text = texts.get(pattern.field)
+                if text is None:
+                    text = texts[pattern.field] = str(_value(values, pattern.field) or "")
+                found = pattern.regex.search(text)
                 if found is None:
                     continue
                 _apply_fields(doc, pattern.fields, found.groupdict(), values)
-            for path, value in pattern.set:
-                put_path(doc, path, value)
+            self._pattern_set[id(pattern)](doc)
             break
         for lookup in pipeline.enrich:
             key = get(doc, lookup.field)
@@ -188,7 +206,12 @@ class Normalizer:
             parts = [_value(values, name) for name in stamp.join]
             raw: Any = " ".join(str(p) for p in parts) if all(p not in (None, "") for p in parts) else None
         else:
-            raw = next((v for v in (_value(values, n) for n in stamp.fields) if v not in (None, "")), None)
+            raw = None
+            for name in stamp.fields:
+                value = _value(values, name)
+                if value is not None and value != "":
+                    raw = value
+                    break
         if raw is None:
             if stamp.optional:
                 return self._now.isoformat().replace("+00:00", "Z")
@@ -198,6 +221,56 @@ class Normalizer:
         text = parse_timestamp(raw, stamp.formats, self._tz, self._clock).isoformat().replace("+00:00", "Z")
         self._last_stamp = (raw, text)
         return text
+
+
+def _setter(pairs: tuple[tuple[tuple[str, ...], Any], ...]) -> Callable[[dict[str, Any]], None]:
+    """`put_path` of every (path, value) of a `set:` block, in order, prepared once: consecutive
+    fields under one parent (event.kind, event.module, ...) become one dict.update."""
+    runs: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    for path, value in pairs:
+        parent = tuple(path[:-1])
+        if not runs or runs[-1][0] != parent:
+            runs.append((parent, {}))
+        runs[-1][1][path[-1]] = value
+    prepared = tuple((parent, leaves, tuple(k for k, v in leaves.items() if isinstance(v, list)))
+                     for parent, leaves in runs)
+
+    def apply(doc: dict[str, Any]) -> None:
+        for parent, leaves, lists in prepared:
+            node = doc
+            for part in parent:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            node.update(leaves)
+            for key in lists:  # never share a pipeline's list
+                node[key] = list(leaves[key])
+    return apply
+
+
+def _dispatch(patterns: tuple[Pattern, ...]) -> Callable[[Values], tuple[Pattern, ...]]:
+    """The patterns worth trying on a record, in order, chosen by the value of the field that most
+    `when` conditions test (linux-auth: the program). A pattern whose condition on that field
+    cannot hold is left out; every other test is still made by `_holds`."""
+    tested = Counter(name for pattern in patterns for name, _ in pattern.when.tests)
+    if not tested:
+        return lambda values: patterns
+    field = tested.most_common(1)[0][0]
+
+    def allowed(pattern: Pattern) -> frozenset[str] | None:
+        return next((texts for name, texts in pattern.when.tests if name == field), None)
+
+    untested = tuple(p for p in patterns if allowed(p) is None)
+    table = {text: tuple(p for p in patterns if allowed(p) is None or text in allowed(p))  # type: ignore[operator]
+             for pattern in patterns for text in allowed(pattern) or ()}
+
+    def candidates(values: Values) -> tuple[Pattern, ...]:
+        value = _value(values, field)
+        if value is None:
+            return untested
+        return table.get(("true" if value else "false") if isinstance(value, bool) else str(value), untested)
+    return candidates
 
 
 def _flattener(fmt: str) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:

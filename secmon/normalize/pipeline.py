@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,6 +46,12 @@ class FieldRule:
     map: Mapping[str, Any] | None = None  # raw value -> stored value (unknown values kept as they are)
     alternatives: tuple[str, ...] = ()  # further value names tried when `source` is absent
     prefix: str = ""  # prepended to a string value (zeek. + dns = zeek.dns)
+    plain: bool = field(init=False, repr=False, compare=False)  # see __post_init__
+
+    def __post_init__(self) -> None:
+        # A string copied as it is to a two-level field (host.hostname: host): the engine's fast path.
+        object.__setattr__(self, "plain", self.map is None and not self.prefix and self.type == "string"
+                           and len(self.path) == 2)
 
 
 @dataclass(frozen=True)

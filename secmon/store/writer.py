@@ -27,6 +27,7 @@ from secmon.store.client import reporting
 from secmon.store.indices import Indices
 
 RETRYABLE = {429, 502, 503, 504}
+ITEM_OUTCOME = "items.*.status,items.*.error"
 
 
 @dataclass
@@ -78,6 +79,7 @@ class BulkWriter:
         self._unreachable_attempts = unreachable_attempts or max_attempts
         self._now = now
         self._sleep = sleep
+        self._index_names: dict[tuple[str, str], str] = {}
 
     def write(self, items: Iterable[Event | DeadLetter], agency: str) -> WriteStats:
         stats = WriteStats()
@@ -99,7 +101,7 @@ class BulkWriter:
         if isinstance(item, Event):
             doc = dict(item.doc)
             doc["event"] = {**doc.get("event", {}), "ingested": ingested}
-            index = self._indices.events(agency, event_timestamp(doc))
+            index = self._event_index(agency, str(doc["@timestamp"]))
         else:
             doc = {
                 "@timestamp": ingested,
@@ -110,6 +112,17 @@ class BulkWriter:
             }
             index = self._indices.deadletter(agency)
         return {"index": {"_index": index, "_id": item.id}}, doc
+
+    def _event_index(self, agency: str, stamp: str) -> str:
+        # Pipelines write UTC times ("...Z"): their month is the text's, so the index name is
+        # looked up, not parsed and formatted, once an event. Other forms take the long way.
+        if not (len(stamp) > 7 and stamp.endswith("Z") and stamp[4] == "-"):
+            return self._indices.events(agency, event_timestamp({"@timestamp": stamp}))
+        key = (agency, stamp[:7])
+        index = self._index_names.get(key)
+        if index is None:
+            index = self._index_names[key] = self._indices.events(agency, event_timestamp({"@timestamp": stamp}))
+        return index
 
     def send(self, lines: list[bytes]) -> WriteStats:
         """Write serialized lines; retry what can be retried. StoreUnavailable if it never goes through."""
@@ -125,7 +138,10 @@ class BulkWriter:
             try:
                 with reporting(self._es, "write events"):
                     # pre-serialized NDJSON lines: the client sends bytes as they are
-                    response = self._es.bulk(operations=[part for pair in pending for part in pair])  # type: ignore[misc]
+                    # Only each item's status (and error): the full per-item answer is ~200 bytes an event
+                    # that the node writes and the client parses for nothing.
+                    response = self._es.bulk(operations=[part for pair in pending for part in pair],  # type: ignore[misc]
+                                             filter_path=ITEM_OUTCOME)
             except StoreUnavailable:
                 unreachable += 1
                 if attempt + 1 == self._max_attempts or unreachable >= self._unreachable_attempts:
@@ -139,11 +155,11 @@ class BulkWriter:
               ) -> list[tuple[bytes, bytes]]:
         """Count what was written; return what to send again (retryable, or rejected as dead letters)."""
         retry = []
-        dead_prefix = self._indices.deadletter("")
+        dead_marker = b'"_index":"' + self._indices.deadletter("").encode()  # our own action line says where it went
         for (head, body), result in zip(pending, results):
             outcome = result["index"]
             status = outcome.get("status", 500)
-            is_dead = str(outcome.get("_index", "")).startswith(dead_prefix)
+            is_dead = dead_marker in head
             if status < 300:
                 if is_dead:
                     stats.dead_letters += 1

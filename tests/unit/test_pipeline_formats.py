@@ -7,10 +7,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
-from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
+from secmon.normalize.convert import CONVERTERS, SYSLOG, YearlessClock, _syslog_time, parse_timestamp
 from secmon.normalize.engine import Normalizer, Skipped, get
 from secmon.normalize.formats import parse_cef, parse_leef
 from secmon.normalize.pipeline import Pipeline, parse_pipeline
@@ -218,3 +220,38 @@ def test_bad_pipeline_names_file_line_and_what_is_allowed(text: str, where: str,
 def test_windows_formats_need_no_parse_or_timestamp() -> None:
     p = pipeline("id: p\nformat: evtx\nset: {event.kind: event}\n")
     assert p.timestamp is None and p.parse.kind == "evtx"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["Jan", "Feb", "Jun", "Dec", "jun", "JUN", "Foo"]), st.integers(0, 32), st.integers(0, 25),
+       st.integers(0, 61), st.integers(0, 61), st.sampled_from(["{:02d}", "{}", "{:>2}"]))
+def test_the_syslog_time_fast_path_answers_what_strptime_answers(month: str, day: int, hour: int, minute: int,
+                                                                   second: int, day_form: str) -> None:
+    text = f"{month} {day_form.format(day)} {hour:02d}:{minute:02d}:{second:02d}"
+    fast = _syslog_time(text)
+    try:
+        slow: datetime | None = datetime.strptime(text, SYSLOG)
+    except ValueError:
+        slow = None
+    assert fast is None or fast == slow  # None: strptime decides (and gives the same answer as before)
+
+
+ORDERED = """id: p
+format: line
+parse: {regex: '^(?P<ts>\\S+) (?P<program>\\S+) (?P<message>.*)$'}
+timestamp: {field: ts, formats: [ISO8601]}
+fields: {message: message}
+patterns:
+  - {name: a, when: {program: [sshd]}, regex: '^x', set: {event.action: a}}
+  - {name: b, regex: '^x', set: {event.action: b}}
+  - {name: c, when: {program: [sshd, su]}, regex: '^y', set: {event.action: c}}
+  - {name: d, regex: '^y', set: {event.action: d}}
+"""
+
+
+def test_patterns_are_tried_in_order_whatever_the_dispatch_field() -> None:
+    # Patterns conditioned on the program and unconditioned ones interleave: the first that holds wins.
+    lines = ("sshd x", "sshd y", "su x", "su y", "cron y")
+    results = run(pipeline(ORDERED), *(f"2024-01-01T00:00:00Z {line}" for line in lines))
+    actions = [get(doc(result), "event.action") for result in results]
+    assert actions == ["a", "c", "b", "c", "d"]
