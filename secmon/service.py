@@ -13,16 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from elasticsearch import Elasticsearch
 
 from secmon import ingest
 from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
 from secmon.config import Settings
-from secmon.detect.rules.compile import and_
-from secmon.detect.rules.findings import findings as rule_hit_findings
-from secmon.detect.rules.load import CompiledRule, RuleSet, load_rules
 from secmon.errors import InputError, SecmonError
 from secmon.incidents import store as incident_store
 from secmon.model import Finding, ScanSummary, stable_id
@@ -32,6 +29,9 @@ from secmon.store.indices import Indices
 from secmon.store.search import group_counts, iso, sorted_matches, window_filter
 from secmon.store.templates import TemplateChange, install_templates
 from secmon.store.writer import WriteStats
+
+if TYPE_CHECKING:  # detect (pySigma, 0.18 s of imports) is imported where scans use it, not by `collect`
+    from secmon.detect.rules.load import CompiledRule, RuleSet
 
 DEFAULT_SCHEDULER_TZ = "Asia/Ho_Chi_Minh"
 AGENCY_FIELD = "organization.id"
@@ -135,6 +135,9 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     seen whole and keeps its identity; only bursts that reach into the window
     are reported.
     """
+    from secmon.detect.rules.compile import and_
+    from secmon.detect.rules.findings import findings as rule_hit_findings
+
     fields = (AGENCY_FIELD, *rule.group_by)
     query = and_([window_filter(start - rule.timespan, end), rule.query])
     if rule.kind == "single":
@@ -171,6 +174,8 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
     indices = Indices(settings.elasticsearch.index_prefix)
     check(es)
     paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
+    from secmon.detect.rules.load import load_rules
+
     ruleset: RuleSet = load_rules(paths)
     scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end))
     failures = [(p.where, p.reason) for p in ruleset.problems]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
 
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import table
-from secmon.detect.rules.load import RuleSet
 from secmon.errors import ExitCode
+
+if TYPE_CHECKING:  # commands import detect (pySigma) when they run: other commands start faster
+    from secmon.detect.rules.load import RuleSet
 
 
 def _targets(ctx: click.Context, paths: tuple[Path, ...]) -> list[Path]:

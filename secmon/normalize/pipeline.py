@@ -352,3 +352,15 @@ def load_pipelines(folders: list[Path]) -> dict[str, Pipeline]:
             pipeline = parse_pipeline(load_file(path))
             found.setdefault(pipeline.id, pipeline)
     return found
+
+
+def pipeline_named(folders: list[Path], pipeline_id: str) -> Pipeline | None:
+    """The pipeline `pipeline_id` from the first folder that has it, reading only its own file (an id
+    must equal its file name, see parse_pipeline): a collector starts without parsing every pipeline."""
+    if not pipeline_id or Path(pipeline_id).name != pipeline_id or pipeline_id.startswith("."):
+        return None
+    for folder in folders:
+        path = folder / f"{pipeline_id}.yml"
+        if path.is_file():
+            return parse_pipeline(load_file(path))
+    return None
