@@ -55,8 +55,8 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def event_timestamp(doc: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(doc["@timestamp"]).replace("Z", "+00:00"))
+def _moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _dumps(value: Any) -> bytes:
@@ -117,11 +117,11 @@ class BulkWriter:
         # Pipelines write UTC times ("...Z"): their month is the text's, so the index name is
         # looked up, not parsed and formatted, once an event. Other forms take the long way.
         if not (len(stamp) > 7 and stamp.endswith("Z") and stamp[4] == "-"):
-            return self._indices.events(agency, event_timestamp({"@timestamp": stamp}))
+            return self._indices.events(agency, _moment(stamp))
         key = (agency, stamp[:7])
         index = self._index_names.get(key)
         if index is None:
-            index = self._index_names[key] = self._indices.events(agency, event_timestamp({"@timestamp": stamp}))
+            index = self._index_names[key] = self._indices.events(agency, _moment(stamp))
         return index
 
     def send(self, lines: list[bytes]) -> WriteStats:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from secmon.detect.rules.examples import fires
-from secmon.detect.rules.load import CompiledRule, load_rule_file
+from secmon.detect.rules.load import CompiledRule, RuleSet, load_rule_file
 
 BASE = """title: {name}
 name: {name}
@@ -20,12 +20,17 @@ level: low
 """
 
 
+def rule_file(tmp_path: Path, docs: list[str]) -> RuleSet:
+    """One file holding several Sigma documents (rules and the correlations over them)."""
+    path = tmp_path / "rules.yml"
+    path.write_text("---\n".join(docs), encoding="utf-8")
+    return load_rule_file(path)
+
+
 def correlation(tmp_path: Path, body: str, *actions: str) -> CompiledRule:
     docs = [BASE.format(name=f"r_{a}", action=a) for a in actions]
     docs.append(f"title: corr\nid: 11111111-2222-4333-8444-555555555555\ncorrelation:\n{body}\nlevel: high\n")
-    path = tmp_path / "corr.yml"
-    path.write_text("---\n".join(docs), encoding="utf-8")
-    ruleset = load_rule_file(path)
+    ruleset = rule_file(tmp_path, docs)
     assert not ruleset.problems, ruleset.problems
     assert len(ruleset.rules) == 1
     return ruleset.rules[0]
@@ -93,9 +98,7 @@ def test_temporal_ordered_over_a_nested_event_count(tmp_path: Path) -> None:
             "  group-by: [source.ip]\n  timespan: 1m\n  condition: {gte: 3}\nlevel: low\n",
             "title: corr\ncorrelation:\n  type: temporal_ordered\n  rules: [many, r_ok]\n  group-by: [source.ip]\n"
             "  timespan: 5m\nlevel: high\n"]
-    path = tmp_path / "nested.yml"
-    path.write_text("---\n".join(docs), encoding="utf-8")
-    ruleset = load_rule_file(path)
+    ruleset = rule_file(tmp_path, docs)
     assert not ruleset.problems and len(ruleset.rules) == 1
     rule = ruleset.rules[0]
     assert fires(rule, [event(0, "fail"), event(1, "fail"), event(2, "fail"), event(60, "ok")])
@@ -108,9 +111,7 @@ def test_fieldref_inside_a_correlated_rule(tmp_path: Path) -> None:
             "  sel:\n    user.name|fieldref: source.user\n  condition: sel\nlevel: low\n",
             "title: corr\ncorrelation:\n  type: event_count\n  rules: [same]\n  group-by: [source.ip]\n"
             "  timespan: 1m\n  condition: {gte: 2}\nlevel: high\n"]
-    path = tmp_path / "ref.yml"
-    path.write_text("---\n".join(docs), encoding="utf-8")
-    ruleset = load_rule_file(path)
+    ruleset = rule_file(tmp_path, docs)
     assert not ruleset.problems and ruleset.rules[0].refine_fields
     rule = ruleset.rules[0]
     same = [{**event(i, "x", user="bob"), "source.user": "BOB"} for i in range(2)]

@@ -129,11 +129,11 @@ class View:
         """The field's values as Elasticsearch indexes them in a keyword field with `ignore_above: limit`."""
         found = self._keywords.get(field)
         if found is None:
-            found = self._keywords[field] = [s for s in map(_as_keyword, self.values(field)) if len(s) <= limit]
+            found = self._keywords[field] = [s for s in map(as_keyword, self.values(field)) if len(s) <= limit]
         return found
 
 
-def _as_keyword(value: Any) -> str:
+def as_keyword(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -198,9 +198,9 @@ class _Compiler:
         unknown = set(body) - {"filter", "must", "should", "must_not", "minimum_should_match", "_name"}
         if unknown:
             raise UnsupportedQuery(f"bool keys {sorted(unknown)} are not supported")
-        musts = [self.compile(q) for q in _as_list(body.get("filter")) + _as_list(body.get("must"))]
-        nots = [self.compile(q) for q in _as_list(body.get("must_not"))]
-        should_queries = _as_list(body.get("should"))
+        musts = [self.compile(q) for q in as_list(body.get("filter")) + as_list(body.get("must"))]
+        nots = [self.compile(q) for q in as_list(body.get("must_not"))]
+        should_queries = as_list(body.get("should"))
         # Elasticsearch: with should clauses and no must/filter, one should must match.
         minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if should_queries else 0
         shoulds = self._merged(should_queries) if minimum == 1 else [self.compile(q) for q in should_queries]
@@ -235,7 +235,7 @@ class _Compiler:
             return None
         insensitive = bool(spec.get("case_insensitive"))
         if kind == "term":
-            return field, _literal_regex(_as_keyword(spec["value"]), insensitive)
+            return field, _literal_regex(as_keyword(spec["value"]), insensitive)
         if kind == "prefix":
             return field, _literal_regex(str(spec["value"]), insensitive) + ".*"
         if kind == "wildcard":
@@ -281,7 +281,7 @@ class _Compiler:
             moments = [_moment(v) for v in wanted]
             return lambda doc: any(_moment(v) in moments for v in doc.values(field))
         keywords = self._keywords(field)
-        texts = [_as_keyword(v) for v in wanted]
+        texts = [as_keyword(v) for v in wanted]
         if insensitive:
             source = "|".join(_literal_regex(t, True) for t in texts)
             return _fullmatch_any(re.compile(f"(?:{source})", re.DOTALL), keywords)
@@ -326,7 +326,7 @@ class _Compiler:
                     if all(_compare(op, value, limit) for op, limit in limits):
                         return True
                 except TypeError:  # a number against a keyword bound: Elasticsearch compares the text
-                    if all(_compare(op, _as_keyword(raw), _as_keyword(lim)) for op, lim in limits):
+                    if all(_compare(op, as_keyword(raw), as_keyword(lim)) for op, lim in limits):
                         return True
             return False
         return check
@@ -343,8 +343,8 @@ class _Compiler:
             return text.lower() if insensitive else text
 
         def check(doc: View) -> bool:
-            refs = [fold(_as_keyword(v)) for v in doc.values(ref)]
-            return any(test(fold(_as_keyword(v)), r) for v in doc.values(field) for r in refs)
+            refs = [fold(as_keyword(v)) for v in doc.values(ref)]
+            return any(test(fold(as_keyword(v)), r) for v in doc.values(field) for r in refs)
         return check
 
     def q_exists(self, body: Mapping[str, Any]) -> ViewPredicate:
@@ -443,7 +443,7 @@ def _leaves(node: Any) -> bool:
     return node is not None
 
 
-def _as_list(value: Any) -> list[Mapping[str, Any]]:
+def as_list(value: Any) -> list[Mapping[str, Any]]:
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]

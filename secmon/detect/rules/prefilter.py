@@ -30,7 +30,7 @@ from re import _parser as sre  # Python's own regex parser: the literals of a pa
 import ahocorasick
 
 from secmon.detect.rules.lucene_regexp import to_python
-from secmon.detect.rules.match import FieldTypes, alt_case, field_types
+from secmon.detect.rules.match import FieldTypes, alt_case, as_keyword, as_list, field_types
 
 START, END = "\x02", "\x03"
 # Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say
@@ -124,11 +124,11 @@ class _Extractor:
         if self.types.type_of(field) is not None or field in self.types.not_indexed:
             return []
         if kind == "terms":
-            found = _any(_literal(field, _keyword(v), True, True) for v in spec)
+            found = _any(_literal(field, as_keyword(v), True, True) for v in spec)
             return [] if found is None else [found]
         value = spec.get("value", spec.get("wildcard")) if isinstance(spec, Mapping) else spec
         if kind == "term":
-            options = [_literal(field, _keyword(value), True, True)]
+            options = [_literal(field, as_keyword(value), True, True)]
         elif kind == "prefix":
             options = [_literal(field, str(value), True, False)]
         elif kind == "regexp":
@@ -138,8 +138,8 @@ class _Extractor:
         return [o for o in options if o is not None]
 
     def _bool(self, body: Mapping[str, Any]) -> Groups:
-        musts = list(_as_list(body.get("filter"))) + list(_as_list(body.get("must")))
-        shoulds = list(_as_list(body.get("should")))
+        musts = as_list(body.get("filter")) + as_list(body.get("must"))
+        shoulds = as_list(body.get("should"))
         minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if shoulds else 0
         found = [group for query in musts for group in self.groups(query)]
         if minimum >= 1:
@@ -227,18 +227,6 @@ def _best(options: Sequence[frozenset[Atom]]) -> frozenset[Atom] | None:
     return min(options, key=_cost) if options else None
 
 
-def _keyword(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _as_list(value: Any) -> list[Mapping[str, Any]]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
 def needles(query: Mapping[str, Any], types: FieldTypes | None = None, most: int = 2) -> Groups:
     """Up to `most` conditions every match of `query` satisfies, the most selective first, none
     on a routing field: a document can only match when each has an atom in it ([] = no filter)."""
@@ -301,7 +289,7 @@ class NeedleIndex:
         for field in flat.keys() & automata.keys():
             automaton = automata[field]
             for value in flat[field]:
-                text = START + (value if type(value) is str else _keyword(value)).lower() + END
+                text = START + (value if type(value) is str else as_keyword(value)).lower() + END
                 for _, items in automaton.iter(text):
                     found.update(items)
         held: dict[int, int] = {}
