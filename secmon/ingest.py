@@ -39,7 +39,7 @@ from secmon.config import Settings
 from secmon.errors import InputError, StoreUnavailable
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer, Result, Skipped
-from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
+from secmon.normalize.pipeline import Pipeline, pipeline_named
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.ship import Batch, Shipper
@@ -90,12 +90,10 @@ class CollectReport:
 def find_pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
     folders = [settings.resolve(p) for p in settings.pipelines]
     named = pipeline_named(folders, pipeline_id)
-    if named is not None:
-        return named
-    found = load_pipelines(folders)  # to list what there is
-    if pipeline_id not in found:
-        raise InputError(f"unknown source {pipeline_id!r}", hint=f"pipelines available: {', '.join(sorted(found))}")
-    return found[pipeline_id]
+    if named is None:  # ids are file names: listing them parses nothing (and no broken neighbour hides them)
+        available = sorted({path.stem for folder in folders for path in folder.glob("*.yml")})
+        raise InputError(f"unknown source {pipeline_id!r}", hint=f"pipelines available: {', '.join(available)}")
+    return named
 
 
 class _Batcher:

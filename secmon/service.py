@@ -20,10 +20,10 @@ from elasticsearch import Elasticsearch
 from secmon import ingest
 from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
 from secmon.config import Settings
-from secmon.errors import InputError, SecmonError
+from secmon.errors import SecmonError
 from secmon.incidents import store as incident_store
 from secmon.model import Finding, ScanSummary, stable_id
-from secmon.normalize.pipeline import Pipeline, load_pipelines
+from secmon.normalize.pipeline import Pipeline
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.search import group_counts, iso, sorted_matches, window_filter
@@ -67,10 +67,7 @@ def setup(es: Elasticsearch, settings: Settings, now: datetime) -> tuple[str, li
 # --- collect ------------------------------------------------------------------------------
 
 def pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
-    found = load_pipelines([settings.resolve(p) for p in settings.pipelines])
-    if pipeline_id not in found:
-        raise InputError(f"unknown source {pipeline_id!r}", hint=f"pipelines available: {', '.join(sorted(found))}")
-    return found[pipeline_id]
+    return ingest.find_pipeline(settings, pipeline_id)
 
 
 def collect_file(es: Elasticsearch, settings: Settings, path: Path, agency_id: str, source: str,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from secmon.config import load_settings
+from secmon.errors import InputError
+from secmon.ingest import find_pipeline
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +79,29 @@ def test_test_reads_evtx_files_as_their_records(datasets: Path) -> None:
     assert code == 0, out
     shown = [json.loads(line) for line in out.splitlines()]
     assert len(shown) == 3 and all(s["event"]["winlog"]["channel"] for s in shown)
+
+
+def test_a_collector_reads_only_its_own_pipeline(tmp_path: Path) -> None:
+    folder = tmp_path / "pipes"
+    folder.mkdir()
+    (folder / "linux-auth.yml").write_text((ROOT / "pipelines" / "linux-auth.yml").read_text(encoding="utf-8"),
+                                           encoding="utf-8")
+    (folder / "broken.yml").write_text('id: broken\nformat: line\nparse: {regex: "(?P<ts>"}\n', encoding="utf-8")
+    config = tmp_path / "secmon.yml"
+    config.write_text(f"""elasticsearch: {{hosts: [http://127.0.0.1:9], index_prefix: t}}
+agencies: [{{id: so-tttt, name: t, language: en, recipients: [a@b.example]}}]
+smtp: {{host: 127.0.0.1, port: 25, sender: s@b.example}}
+rules: [{ROOT / 'rules'}]
+pipelines: [{folder}]
+""", encoding="utf-8")
+    settings = load_settings(config)
+    # A broken neighbour does not stop a collector of another source...
+    assert find_pipeline(settings, "linux-auth").id == "linux-auth"
+    # ...and an unknown (or path-like) source lists the ids without parsing any file.
+    for wrong in ("nope", "../linux-auth"):
+        with pytest.raises(InputError, match=f"unknown source {wrong!r}") as unknown:
+            find_pipeline(settings, wrong)
+        assert unknown.value.hint == "pipelines available: broken, linux-auth"
+    # The broken one itself is reported with its file and line.
+    with pytest.raises(InputError, match=r"broken\.yml:3:.*invalid regular expression"):
+        find_pipeline(settings, "broken")
