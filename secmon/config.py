@@ -13,27 +13,16 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from secmon.errors import ConfigError, InputError
+from secmon.types import DEFAULT_TIMEZONE, parse_duration
 from secmon.yamlio import Located, load_file
 
-DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '5m', '2h', '1d' -> timedelta. Raises ValueError."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 @dataclass(frozen=True)
@@ -71,6 +60,8 @@ class Agency:
     language: Literal["vi", "en"] = "vi"
     timezone: str = DEFAULT_TIMEZONE
     recipients: tuple[str, ...] = ()
+    min_severity: Literal["informational", "low", "medium", "high", "critical"] = "low"  # floor for its emails
+    retention: str = "365d"  # event indices older than this are deleted by the retention job
 
 
 @dataclass(frozen=True)
@@ -83,17 +74,53 @@ class SmtpSettings:
     username_env: str = ""
     password_env: str = ""
     timeout: int = 10
-    # More new incidents than this for one agency in one scan become one digest email
-    # (a backfill or a noisy day must not bury the agency in hundreds of messages).
+    # SMTP AUTH over a clear connection gives the password away: refused unless this says so.
+    allow_plaintext_auth: bool = False
+    # Kept for old configs; the per-recipient hourly cap (alerts.hourly_cap) replaced it.
     digest_over: int = 5
+
+
+@dataclass(frozen=True)
+class Route:
+    """A centre-wide route: these recipients get every incident of the named agencies at or above a severity."""
+
+    name: str
+    recipients: tuple[str, ...]
+    min_severity: Literal["informational", "low", "medium", "high", "critical"] = "high"
+    agencies: tuple[str, ...] = ("*",)
+    language: Literal["vi", "en"] = "vi"
+    timezone: str = DEFAULT_TIMEZONE
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    max_age: str = "2d"  # retried with exponential backoff until this old, then `failed`
+    retry_base: str = "1m"  # first retry after this, doubling each time
+    retry_max: str = "1h"  # the longest wait between two attempts
+    claim_timeout: str = "5m"  # a `sending` claim older than this was abandoned (a crash): sent again
+    hourly_cap: int = 20  # per recipient; above it, one overflow digest for the rest of the hour
+    daily_digest: str = "08:00"  # agency local time of the daily digest ("" for none)
+    templates: str = ""  # a folder with vi/ and en/ templates overriding the built-in ones
+    kibana_url: str = ""  # base URL for links to incidents in emails ("" for no link)
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
+class IncidentSettings:
+    quiet_period: str = "1h"  # a group's activity after this long without any folds into a new incident
+    renotify_interval: str = ""  # an open incident still growing is told again after this ("" for never)
 
 
 @dataclass(frozen=True)
 class ScheduleSettings:
     scan_interval: str = "5m"
-    lookback: str = "15m"  # each scan covers [now - lookback, now)
+    lookback: str = "15m"  # where the first scheduled scan starts (no watermark yet): now - lookback
+    ingest_delay: str = "1m"  # scan events ingested up to now - ingest_delay (in-flight bulks settle)
+    max_chunk: str = "1h"  # catching up after downtime: at most this much ingest time per scan
     outbox_interval: str = "1m"
     retrain_interval: str = "1d"
+    retention_interval: str = "1d"
+    lease: str = "1m"  # one active scheduler: a standby takes over this long after the holder dies
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,9 @@ class Settings:
     agencies: tuple[Agency, ...] = ()
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    operator: str = ""  # who runs secmon, for the audit trail ("" for the OS account)
     rules: tuple[str, ...] = ("rules",)
     pipelines: tuple[str, ...] = ("pipelines",)
     base_dir: str = "."  # relative paths above are resolved against the config's folder
@@ -216,11 +246,43 @@ def _check(settings: Settings, doc: Located) -> None:
                     f"agencies[{i}].recipients[{j}] {address!r} is not an email address",
                     location=doc.loc("agencies", i, "recipients", j),
                 )
-    for key in ("scan_interval", "lookback", "outbox_interval", "retrain_interval"):
+    durations = [("schedule", k) for k in ("scan_interval", "lookback", "ingest_delay", "max_chunk",
+                                           "outbox_interval", "retrain_interval", "retention_interval", "lease")]
+    durations += [("alerts", k) for k in ("max_age", "retry_base", "retry_max", "claim_timeout")]
+    durations += [("incidents", "quiet_period")]
+    if settings.incidents.renotify_interval:
+        durations.append(("incidents", "renotify_interval"))
+    for section, key in durations:
         try:
-            parse_duration(getattr(settings.schedule, key))
+            parse_duration(getattr(getattr(settings, section), key))
         except ValueError as exc:
-            raise ConfigError(f"schedule.{key}: {exc}", location=doc.loc("schedule", key)) from None
+            raise ConfigError(f"{section}.{key}: {exc}", location=doc.loc(section, key)) from None
+    for i, agency in enumerate(settings.agencies):
+        try:
+            parse_duration(agency.retention)
+        except ValueError as exc:
+            raise ConfigError(f"agencies[{i}].retention: {exc}", location=doc.loc("agencies", i, "retention")) from None
+    if settings.alerts.daily_digest and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", settings.alerts.daily_digest):
+        raise ConfigError(f"alerts.daily_digest {settings.alerts.daily_digest!r} is not a time of day like 08:00",
+                          location=doc.loc("alerts", "daily_digest"), hint='"" turns the daily digest off')
+    if settings.alerts.hourly_cap < 1:
+        raise ConfigError("alerts.hourly_cap must be at least 1", location=doc.loc("alerts", "hourly_cap"))
+    known = {a.id for a in settings.agencies}
+    for i, route in enumerate(settings.alerts.routes):
+        for j, address in enumerate(route.recipients):
+            if not _EMAIL.match(address):
+                raise ConfigError(f"alerts.routes[{i}].recipients[{j}] {address!r} is not an email address",
+                                  location=doc.loc("alerts", "routes", i, "recipients", j))
+        for j, agency_id in enumerate(route.agencies):
+            if agency_id != "*" and agency_id not in known:
+                raise ConfigError(f"alerts.routes[{i}].agencies[{j}] {agency_id!r} is not a configured agency",
+                                  location=doc.loc("alerts", "routes", i, "agencies", j),
+                                  hint=f"'*' or one of: {', '.join(sorted(known)) or 'none configured'}")
+    smtp = settings.smtp
+    if smtp.username_env and not (smtp.starttls or smtp.ssl) and not smtp.allow_plaintext_auth:
+        raise ConfigError("smtp.username_env is set but neither smtp.starttls nor smtp.ssl is on: the password "
+                          "would cross the network in clear text", location=doc.loc("smtp", "username_env"),
+                          hint="turn on starttls or ssl, or set smtp.allow_plaintext_auth: true to accept the risk")
     if not re.match(r"^[a-z0-9][a-z0-9_-]*$", settings.elasticsearch.index_prefix):
         raise ConfigError(
             "elasticsearch.index_prefix must be lower-case letters, digits, '-' or '_'",

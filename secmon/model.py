@@ -10,7 +10,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+from secmon.types import DeliveryStatus, Detector, IncidentStatus
 
 
 class Severity(str, Enum):
@@ -73,25 +75,71 @@ class Finding:
     sample_event_ids: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     description: str = ""
+    translations: tuple[tuple[str, str, str], ...] = ()  # (language, title, description) beyond English
+    detector: Detector = "rule"
+
+    @property
+    def group_key(self) -> str:
+        """What one open incident stands for: (detector, rule, agency, group)."""
+        return stable_id("group", self.detector, self.rule_id, self.agency, self.group)
 
     @property
     def incident_id(self) -> str:
-        # The start of the burst identifies it: a second scan over the same data
-        # finds the same first event and therefore the same incident.
+        # The start of the burst identifies a new incident: a second scan over the same data
+        # finds the same first event and therefore the same id (a create that meets it is success).
         return stable_id("incident", self.rule_id, self.agency, self.group, self.first_seen.isoformat())
+
+    def title(self, language: str) -> str:
+        return next((t for lang, t, _ in self.translations if lang == language), self.rule_title)
+
+    def text(self, language: str) -> str:
+        return next((d for lang, _, d in self.translations if lang == language and d), self.description)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of an incident's lifecycle: who did what, when and why."""
+
+    at: datetime
+    action: str  # opened, grew, escalated, acknowledged, closed, reopened
+    user: str
+    note: str = ""
+    status: IncidentStatus = "open"
 
 
 @dataclass(frozen=True)
 class Incident:
+    """One open-or-closed case per (detector, rule, agency, group): its merged findings and lifecycle.
+
+    `finding` is the merged view: first and last seen over the whole episode,
+    the event count, and the highest severity seen.
+    """
+
     id: str
     finding: Finding
-    status: str = "open"
+    status: IncidentStatus = "open"
     created: datetime | None = None
+    occurrences: int = 1  # disjoint bursts folded into it
+    resolution: str = ""  # with status closed: true_positive, benign or false_positive
+    updated: datetime | None = None
+    history: tuple[Change, ...] = ()
+
+
+NotificationReason = Literal["opened", "escalated", "reminder"]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """Why an incident must be told now. `key` makes it idempotent: the same reason twice is one email."""
+
+    incident: Incident
+    reason: NotificationReason
+    key: str  # "opened", "severity:high", "reminder:3": part of the outbox ids
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One alert email to one agency about one or more incidents (the outbox entry)."""
+    """One alert email to one recipient about one or more incidents (the outbox entry)."""
 
     id: str
     incident_ids: tuple[str, ...]
@@ -100,9 +148,25 @@ class Delivery:
     language: str
     subject: str
     body: str
-    status: str = "pending"  # pending -> sent
+    status: DeliveryStatus = "pending"
     attempts: int = 0
     last_error: str = ""
+    html: str = ""
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScanWindow:
+    """What a scan covers: events whose `field` is in [start, end).
+
+    `@timestamp` for a scan by event time (the CLI's --from/--to); `event.ingested` for the
+    scheduler, which scans what reached Elasticsearch since its watermark, however old the events.
+    Bursts and correlations are always evaluated on @timestamp, with context before and after.
+    """
+
+    start: datetime
+    end: datetime
+    field: Literal["@timestamp", "event.ingested"] = "@timestamp"
 
 
 @dataclass(frozen=True)

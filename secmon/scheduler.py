@@ -13,18 +13,21 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from elasticsearch import Elasticsearch
 
-from secmon import service
-from secmon.config import Settings, parse_duration
+from secmon.config import Settings
+from secmon.service.common import setup
+from secmon.service.deliver import deliver
+from secmon.service.scan import ScanOptions, scan
+from secmon.types import DEFAULT_TIMEZONE, parse_duration, utcnow
 from secmon.errors import SecmonError
 
 log = logging.getLogger(__name__)
 
 
 def scan_job(es: Elasticsearch, settings: Settings) -> None:
-    now = service.utcnow()
+    now = utcnow()
     window = parse_duration(settings.schedule.lookback)
     try:
-        summary = service.scan(es, settings, service.ScanOptions(now - window, now, trigger="scheduler"), now)
+        summary = scan(es, settings, ScanOptions(now - window, now, trigger="scheduler"), now)
     except SecmonError as exc:
         log.error("scan failed: %s", exc)
         return
@@ -34,7 +37,7 @@ def scan_job(es: Elasticsearch, settings: Settings) -> None:
 
 def deliver_job(es: Elasticsearch, settings: Settings) -> None:
     try:
-        report = service.deliver(es, settings, service.utcnow())
+        report = deliver(es, settings, utcnow())
     except SecmonError as exc:
         log.error("alert delivery failed: %s", exc)
         return
@@ -43,7 +46,7 @@ def deliver_job(es: Elasticsearch, settings: Settings) -> None:
 
 
 def build(es: Elasticsearch, settings: Settings) -> BlockingScheduler:
-    scheduler = BlockingScheduler(timezone=service.DEFAULT_SCHEDULER_TZ)
+    scheduler = BlockingScheduler(timezone=DEFAULT_TIMEZONE)
     common = {"args": (es, settings), "coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
     scheduler.add_job(scan_job, IntervalTrigger(seconds=parse_duration(settings.schedule.scan_interval).total_seconds()),
                       id="scan", **common)
@@ -54,5 +57,5 @@ def build(es: Elasticsearch, settings: Settings) -> BlockingScheduler:
 
 
 def run_forever(es: Elasticsearch, settings: Settings) -> None:
-    service.setup(es, settings, service.utcnow())  # templates first: a fresh cluster works at once
+    setup(es, settings, utcnow())  # templates first: a fresh cluster works at once
     build(es, settings).start()

@@ -54,9 +54,10 @@ from secmon.errors import SecmonError  # noqa: E402
 from secmon.model import Event, stable_id  # noqa: E402
 from secmon.normalize.engine import Normalizer  # noqa: E402
 from secmon.normalize.pipeline import load_pipelines  # noqa: E402
-from secmon.service import AGENCY_FIELD, rule_findings  # noqa: E402
+from secmon.service.scan import rule_findings  # noqa: E402
+from secmon.types import AGENCY_FIELD  # noqa: E402
 from secmon.store.indices import Indices  # noqa: E402
-from secmon.store.search import window_filter  # noqa: E402
+from secmon.detect.rules.plan import window_filter  # noqa: E402
 from secmon.store.templates import install_templates  # noqa: E402
 from secmon.store.writer import BulkWriter, WriteStats  # noqa: E402
 

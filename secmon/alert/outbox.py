@@ -25,7 +25,7 @@ from secmon.config import Settings, SmtpSettings
 from secmon.model import Delivery, Incident, stable_id
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
-from secmon.store.search import iso
+from secmon.types import iso
 
 MAX_ATTEMPTS = 50  # ~ a day and a half at one try a minute; then `failed`, visible in Kibana
 

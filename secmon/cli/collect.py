@@ -13,12 +13,13 @@ from typing import Any
 
 import click
 
-from secmon import service
 from secmon.cli.context import es_of, settings_of
 from secmon.collect.syslog import Address, Listener, tls_context
 from secmon.errors import InputError
-from secmon.ingest import CollectOptions, CollectReport, FollowSpec
+from secmon.service.collect import CollectOptions, CollectReport, collect_files, collect_stream
+from secmon.service.follow import FollowSpec, collect_follow
 from secmon.store.writer import WriteStats
+from secmon.types import utcnow
 
 DEFAULT_STATE = "~/.local/state/secmon/collect"
 
@@ -93,10 +94,10 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
         if not path.is_file():
             raise InputError("no such file" if not path.exists() else "not a regular file", hint=str(path))
     if "-" in files:
-        stats = service.collect_stream(es, settings, sys.stdin.buffer, agency, source, service.utcnow(), year, options)
+        stats = collect_stream(es, settings, sys.stdin.buffer, agency, source, utcnow(), year, options)
         click.echo(f"-: {_counts(stats)}")
     bars = _ProgressBars() if sys.stderr.isatty() else None
-    for path, stats in service.collect_files(es, settings, paths, agency, source, service.utcnow(), year, options,
+    for path, stats in collect_files(es, settings, paths, agency, source, utcnow(), year, options,
                                              bars.start if bars else None):
         if bars:
             bars.finish()
@@ -149,8 +150,8 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
 
     previous: dict[int, Any] = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = service.collect_follow(es, settings, FollowSpec(patterns, listener), agency, source,
-                                        service.utcnow(), stop, options, year)
+        report = collect_follow(es, settings, FollowSpec(patterns, listener), agency, source,
+                                        utcnow(), stop, options, year)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

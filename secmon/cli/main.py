@@ -14,17 +14,18 @@ from pathlib import Path
 
 import click
 
-from secmon import __version__, service
+from secmon import __version__
 from secmon.cli.collect import collect as collect_command
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import incidents_table, scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
 from secmon.cli.rules import rules as rules_group
-from secmon.config import DEFAULT_TIMEZONE
 from secmon.errors import ExitCode, SecmonError
 from secmon.incidents import store as incident_store
-from secmon.store.client import reporting
+from secmon.service.common import setup as setup_flow
+from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
+from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +48,7 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
 @click.pass_context
 def setup(ctx: click.Context) -> None:
     """Install index templates (idempotent)."""
-    version, changes = service.setup(es_of(ctx), settings_of(ctx), service.utcnow())
+    version, changes = setup_flow(es_of(ctx), settings_of(ctx), utcnow())
     click.echo(f"Elasticsearch {version}")
     for change in changes:
         state = "unchanged" if not change.changed else f"installed v{change.new_version}" + (
@@ -74,23 +75,36 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
          inputs: tuple[Path, ...], agency: str, source: str | None) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        from secmon.cli import offline
-
-        offline.run(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
+        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
         return
-    now = service.utcnow()
+    from secmon.service.scan import ScanOptions, scan as scan_flow
+
+    now = utcnow()
     end = end or now
     if (start is None) == (last is None):
         raise click.UsageError("give exactly one of --from or --last")
     start = start or end - (last or timedelta())
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
-    summary = service.scan(es_of(ctx), settings_of(ctx),
-                           service.ScanOptions(start, end, rule_paths, deliver=not no_deliver), now)
+    summary = scan_flow(es_of(ctx), settings_of(ctx), ScanOptions(start, end, rule_paths, deliver=not no_deliver), now)
     click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE))
     if summary.deliveries_pending:
         raise Exit(ExitCode.DELIVERY)
     if fail_on_findings and summary.new_incident_ids:
+        raise Exit(ExitCode.FINDINGS)
+
+
+def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
+             source: str | None, as_json: bool, fail_on_findings: bool) -> None:
+    """`scan --input`: the offline flow, in-process, no Elasticsearch."""
+    from secmon.service.offline import scan_files
+
+    needs_settings = source is not None or not rule_paths
+    settings = settings_of(ctx) if needs_settings else None
+    paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
+    result = scan_files(list(inputs), paths, agency, settings, source, utcnow())
+    click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
+    if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)
 
 
@@ -113,7 +127,9 @@ def incidents(ctx: click.Context, agency: str | None, since: datetime | None, li
 @click.pass_context
 def deliver(ctx: click.Context) -> None:
     """Send queued alerts now (the scheduler does this every minute)."""
-    report = service.deliver(es_of(ctx), settings_of(ctx), service.utcnow())
+    from secmon.service.deliver import deliver as deliver_flow
+
+    report = deliver_flow(es_of(ctx), settings_of(ctx), utcnow())
     click.echo(f"alerts sent: {report.sent}, still queued: {report.pending}, given up: {report.failed}")
     for error in report.errors:
         click.echo(f"delivery error: {error}", err=True)
@@ -137,7 +153,7 @@ def status(ctx: click.Context) -> None:
     es = es_of(ctx)
     with reporting(es, "read cluster health"):
         health = es.cluster.health()
-    click.echo(f"Elasticsearch {service.check(es)}, cluster {health['cluster_name']}: {health['status']}")
+    click.echo(f"Elasticsearch {check(es)}, cluster {health['cluster_name']}: {health['status']}")
 
 
 cli.add_command(collect_command)

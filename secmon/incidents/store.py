@@ -19,7 +19,7 @@ from secmon.errors import StoreUnavailable
 from secmon.model import Finding, Incident, Severity
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
-from secmon.store.search import iso
+from secmon.types import iso
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ whatever the number of groups.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -17,14 +16,6 @@ from elasticsearch import Elasticsearch
 from secmon.store.client import reporting
 
 PAGE = 5000
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def window_filter(start: datetime, end: datetime) -> dict[str, Any]:
-    return {"range": {"@timestamp": {"gte": iso(start), "lt": iso(end), "format": "strict_date_optional_time"}}}
 
 
 def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]

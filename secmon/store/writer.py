@@ -6,6 +6,11 @@ once, to NDJSON lines, so the same bytes go to Elasticsearch or to the spool.
 Rejections are sorted per item: 429/5xx items are retried with backoff; an
 item Elasticsearch cannot accept (a mapping conflict, say) becomes a dead
 letter with the reason, never a loss.
+
+`event.ingested` is the time a document was *sent*, stamped into the bytes at
+each attempt (a placeholder until then): the scheduler scans by ingest time,
+so a batch that waited in the spool through an outage must not carry the time
+it was read, or a scan that already passed that time would never see it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from secmon.store.indices import Indices
 
 RETRYABLE = {429, 502, 503, 504}
 ITEM_OUTCOME = "items.*.status,items.*.error"
+# What `serialize` writes for event.ingested; `send` replaces it with the time of each attempt. A key with
+# quotes unescaped cannot come from inside a string value, and no real time looks like this.
+INGESTED_PLACEHOLDER = "\u0000secmon-ingested\u0000"
+_PLACEHOLDER_BYTES = b'"ingested":"\\u0000secmon-ingested\\u0000"'
 
 
 @dataclass
@@ -89,24 +98,24 @@ class BulkWriter:
         return stats
 
     def serialize(self, items: Iterable[Event | DeadLetter], agency: str) -> list[bytes]:
-        """NDJSON bulk lines (action, document) for `items`, stamped with the ingest time."""
-        ingested = _iso(self._now())
+        """NDJSON bulk lines (action, document) for `items`; `send` stamps the ingest time."""
+        read = _iso(self._now())
         lines: list[bytes] = []
         for item in items:
-            head, doc = self._action(item, agency, ingested)
+            head, doc = self._action(item, agency, read)
             lines += (_dumps(head), _dumps(doc))
         return lines
 
-    def _action(self, item: Event | DeadLetter, agency: str, ingested: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _action(self, item: Event | DeadLetter, agency: str, read: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(item, Event):
             doc = dict(item.doc)
-            doc["event"] = {**doc.get("event", {}), "ingested": ingested}
+            doc["event"] = {**doc.get("event", {}), "ingested": INGESTED_PLACEHOLDER}
             index = self._event_index(agency, str(doc["@timestamp"]))
         else:
             doc = {
-                "@timestamp": ingested,
+                "@timestamp": read,
                 "organization": {"id": item.agency},
-                "event": {"original": item.raw, "dataset": item.pipeline, "ingested": ingested},
+                "event": {"original": item.raw, "dataset": item.pipeline, "ingested": INGESTED_PLACEHOLDER},
                 "error": {"message": item.reason},
                 "secmon": {"pipeline": item.pipeline, "source": item.source, "offset": item.offset},
             }
@@ -135,12 +144,14 @@ class BulkWriter:
             if attempt:
                 stats.retries += 1
                 self._sleep(min(30.0, 0.5 * 2 ** attempt))
+            stamp = b'"ingested":"' + _iso(self._now()).encode() + b'"'
             try:
                 with reporting(self._es, "write events"):
                     # pre-serialized NDJSON lines: the client sends bytes as they are
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
-                    response = self._es.bulk(operations=[part for pair in pending for part in pair],  # type: ignore[misc]
+                    response = self._es.bulk(operations=[part for head, body in pending  # type: ignore[misc]
+                                                         for part in (head, body.replace(_PLACEHOLDER_BYTES, stamp))],
                                              filter_path=ITEM_OUTCOME)
             except StoreUnavailable:
                 unreachable += 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from elasticsearch import helpers
 
-from secmon import service
+from secmon.service import scan as service
 from secmon.detect.rules.findings import findings, hits_from_docs
 from secmon.detect.rules.load import load_rule_file
 from secmon.store.indices import Indices

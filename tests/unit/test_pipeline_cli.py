@@ -9,7 +9,7 @@ import pytest
 
 from secmon.config import load_settings
 from secmon.errors import InputError
-from secmon.ingest import find_pipeline
+from secmon.service.collect import find_pipeline
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ from secmon.detect.rules.correlate import Hit, bursts, fire
 from secmon.detect.rules.load import CompiledRule
 from secmon.detect.rules.match import field_values, matches
 from secmon.model import Finding
+from secmon.types import AGENCY_FIELD
 
-AGENCY_FIELD = "organization.id"
 SAMPLE_IDS = 20
 MISSING = "(none)"  # the group value of a single-rule match that lacks a group-by field
 
@@ -83,5 +83,5 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
                 rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
                 group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
                 count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
-                description=rule.description))
+                description=rule.description, translations=rule.translations))
     return sorted(found, key=lambda f: (f.first_seen, f.rule_id, f.group))

@@ -64,6 +64,8 @@ class CompiledRule:
     value_field: str | None = None  # value_count / value_sum / value_avg: the field aggregated
     correlation: Correlation | None = None  # what the windowing evaluates (None: single rule or event_count >= N)
     options: Mapping[str, Any] = field(default_factory=dict)  # the rule's `secmon:` section
+    # (language, title, description) beyond the English ones, from `secmon: {vi: {title, description}}`
+    translations: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -90,6 +92,23 @@ def _options(rule: SigmaRule | SigmaCorrelationRule) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise UnsupportedRule("the 'secmon' section must be a mapping")
     return options
+
+
+def _translations(options: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """`secmon: {vi: {title: ..., description: ...}}`: the rule in other languages, for alert emails."""
+    found = []
+    for language in ("vi",):
+        text = options.get(language)
+        if text is None:
+            continue
+        if not isinstance(text, dict) or not isinstance(text.get("title"), str) or not text["title"].strip():
+            raise UnsupportedRule(f"secmon.{language} must be a mapping with a non-empty 'title' "
+                                  "(and optionally 'description')")
+        description = text.get("description", "")
+        if not isinstance(description, str):
+            raise UnsupportedRule(f"secmon.{language}.description must be text")
+        found.append((language, text["title"].strip(), description.strip()))
+    return tuple(found)
 
 
 def _tags(rule: SigmaRule | SigmaCorrelationRule) -> tuple[str, ...]:
@@ -133,6 +152,7 @@ def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> Compile
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
         refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
+        translations=_translations(options),
     )
 
 
@@ -188,7 +208,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         query=or_([leaf.query for leaf in leaves]), group_by=group_by,
         threshold=int(correlation.count) if simple else 1, timespan=correlation.timespan, kind=correlation.kind,
         condition=(correlation.op, correlation.count), value_field=correlation.value_field,
-        correlation=None if simple else correlation, options=options,
+        correlation=None if simple else correlation, options=options, translations=_translations(options),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
     )
 

@@ -1,4 +1,4 @@
-"""`secmon scan --input PATH`: the rules over files, in-process, without Elasticsearch.
+"""The offline flow (`secmon scan --input PATH`): the rules over files, in-process, without Elasticsearch.
 
 EVTX files, EVTX-style JSON ({"Event": ...}), flat NXLog/Winlogbeat JSON, ECS JSON
 documents (one per line), or, with --source, any log the pipelines parse. The same
@@ -18,6 +18,7 @@ from secmon.errors import InputError, Location
 from secmon.model import Event, Incident, ScanSummary, stable_id
 from secmon.normalize.engine import put
 from secmon.normalize.winlog import flatten_evtx, flatten_winlogbeat_like
+from secmon.service.collect import find_pipeline
 
 
 def _from_json(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,13 +77,12 @@ def _tagged(ident: str, doc: dict[str, Any], raw: str, agency: str) -> tuple[str
 
 def _parsed(path: Path, agency: str, settings: Settings | None, source: str, now: datetime
             ) -> Iterator[tuple[str, dict[str, Any]]]:
-    from secmon import service
     from secmon.collect.files import read_records
     from secmon.normalize.engine import Normalizer
 
     if settings is None:
         raise InputError("--source needs the configuration (its pipelines)")
-    normalizer = Normalizer(service.pipeline(settings, source), agency=agency, timezone="Asia/Ho_Chi_Minh",
+    normalizer = Normalizer(find_pipeline(settings, source), agency=agency, timezone="Asia/Ho_Chi_Minh",
                             source=str(path), now=now)
     for record in read_records(path):
         result = normalizer.normalize(record.text, record.offset, record.record_id)
@@ -100,27 +100,13 @@ def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str,
                        deliveries_sent=0, deliveries_pending=0, notes=("offline scan: nothing stored, nobody alerted",))
 
 
-def run(ctx: Any, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str, source: str | None,
-        as_json: bool, fail_on_findings: bool) -> None:
-    """The `scan --input` command body (called from secmon.cli.main.scan)."""
-    import click
-
-    from secmon.cli.context import Exit, settings_of
-    from secmon.cli.output import scan_text, to_json
-    from secmon.config import DEFAULT_TIMEZONE
+def scan_files(inputs: list[Path], rule_paths: list[Path], agency: str, settings: Settings | None,
+               source: str | None, now: datetime) -> ScanSummary:
+    """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted."""
     from secmon.detect.rules.load import load_rules
     from secmon.detect.rules.offline import scan_documents
-    from secmon.errors import ExitCode
-    from secmon.service import utcnow
 
-    now = utcnow()
-    needs_settings = source is not None or not rule_paths
-    settings = settings_of(ctx) if needs_settings else None
-    paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    ruleset = load_rules(paths)
-    found = scan_documents(ruleset.rules, documents(list(inputs), agency, settings, source, now))
+    ruleset = load_rules(rule_paths)
+    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now))
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
-    result = summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now)
-    click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
-    if fail_on_findings and incidents:
-        raise Exit(ExitCode.FINDINGS)
+    return summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now)

@@ -1,11 +1,10 @@
-"""Collecting: sources -> pipeline -> bulk batches -> Elasticsearch (or the spool) -> checkpoints.
+"""The collect flow: files, EVTX files or stdin -> pipeline -> bulk batches -> Elasticsearch -> checkpoints.
 
-`service` calls these; they wire the stages (collect, normalize, store) and
-own no policy of their own beyond batching. Two modes:
-- `collect_once`: one file, EVTX file or stream (stdin) to its end;
-- `follow`: files by glob through rotation, and syslog listeners, until stopped.
-With a state folder, a checkpoint registry lets a restarted collector resume
-exactly, and a bounded spool keeps batches while Elasticsearch is unreachable.
+It wires the stages (collect, normalize, store) and owns no policy of its own
+beyond batching. `collect_files` ships inputs to their end; `service.follow`
+reuses the batching and state here for the long-running mode. With a state
+folder, a checkpoint registry lets a restarted collector resume exactly, and a
+bounded spool keeps batches while Elasticsearch is unreachable.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,13 +31,12 @@ from secmon.collect.files import (
     stream_identity,
 )
 from secmon.collect.registry import Registry
-from secmon.collect.syslog import Listener
-from secmon.collect.tail import Follower
 from secmon.config import Settings
-from secmon.errors import InputError, StoreUnavailable
+from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer, Result, Skipped
 from secmon.normalize.pipeline import Pipeline, pipeline_named
+from secmon.service.common import audit, indices_of
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.ship import Batch, Shipper
@@ -96,7 +93,7 @@ def find_pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
     return named
 
 
-class _Batcher:
+class Batcher:
     """Collects normalized items into batches by count, bytes and age; ships them through the shipper."""
 
     def __init__(self, writer: BulkWriter, shipper: Shipper, agency: str, options: CollectOptions,
@@ -134,7 +131,7 @@ class _Batcher:
         self._items, self._bytes, self._ends = [], 0, {}
 
 
-class _State:
+class CollectorState:
     """The state folder of one collector (agency + pipeline): checkpoints, spool, and a lock."""
 
     def __init__(self, folder: Path, agency: str, pipeline: str, options: CollectOptions):
@@ -157,7 +154,7 @@ class _State:
         self._lock.close()
 
 
-def _prepare(es: Elasticsearch, settings: Settings) -> Indices:
+def prepare(es: Elasticsearch, settings: Settings) -> Indices:
     check(es)
     indices = Indices(settings.elasticsearch.index_prefix)
     # Events written before the templates exist would get dynamic mappings (text, not
@@ -176,11 +173,11 @@ def _normalized(records: Iterable[Record], normalizer: Normalizer, counts: Sourc
                 ) -> Iterator[tuple[Result, Record]]:
     for record in records:
         item = normalizer.normalize(record.text, record.offset, record.record_id)
-        _count(item, counts)
+        count_item(item, counts)
         yield item, record
 
 
-def _count(item: Result, counts: SourceCounts) -> None:
+def count_item(item: Result, counts: SourceCounts) -> None:
     if isinstance(item, Event):
         counts.events += 1
     elif isinstance(item, DeadLetter):
@@ -213,8 +210,8 @@ def collect_inputs(es: Elasticsearch, settings: Settings, inputs: list[Path | No
     agency = settings.agency(agency_id)
     pipeline = find_pipeline(settings, source)
     multiline = options.multiline()
-    indices = _prepare(es, settings)
-    state = _State(options.state_dir, agency.id, source, options) if options.state_dir else None
+    indices = prepare(es, settings)
+    state = CollectorState(options.state_dir, agency.id, source, options) if options.state_dir else None
     try:
         for path in inputs:
             name = str(path) if path is not None else "-"
@@ -230,7 +227,7 @@ def collect_inputs(es: Elasticsearch, settings: Settings, inputs: list[Path | No
 
 
 def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | None, stream: BinaryIO | None,
-               normalizer: Normalizer, state: _State | None, options: CollectOptions,
+               normalizer: Normalizer, state: CollectorState | None, options: CollectOptions,
                multiline: re.Pattern[str] | None, progress: Callable[[int], None] | None) -> CollectReport:
     name = normalizer.source
     writer = BulkWriter(es, indices, unreachable_attempts=2 if state else None)
@@ -242,7 +239,7 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
 
     shipper = Shipper(writer, state.spool if state else None, durable).start()
     length = min(FINGERPRINT_BYTES, path.stat().st_size) if path is not None and path.is_file() else FINGERPRINT_BYTES
-    batcher = _Batcher(writer, shipper, agency, options, lambda ends: {k: (v, length, name) for k, v in ends.items()})
+    batcher = Batcher(writer, shipper, agency, options, lambda ends: {k: (v, length, name) for k, v in ends.items()})
     counts = SourceCounts()
     report = CollectReport(WriteStats(), {name: counts})
     reader: FileReader | None = None
@@ -255,7 +252,7 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             start = 0
             if state and path is not None and (known := state.registry.get(ident)) is not None:
                 start = known.offset
-                _replay(normalizer, path, start, multiline)
+                replay(normalizer, path, start, multiline)
                 handle.seek(start)
             reader = FileReader(name, start=start, multiline=multiline)
             records = reader.records(_prefixed(head, handle), ident)
@@ -282,7 +279,7 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
     return report
 
 
-def _replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None) -> None:
+def replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None) -> None:
     """Run the records before a checkpoint through the pipeline again, shipping nothing.
 
     A stream's state depends on what came before: the year of yearless syslog
@@ -323,95 +320,34 @@ def _prefixed(head: bytes, handle: BinaryIO) -> Any:
     return _Prefixed(head, handle) if head else handle
 
 
-@dataclass(frozen=True)
-class FollowSpec:
-    patterns: tuple[str, ...] = ()
-    listener: Listener | None = None  # started by the caller (it owns the sockets' lifetime)
+# --- the flow's entry points (the CLI calls these) -------------------------------------------
+
+def collect_files(es: Elasticsearch, settings: Settings, paths: list[Path], agency_id: str, source: str,
+                  now: datetime, year: int | None = None, options: CollectOptions | None = None,
+                  progress_for: Callable[[Path], Callable[[int], None] | None] | None = None
+                  ) -> Iterator[tuple[Path, WriteStats]]:
+    """Ship log files one after the other, yielding each one's counts as it is done."""
+    reports = collect_inputs(es, settings, list(paths), agency_id, source, now, year,
+                             options or CollectOptions(), progress_for)
+    by_name = {str(path): path for path in paths}
+    for name, report in reports:  # driven to its end, so that its final refresh runs
+        audit_collect(es, settings, report, {"file": name, "source": source}, now, agency_id)
+        yield by_name[name], report.stats
 
 
-def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: str, source: str, now: datetime,
-           stop: threading.Event, options: CollectOptions, year: int | None = None,
-           report_every: float = 60.0) -> CollectReport:
-    """Collect until `stop` is set: files by glob (through rotation) and the syslog listener.
-
-    Needs a state folder: the checkpoints make a restart resume exactly, and the
-    spool keeps batches while Elasticsearch is down (then reading pauses when it is full).
-    """
-    if options.state_dir is None:
-        raise InputError("following needs a state folder for its checkpoints and spool (--state)")
-    agency = settings.agency(agency_id)
-    pipeline = find_pipeline(settings, source)
-    multiline = options.multiline()
-    indices = _prepare(es, settings)
-    state = _State(options.state_dir, agency.id, source, options)
-    follower = Follower(list(spec.patterns), state.registry, from_end=options.from_end, multiline=multiline)
-
-    def durable(marks: dict[str, tuple[int, int, str]]) -> None:
-        if marks:
-            state.registry.advance(marks)
-            state.registry.save()
-
-    writer = BulkWriter(es, indices, unreachable_attempts=2)
-    shipper = Shipper(writer, state.spool, durable).start()
-    batcher = _Batcher(writer, shipper, agency.id, options,
-                       lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
-    report = CollectReport(WriteStats())
-    normalizers: dict[str, Normalizer] = {}
-
-    def normalizer_for(key: str, name: str, first: Record | None = None) -> Normalizer:
-        if key not in normalizers:  # one per stream: each has its own year for yearless timestamps
-            normalizers[key] = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name,
-                                          now=now, year=year)
-            report.sources.setdefault(name, SourceCounts())
-            if first is not None and first.offset > 0 and Path(name).is_file():
-                _replay(normalizers[key], Path(name), first.offset, multiline)  # resumed: rebuild the state
-        return normalizers[key]
-
-    next_report = time.monotonic() + report_every
-    try:
-        while not stop.is_set():
-            records = follower.poll() if spec.patterns else []
-            for record in records:
-                name = follower.marks_path(record.source)[1] or record.source
-                _add(batcher, normalizer_for(record.source, name, record), record,
-                     report.sources.setdefault(name, SourceCounts()))  # a renamed file counts under its new name
-            if spec.listener is not None:
-                wait = 0.0 if records else options.poll_interval
-                for record in spec.listener.records(options.batch_events, wait):
-                    name = record.record_id.split(":")[1] + ":" + record.record_id.split(":")[2]
-                    _add(batcher, normalizer_for(name, name), record, report.sources[name])
-            elif not records:
-                stop.wait(options.poll_interval)
-            if batcher.due():
-                batcher.flush()
-            if time.monotonic() >= next_report:
-                next_report = time.monotonic() + report_every
-                _log_counts(report, shipper, spec.listener)
-        batcher.flush()
-        try:
-            shipper.close()
-        except StoreUnavailable as exc:
-            report.notes.append(str(exc))
-    finally:
-        shipper.abandon()
-        follower.close()
-        state.close()
-    report.stats = shipper.stats
-    report.stats.skipped += follower.skipped + sum(c.skipped for c in report.sources.values())
-    report.syslog_dropped = spec.listener.dropped if spec.listener else 0
-    return report
+def collect_stream(es: Elasticsearch, settings: Settings, stream: BinaryIO, agency_id: str, source: str,
+                   now: datetime, year: int | None = None, options: CollectOptions | None = None
+                   ) -> WriteStats:
+    """Ship a stream (stdin) to its end."""
+    report = collect_once(es, settings, None, agency_id, source, now, year, options or CollectOptions(),
+                          stream=stream)
+    audit_collect(es, settings, report, {"file": "-", "source": source}, now, agency_id)
+    return report.stats
 
 
-def _add(batcher: _Batcher, normalizer: Normalizer, record: Record, counts: SourceCounts) -> None:
-    item = normalizer.normalize(record.text, record.offset, record.record_id)
-    _count(item, counts)
-    batcher.add(item, record)
-
-
-def _log_counts(report: CollectReport, shipper: Shipper, listener: Listener | None) -> None:
-    stats = shipper.stats
-    log.info("shipped %d events, %d dead letters; %d batches spooled%s", stats.events,
-             stats.dead_letters + stats.rejected, stats.spooled_batches,
-             f"; syslog: {listener.received} received, {listener.dropped} dropped" if listener else "")
-    for name, counts in sorted(report.sources.items()):
-        log.info("  %s: %d events, %d dead letters", name, counts.events, counts.dead_letters)
+def audit_collect(es: Elasticsearch, settings: Settings, report: CollectReport, details: dict[str, Any],
+                  now: datetime, agency_id: str) -> None:
+    stats = report.stats
+    audit(es, indices_of(settings), "collect", "success", now,
+          {**details, "events": stats.events, "dead_letters": stats.dead_letters + stats.rejected,
+           "skipped": stats.skipped}, settings.agency(agency_id).id)

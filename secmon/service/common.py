@@ -1,0 +1,53 @@
+"""What every flow shares: the operator's identity, the audit trail, and `setup`.
+
+Each flow takes its client and clock as arguments (nothing connects at import
+or construction time) and returns a summary; printing is the caller's business.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+from datetime import datetime
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from secmon.config import Settings
+from secmon.store.client import check, reporting
+from secmon.store.indices import Indices
+from secmon.store.templates import TemplateChange, install_templates
+from secmon.types import iso
+
+
+def operator() -> str:
+    """Who is acting: the OS account of this process (never $LOGNAME or $USER, which anyone can set)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a container user with no passwd entry
+        return f"uid:{os.getuid()}"
+
+
+def indices_of(settings: Settings) -> Indices:
+    return Indices(settings.elasticsearch.index_prefix)
+
+
+def audit(es: Elasticsearch, indices: Indices, action: str, outcome: str, now: datetime,
+          details: dict[str, Any], agency: str | None = None, message: str = "", user: str | None = None) -> None:
+    doc: dict[str, Any] = {
+        "@timestamp": iso(now), "event": {"action": action, "outcome": outcome},
+        "user": {"name": user or operator()}, "host": {"hostname": socket.gethostname()},
+        "secmon": {"details": details, "command": action}, "message": message}
+    if agency:
+        doc["organization"] = {"id": agency}
+    with reporting(es, "write the audit trail"):
+        es.index(index=indices.audit, document=doc)
+
+
+def setup(es: Elasticsearch, settings: Settings, now: datetime) -> tuple[str, list[TemplateChange]]:
+    version = check(es)
+    indices = indices_of(settings)
+    changes = install_templates(es, indices)
+    audit(es, indices, "setup", "success", now, {"templates": [c.name for c in changes if c.changed]})
+    return version, changes
