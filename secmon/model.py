@@ -182,3 +182,4 @@ class ScanSummary:
     deliveries_sent: int
     deliveries_pending: int
     notes: tuple[str, ...] = field(default=())
+    requests: int = 0  # search requests the rules cost (a handful, whatever the number of rules)
