@@ -77,6 +77,9 @@ class Finding:
     description: str = ""
     translations: tuple[tuple[str, str, str], ...] = ()  # (language, title, description) beyond English
     detector: Detector = "rule"
+    # Events of the burst inside the scan's window (the rest is context seen by earlier scans):
+    # what this finding adds to its incident's count. None: all of them (`count`).
+    new_count: int | None = None
 
     @property
     def group_key(self) -> str:
@@ -182,3 +185,7 @@ class ScanSummary:
     deliveries_sent: int
     deliveries_pending: int
     notes: tuple[str, ...] = field(default=())
+    suppressed: int = 0  # findings dropped by suppressions in force
+    notifications: int = 0  # notifications queued (new incidents, escalations, reminders)
+    unknown_agencies: tuple[str, ...] = ()  # matched events of agencies not in the config
+    requests: int = 0  # search requests the rules cost

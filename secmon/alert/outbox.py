@@ -20,9 +20,10 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.render import render, render_digest
+from secmon.alert.render import render
 from secmon.config import Settings, SmtpSettings
-from secmon.model import Delivery, Incident, stable_id
+from secmon.errors import StoreUnavailable
+from secmon.model import Delivery, Notification, stable_id
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.types import iso
@@ -38,35 +39,33 @@ class DeliveryReport:
     errors: tuple[str, ...]
 
 
-def enqueue(es: Elasticsearch, indices: Indices, settings: Settings, incidents: list[Incident], now: datetime) -> int:
-    """Queue alerts for new incidents, per agency: one each, or one digest above `smtp.digest_over`.
-
-    Ids derive from the incident ids, so a re-run never queues the same alert twice.
-    """
-    by_agency: dict[str, list[Incident]] = {}
-    for incident in incidents:
-        by_agency.setdefault(incident.finding.agency, []).append(incident)
+def enqueue(es: Elasticsearch, indices: Indices, settings: Settings, notifications: list[Notification],
+            now: datetime) -> int:
+    """Queue one alert per notification and agency; ids derive from (incident, notification key, agency),
+    so a re-run never queues the same alert twice. Any refusal other than "already queued" raises."""
     operations: list[dict[str, Any]] = []
-    for agency_id, group in by_agency.items():
-        agency = settings.agency(agency_id)
+    for notification in notifications:
+        incident = notification.incident
+        agency = settings.agency(incident.finding.agency)
         if not agency.recipients:
             continue
-        if len(group) > settings.smtp.digest_over:
-            batches = [(stable_id("digest", agency.id, *sorted(i.id for i in group)), group, render_digest(group, agency))]
-        else:
-            batches = [(stable_id("alert", i.id, agency.id), [i], render(i, agency)) for i in group]
-        for delivery_id, covered, (subject, body) in batches:
-            operations += [{"create": {"_index": indices.alerts, "_id": delivery_id}}, {
-                "@timestamp": iso(now), "organization": {"id": agency.id, "name": agency.name},
-                "secmon": {"incident_id": [i.id for i in covered], "recipients": list(agency.recipients),
-                           "language": agency.language, "subject": subject, "body": body, "status": "pending",
-                           "attempts": 0, "last_error": "", "updated": iso(now)},
-            }]
+        subject, body = render(incident, agency)
+        operations += [{"create": {"_index": indices.alerts, "_id": stable_id("alert", incident.id, notification.key,
+                                                                              agency.id)}}, {
+            "@timestamp": iso(now), "organization": {"id": agency.id, "name": agency.name},
+            "secmon": {"incident_id": [incident.id], "recipients": list(agency.recipients),
+                       "language": agency.language, "subject": subject, "body": body, "status": "pending",
+                       "attempts": 0, "last_error": "", "updated": iso(now)},
+        }]
     if not operations:
         return 0
     with reporting(es, "queue alerts"):
         response = es.bulk(operations=operations, refresh="wait_for")
     # 409 = already queued by an earlier run: exactly the deduplication we want.
+    failed = [item["create"] for item in response["items"] if item["create"].get("status") not in (201, 409)]
+    if failed:
+        error = failed[0].get("error", {})
+        raise StoreUnavailable(f"{len(failed)} alerts could not be queued: {error.get('type')}: {error.get('reason')}")
     return sum(1 for item in response["items"] if item["create"].get("status") == 201)
 
 

@@ -34,6 +34,10 @@ class Indices:
         return f"{self.prefix}-scans"
 
     @property
+    def exceptions(self) -> str:
+        return f"{self.prefix}-exceptions"
+
+    @property
     def audit(self) -> str:
         return f"{self.prefix}-audit"
 
