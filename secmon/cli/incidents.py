@@ -18,6 +18,7 @@ from secmon.service.triage import transition
 from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 STATUSES = ("open", "acknowledged", "closed")
+NOTE = click.option("--note", default="", help="Why (kept in the incident's timeline and the audit trail).")
 
 
 def _list(ctx: click.Context, agency: str | None, status: str | None, since: datetime | None, limit: int, page: int,
@@ -114,7 +115,7 @@ def _text(doc: dict[str, Any]) -> str:
 
 @incidents.command()
 @click.argument("incident_id")
-@click.option("--note", default="", help="Why (kept in the incident's timeline and the audit trail).")
+@NOTE
 @click.pass_context
 def ack(ctx: click.Context, incident_id: str, note: str) -> None:
     """Acknowledge an open incident: someone is on it."""
@@ -127,7 +128,7 @@ def ack(ctx: click.Context, incident_id: str, note: str) -> None:
 @click.option("--as", "resolution", required=True, type=click.Choice(RESOLUTIONS),
               help="What it was: true_positive, benign or false_positive (the last two are left out of model "
                    "training).")
-@click.option("--note", default="", help="Why (kept in the incident's timeline and the audit trail).")
+@NOTE
 @click.pass_context
 def close(ctx: click.Context, incident_id: str, resolution: str, note: str) -> None:
     """Close an incident with its resolution."""
@@ -137,7 +138,7 @@ def close(ctx: click.Context, incident_id: str, resolution: str, note: str) -> N
 
 @incidents.command()
 @click.argument("incident_id")
-@click.option("--note", default="", help="Why (kept in the incident's timeline and the audit trail).")
+@NOTE
 @click.pass_context
 def reopen(ctx: click.Context, incident_id: str, note: str) -> None:
     """Reopen a closed incident."""
