@@ -42,7 +42,7 @@ def _build(node: yaml.Node, at: KeyPath, marks: dict[KeyPath, tuple[int, int]], 
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             if isinstance(key, (list, dict)):
                 where = Location(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 raise InputError("a mapping key must be a scalar", location=where)
@@ -52,7 +52,7 @@ def _build(node: yaml.Node, at: KeyPath, marks: dict[KeyPath, tuple[int, int]], 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, at + (i,), marks, loader, path) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node, deep=True)
 
 
 def _error_location(path: str, exc: yaml.YAMLError) -> Location:

@@ -143,8 +143,8 @@ def record(es: Elasticsearch, indices: Indices, findings: Sequence[Finding], pol
             if decision.state.incident.id not in conflicted:
                 done[decision.state.incident.id] = decision
                 notifications.update({(n.incident.id, n.key): n for n in decision.notifications})
-        groups = {d.state.group_key for d in decisions if d.state.incident.id in conflicted}
-        pending = [f for f in pending if f.group_key in groups]
+        again = {d.state.group_key for d in decisions if d.state.incident.id in conflicted}
+        pending = [f for f in pending if f.group_key in again]
         if pending:  # the other writer's document exists but a search may not see it before a refresh
             with reporting(es, "refresh the incidents"):
                 es.indices.refresh(index=indices.incidents)

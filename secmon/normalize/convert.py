@@ -44,7 +44,7 @@ def to_long(value: Any) -> int:
             raise ValueError(f"{str(value)[:80]!r} is not an integer") from None
     if value not in _LONG:
         raise ValueError(f"{value} is out of range for a long")
-    return value
+    return int(value)
 
 
 def to_float(value: Any) -> float:

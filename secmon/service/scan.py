@@ -48,10 +48,10 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     if not candidates:
         return []
     narrowed = plan.narrowed_query(rule, query, candidates)
-    hits = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
-                          candidates)
+    grouped = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
+                             candidates)
     # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
-    return rule_hit_findings(rule, hits, start)
+    return rule_hit_findings(rule, grouped, start)
 
 
 @dataclass(frozen=True)

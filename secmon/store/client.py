@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -15,10 +16,11 @@ LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
 
 def connect(settings: ElasticsearchSettings) -> Elasticsearch:
     """A client; no request is made here (constructors must not do I/O)."""
+    tls: dict[str, Any] = {"ca_certs": settings.ca_certs} if settings.ca_certs else {}
     return Elasticsearch(
         list(settings.hosts),
         request_timeout=settings.request_timeout,
-        ca_certs=settings.ca_certs or None,
+        **tls,
         retry_on_timeout=True,
         max_retries=2,
         **settings.credentials(),

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from secmon.detect.rules.findings import AGENCY_FIELD, findings, hits_from_docs
+from secmon.detect.rules.findings import findings, hits_from_docs
+from secmon.types import AGENCY_FIELD
 from secmon.detect.rules.load import CompiledRule
 from secmon.detect.rules.match import matches
 

@@ -19,7 +19,7 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule, 
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
-from secmon.config import parse_duration
+from secmon.types import parse_duration
 from secmon.detect.rules.compile import (
     Compiled,
     FieldContext,

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from re import _parser as sre  # Python's own regex parser: the literals of a pattern, exactly
+from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's literals
 
 import ahocorasick
 
