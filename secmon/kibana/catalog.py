@@ -13,9 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from secmon.kibana.lens import (
-    Dashboard, DataView, Lens, Panel, RuntimeField, SavedSearch, count, date_histogram, metric, terms,
+    Dashboard,
+    DataView,
+    Lens,
+    Panel,
+    RuntimeField,
+    SavedSearch,
+    count,
+    date_histogram,
+    metric,
+    terms,
 )
-from secmon.store.fields import Alert, Audit, DeadLetter, Event, Exclusion, Incident, Scan
+from secmon.store.fields import (
+    Alert,
+    Audit,
+    DeadLetter,
+    Event,
+    Exclusion,
+    Incident,
+    Scan,
+)
 from secmon.store.indices import Indices
 from secmon.store.templates import TEMPLATE_NAMES, load_template
 from secmon.types import AGENCY_FIELD

@@ -12,10 +12,11 @@ import io
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import wraps
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # Severity colours, lowest first (also the legend order); no other colour in the report uses them.
 SEVERITY_COLOURS = ("#9e9e9e", "#4575b4", "#e6ab02", "#f46d43", "#a50026")
@@ -24,7 +25,7 @@ PREVIOUS = "#b8c7db"
 COVERED, GAP = "#1a9850", "#d73027"
 FONT = ["DejaVu Sans"]  # has every Vietnamese letter; ships with matplotlib
 
-STYLE = {"svg.fonttype": "path", "svg.hashsalt": "secmon", "font.family": FONT, "font.size": 9,
+STYLE: dict[str, Any] = {"svg.fonttype": "path", "svg.hashsalt": "secmon", "font.family": FONT, "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False}
 P = ParamSpec("P")
 
@@ -33,7 +34,7 @@ def _styled(chart: Callable[P, str]) -> Callable[P, str]:
     """Our style for this chart only (matplotlib's global settings stay as they were)."""
     @wraps(chart)
     def styled(*args: P.args, **kwargs: P.kwargs) -> str:
-        with rc_context(STYLE):
+        with rc_context(STYLE):  # type: ignore[arg-type]  # the stubs list every key as a Literal
             return chart(*args, **kwargs)
     return styled
 
@@ -59,7 +60,7 @@ def daily(per_day: Sequence[tuple[date, Sequence[int]]], labels: Sequence[str], 
     axes.set_xticks(days[::2] if len(days) > 16 else days)
     axes.set_xlim(0.3, len(days) + 0.7)
     axes.set_title(title, loc="left")
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     if any(bottom):
         axes.legend(loc="upper left", frameon=False, ncols=5)
         axes.set_ylim(0, max(bottom) * 1.3)
@@ -78,7 +79,7 @@ def ranked(rows: Sequence[tuple[str, int]], title: str, width: float = 7.2) -> s
     for y, value in enumerate(values):
         axes.annotate(f"{value:,}", (value, y), xytext=(3, 0), textcoords="offset points", va="center")
     axes.set_title(title, loc="left")
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlim(0, max(values, default=1) * 1.15 or 1)
     return _svg(figure)
 
@@ -93,7 +94,7 @@ def compared(labels: Sequence[str], now: Sequence[int], before: Sequence[int], n
     axes.bar([x - 0.2 for x in xs], before, width=0.4, color=PREVIOUS, label=names[1])
     axes.bar([x + 0.2 for x in xs], now, width=0.4, color=BAR, label=names[0])
     axes.set_xticks(list(xs), labels)
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title, loc="left")
     axes.legend(loc="upper left", frameon=False)
     axes.set_ylim(0, max([*now, *before, 1]) * 1.3)

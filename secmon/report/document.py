@@ -41,7 +41,7 @@ class Words:
     def __getitem__(self, key: str) -> str:
         return self.text[key]
 
-    def number(self, value: float | int | None, decimals: int = 0) -> str:
+    def number(self, value: float | None, decimals: int = 0) -> str:
         if value is None:
             return "–"
         shown = f"{value:,.{decimals}f}"

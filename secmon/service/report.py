@@ -36,7 +36,9 @@ class MonthlyReport:
     notes: tuple[str, ...]  # what the report could not include (said in the document too)
 
     def pdf(self) -> bytes:
-        from secmon.report.pdf import to_pdf  # WeasyPrint (and pango) only when a PDF is asked for
+        from secmon.report.pdf import (
+            to_pdf,  # WeasyPrint (and pango) only when a PDF is asked for
+        )
 
         return to_pdf(self.html)
 

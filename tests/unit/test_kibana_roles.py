@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ def matches(pattern: str, index: str) -> bool:
 
 
 def own_indices(agency: str) -> set[str]:
-    when = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 10, 1, tzinfo=UTC)
     return {INDICES.events(agency, when), INDICES.deadletter(agency)}
 
 

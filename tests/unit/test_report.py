@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from secmon.report import charts, facts as f, queries
+from secmon.report import charts, queries
+from secmon.report import facts as f
 from secmon.report.document import printable, render
 from secmon.report.month import Month
 from secmon.report.text import TEXT
 from secmon.store.fields import Incident
 from tests.mappings import aggregatable, mapping
 
-UTC = timezone.utc
 TZ = "Asia/Ho_Chi_Minh"
 OCT = Month(2026, 10)
 
