@@ -75,3 +75,9 @@ class StoreUnavailable(SecmonError):
 
 class DeliveryError(SecmonError):
     exit_code = ExitCode.DELIVERY
+
+
+class KibanaUnavailable(SecmonError):
+    """Kibana could not be reached or refused what we asked (the same exit code as Elasticsearch: the stack)."""
+
+    exit_code = ExitCode.ELASTICSEARCH

@@ -5,7 +5,6 @@ They cannot run here (no Docker engine), so this is what can be checked without 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import elasticsearch
 import yaml
 
 from secmon.config import load_settings
-from secmon.store.indices import Indices
-from secmon.store.templates import TEMPLATE_NAMES, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
@@ -61,21 +58,25 @@ def test_secmon_service_gets_every_secret_its_config_names() -> None:
     assert settings.elasticsearch.hosts == ("https://elasticsearch:9200",)
 
 
-def test_kibana_saved_objects_point_at_our_indices() -> None:
-    objects = [json.loads(line) for line in (ROOT / "kibana" / "secmon-saved-objects.ndjson").read_text().splitlines()]
-    indices = Indices("secmon")
-    titles = {o["attributes"]["title"] for o in objects if o["type"] == "index-pattern"}
-    assert titles == {indices.incidents, indices.alerts, indices.scans, indices.audit,
-                      indices.events_pattern("*").replace("-*-*", "-*"), "secmon-deadletter-*"}
-    views = {o["id"] for o in objects if o["type"] == "index-pattern"}
-    for search in (o for o in objects if o["type"] == "search"):
-        assert {r["id"] for r in search["references"]} <= views
-        json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
-    mapped = {name: load_template(name, "secmon")["template"]["mappings"]["properties"] for name in TEMPLATE_NAMES}
-    for search in (o for o in objects if o["type"] == "search"):
-        template = search["references"][0]["id"].removeprefix("secmon-")
-        for column in search["attributes"]["columns"]:
-            node = mapped[template]
-            for part in column.split("."):
-                node = node[part].get("properties", node[part]) if part in node else {}
-            assert node, f"{search['id']}: column {column} is not mapped in the {template} template"
+def test_first_start_applies_roles_and_imports_every_agency_space() -> None:
+    """The one-shot kibana-setup service runs the same commands the README documents, as `elastic`."""
+    import shlex
+
+    from secmon.cli.main import cli
+
+    setup = COMPOSE["services"]["kibana-setup"]
+    assert setup["build"] == COMPOSE["services"]["secmon"]["build"], "the secmon image, with this checkout's code"
+    assert setup["restart"] == "no"
+    script = setup["command"][0]
+    settings = load_settings(ROOT / "docker" / "secmon.yml")
+    environment = dict(entry.split("=", 1) for entry in setup["environment"])
+    assert environment[settings.elasticsearch.username_env] == "elastic"
+    assert environment[settings.elasticsearch.password_env] == "${ELASTIC_PASSWORD}"
+    assert environment["SECMON_KIBANA_URL"] == "http://kibana:5601"
+    commands = [part.strip() for part in re.split(r"&&|;|\bdo\b", script) if "secmon --config" in part]
+    assert [c.split("--config /etc/secmon/secmon.yml ")[1] for c in commands] == [
+        "kibana roles --apply", "kibana import --every-agency"]
+    for command in commands:  # each parses as a real secmon command line
+        args = shlex.split(command)[3:]
+        command = cli.commands[args[0]].commands[args[1]]  # type: ignore[attr-defined]
+        assert command.make_context(args[1], args[2:]).params  # its options exist

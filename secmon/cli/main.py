@@ -19,9 +19,11 @@ from secmon import __version__
 from secmon.cli.collect import collect as collect_command
 from secmon.cli.exceptions import exceptions as exceptions_group
 from secmon.cli.incidents import incidents as incidents_group
+from secmon.cli.kibana import kibana as kibana_group
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
+from secmon.cli.report import report as report_command
 from secmon.cli.rules import rules as rules_group
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
@@ -160,8 +162,10 @@ def status(ctx: click.Context) -> None:
 
 cli.add_command(collect_command)
 cli.add_command(incidents_group)
+cli.add_command(kibana_group)
 cli.add_command(exceptions_group)
 cli.add_command(pipelines_group)
+cli.add_command(report_command)
 cli.add_command(rules_group)
 
 
