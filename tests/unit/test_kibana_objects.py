@@ -88,7 +88,7 @@ def test_every_chart_field_is_aggregatable_in_its_template(space: str, bundle: B
         assert layer["columnOrder"] == list(layer["columns"])
         bucketed = [c["isBucketed"] for c in layer["columns"].values()]
         assert bucketed == sorted(bucketed, reverse=True), f"{name}: buckets before metrics"
-        for column_id, column in layer["columns"].items():
+        for column in layer["columns"].values():
             _check_column(name, view.template, runtime, column)
             if column["operationType"] == "terms" and column["params"]["orderBy"]["type"] == "column":
                 assert column["params"]["orderBy"]["columnId"] in layer["columns"]
