@@ -154,9 +154,10 @@ def _mounts(service: dict) -> dict[str, str]:  # type: ignore[type-arg]
     """Named volume -> the path it is mounted at in this service."""
     out = {}
     for entry in service.get("volumes", []):
+        if entry.startswith((".", "/", "${")):  # a bind mount of a file or folder of the host
+            continue
         source, target = entry.split(":")[:2]
-        if not source.startswith((".", "/")):
-            out[source] = target
+        out[source] = target
     return out
 
 
@@ -180,3 +181,27 @@ def test_no_key_in_any_volume_the_secmon_container_mounts() -> None:
         assert not source.name.endswith((".key", ".pem", ".p12")), source
     assert "COPY" not in "".join(line for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines()
                                  if ".key" in line)
+
+
+def test_the_three_node_profile() -> None:
+    services = COMPOSE["services"]
+    nodes = {"elasticsearch": services["elasticsearch"], "es02": services["es02"], "es03": services["es03"]}
+    assert services["es02"]["profiles"] == services["es03"]["profiles"] == ["cluster"]
+    assert "profiles" not in services["elasticsearch"]  # the one node of the default deployment
+    settings = {name: dict(e.split("=", 1) for e in s["environment"]) for name, s in nodes.items()}
+    assert settings["elasticsearch"]["${ES_DISCOVERY_SETTING:-discovery.type}"] == "${ES_DISCOVERY_VALUE:-single-node}"
+    for name in ("es02", "es03"):
+        assert settings[name]["cluster.initial_master_nodes"] == "elasticsearch,es02,es03"
+        assert set(settings[name]["discovery.seed_hosts"].split(",")) == set(nodes) - {name}
+        assert settings[name]["xpack.security.transport.ssl.certificate"] == f"certs/{name}/{name}.crt"
+        assert f"- name: {name}" in services["certs"]["command"]  # its certificate is made
+        assert "ports" not in services[name]  # only the first node is published
+    assert {s["cluster.name"] for s in settings.values()} == {"secmon"}
+    assert all(s["xpack.security.transport.ssl.enabled"] == "true" for s in settings.values())
+    commented = [line.lstrip("# ") for line in (ROOT / "docker" / ".env.example").read_text().splitlines()]
+    assert "ES_DISCOVERY_VALUE=es02,es03" in commented and "SECMON_CONFIG=./secmon-cluster.yml" in commented
+    one = yaml.safe_load((ROOT / "docker" / "secmon.yml").read_text())
+    three = yaml.safe_load((ROOT / "docker" / "secmon-cluster.yml").read_text())
+    assert three["elasticsearch"].pop("hosts") == [f"https://{n}:9200" for n in nodes]
+    one["elasticsearch"].pop("hosts")
+    assert one == three
