@@ -251,8 +251,8 @@ def _documents(path: Path) -> tuple[str, list[Located], list[RuleProblem]]:
 
 def _makes_rule(data: dict[Any, Any]) -> bool:
     """Whether pySigma turns this document into a rule (not a filter, nor a global/reset action)."""
-    action = data.get("action")
-    return action == "repeat" or (action is None and "filter" not in data)
+    action = data.get("action")  # the same tests, in the same order, as SigmaCollection.from_dicts
+    return action == "repeat" or (action is None and ("correlation" in data or "filter" not in data))
 
 
 def _collection(docs: list[Located]) -> tuple[SigmaCollection, dict[int, int]]:
