@@ -113,6 +113,16 @@ def smtp() -> Iterator[tuple[str, int, Mailbox]]:
         controller.stop()
 
 
+def es_local(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `scripts/es-local ARGS`; with `check`, a failure is an AssertionError that shows what it said."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), *args], env=env, capture_output=True,
+                            text=True, timeout=900, check=False)
+    if check:
+        assert result.returncode == 0, (f"es-local {' '.join(args)} exited {result.returncode}:\n"
+                                        f"{result.stdout}\n{result.stderr}")
+    return result
+
+
 def free_port() -> int:
     import socket
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from secmon.cli.context import es_of, settings_of
-from secmon.collect.syslog import Address, Listener, tls_context
+from secmon.collect.syslog import Address, Limits, Listener, tls_context
 from secmon.errors import InputError
 from secmon.service.collect import CollectOptions, CollectReport, collect_files, collect_stream
 from secmon.service.follow import FollowSpec, collect_follow
@@ -53,6 +53,10 @@ def _counts(stats: WriteStats) -> str:
 @click.option("--syslog-tls", metavar="HOST:PORT", help="With --follow: receive syslog over TLS (RFC 5425).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Certificate (PEM) for --syslog-tls.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key (PEM) for --syslog-tls.")
+@click.option("--syslog-max-connections", type=click.IntRange(1, 100_000), default=Limits.max_connections,
+              show_default=True, metavar="N", help="TCP/TLS syslog connections at once; more are closed and counted.")
+@click.option("--syslog-idle-timeout", type=click.FloatRange(1, 7 * 86400), default=Limits.idle_timeout,
+              show_default=True, metavar="SECONDS", help="Close a TCP/TLS syslog connection silent this long.")
 @click.option("--from-end", is_flag=True, help="With --follow: files never seen before start at their end.")
 @click.option("--multiline-start", metavar="REGEX",
               help="A line matching REGEX starts a record; other lines continue the one before.")
@@ -68,7 +72,7 @@ def _counts(stats: WriteStats) -> str:
 @click.pass_context
 def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
             syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
-            tls_key: str | None, from_end: bool, multiline_start: str | None, state: Path | None, spool_max: int,
+            tls_key: str | None, syslog_max_connections: int, syslog_idle_timeout: float, from_end: bool, multiline_start: str | None, state: Path | None, spool_max: int,
             batch_size: int, batch_wait: float) -> None:
     """Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin).
 
@@ -86,7 +90,9 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
                              from_end=from_end, spool_max_bytes=spool_max << 20, batch_events=batch_size,
                              batch_wait=batch_wait)
     if follow:
-        _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key)
+        limits = Limits(max_connections=syslog_max_connections, idle_timeout=syslog_idle_timeout)
+        _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key,
+                limits)
         return
     es, settings = es_of(ctx), settings_of(ctx)
     paths = [Path(name) for name in files if name != "-"]
@@ -130,7 +136,7 @@ class _ProgressBars:
 
 def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: str, year: int | None,
             options: CollectOptions, listen: tuple[str | None, str | None, str | None],
-            tls_cert: str | None, tls_key: str | None) -> None:
+            tls_cert: str | None, tls_key: str | None, limits: Limits) -> None:
     udp, tcp, tls = (Address.parse(text, flag) if text else None
                      for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
     if tls and not (tls_cert and tls_key):
@@ -140,7 +146,7 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
     listener = None
     if udp or tcp or tls:
         context = tls_context(tls_cert, tls_key) if tls and tls_cert and tls_key else None
-        listener = Listener(udp=udp, tcp=tcp, tls=tls, tls_context=context).start()
+        listener = Listener(udp=udp, tcp=tcp, tls=tls, tls_context=context, limits=limits).start()
         for kind, (host, port) in listener.addresses.items():
             click.echo(f"listening for syslog on {kind} {host}:{port}", err=True)
     stop = threading.Event()

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import yaml
 
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import table
-from secmon.errors import ExitCode
+from secmon.errors import ExitCode, InputError
 
 if TYPE_CHECKING:  # commands import detect (pySigma) when they run: other commands start faster
     from secmon.detect.rules.load import RuleSet
@@ -120,9 +119,8 @@ def test(ctx: click.Context, paths: tuple[Path, ...]) -> None:
             problems += [(p.where, p.reason) for p in ruleset.problems]
             try:
                 examples = examples_of(path)
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                problems.append((str(path), f"cannot read the examples: {exc}"))
-                continue
+            except InputError:
+                continue  # the same problem is already in ruleset.problems
             if examples is None:
                 problems.append((str(path), "no secmon.examples in the first document"))
                 continue

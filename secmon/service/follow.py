@@ -116,6 +116,8 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
     report.stats = shipper.stats
     report.stats.skipped += follower.skipped + sum(c.skipped for c in report.sources.values())
     report.syslog_dropped = spec.listener.dropped if spec.listener else 0
+    if spec.listener and spec.listener.connections.accepted + spec.listener.connections.refused:
+        report.notes.append(f"syslog: {spec.listener.connections.summary()}")
     return report
 
 
@@ -129,7 +131,8 @@ def _log_counts(report: CollectReport, shipper: Shipper, listener: Listener | No
     stats = shipper.stats
     log.info("shipped %d events, %d dead letters; %d batches spooled%s", stats.events,
              stats.dead_letters + stats.rejected, stats.spooled_batches,
-             f"; syslog: {listener.received} received, {listener.dropped} dropped" if listener else "")
+             f"; syslog: {listener.received} received, {listener.dropped} dropped; "
+             f"{listener.connections.summary()}" if listener else "")
     for name, counts in sorted(report.sources.items()):
         log.info("  %s: %d events, %d dead letters", name, counts.events, counts.dead_letters)
 

@@ -16,6 +16,9 @@ from elasticsearch import Elasticsearch
 from secmon.store.client import reporting
 
 PAGE = 5000
+# A shard that fails (its node left the cluster, a point in time lost with it) must fail the search,
+# not shorten it: a rule that sees part of a window raises different incidents than the whole.
+WHOLE = {"allow_partial_search_results": False}
 
 
 def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]
@@ -29,7 +32,7 @@ def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: t
             composite["after"] = after
         with reporting(es, f"aggregate matches in {index}"):
             response = es.search(index=index, query=query, size=0, aggs={"groups": {"composite": composite}},
-                                 ignore_unavailable=True, allow_no_indices=True)
+                                 ignore_unavailable=True, allow_no_indices=True, **WHOLE)
         agg = response.get("aggregations", {}).get("groups")
         if not agg or not agg["buckets"]:
             return
@@ -44,14 +47,14 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
                    ) -> Iterator[dict[str, Any]]:
     """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
     with reporting(es, f"open a point in time on {index}"):
-        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
+        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True, **WHOLE)["id"]
     try:
         after: list[Any] | None = None
         while True:
             body: dict[str, Any] = {
                 "query": query, "size": PAGE, "pit": {"id": pit, "keep_alive": "2m"},
                 "sort": [{"@timestamp": "asc"}, {"_shard_doc": "asc"}],
-                "_source": False, "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False,
+                "_source": False, "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False, **WHOLE,
             }
             if after:
                 body["search_after"] = after

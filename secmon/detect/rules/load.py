@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule, SigmaCorrelationType
 from sigma.exceptions import SigmaError
@@ -37,7 +36,9 @@ from secmon.detect.rules.pipeline import (
     processing_pipeline,
     register_modifier_aliases,
 )
+from secmon.errors import InputError
 from secmon.model import Severity
+from secmon.yamlio import Located, load_all_text, read_text
 
 DEFAULT_SUPPRESS = timedelta(hours=1)
 KINDS = ("single", "event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg")
@@ -213,16 +214,6 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
     )
 
 
-def _doc_lines(text: str) -> list[int]:
-    """1-based line where each YAML document of the file starts."""
-    starts, line = [1], 1
-    for raw in text.splitlines():
-        if raw.startswith("---") and line > 1:
-            starts.append(line + 1)
-        line += 1
-    return starts
-
-
 def _locate(text: str, start: int, reason: str) -> tuple[int, int]:
     """Best line:column for a problem: the first quoted name of the reason found in the rule."""
     lines = text.splitlines()
@@ -235,25 +226,66 @@ def _locate(text: str, start: int, reason: str) -> tuple[int, int]:
     return start, 1
 
 
+def _documents(path: Path) -> tuple[str, list[Located], list[RuleProblem]]:
+    """The file's text and rule documents, each a mapping; anything else is a problem of this file."""
+    try:  # our loader, not pySigma's safe_load: alias bombs are refused with their line
+        text = read_text(path)
+        docs = list(load_all_text(text, str(path)))
+    except InputError as exc:
+        return "", [], [RuleProblem(str(exc.location or path), exc.message)]
+    kept: list[Located] = []
+    problems: list[RuleProblem] = []
+    for doc in docs:
+        if doc.data is None:  # an empty document, e.g. after a trailing '---'
+            continue
+        if isinstance(doc.data, dict):
+            kept.append(doc)
+            continue
+        found = "a list" if isinstance(doc.data, list) else f"{type(doc.data).__name__} {str(doc.data)[:40]!r}"
+        problems.append(RuleProblem(str(doc.loc()), f"a Sigma rule is a YAML mapping (title, logsource, "
+                                                     f"detection, ...); this document is {found}"))
+    if not kept and not problems:
+        problems.append(RuleProblem(str(path), "empty: the file holds no YAML document, so no rule"))
+    return text, kept, problems
+
+
+def _makes_rule(data: dict[Any, Any]) -> bool:
+    """Whether pySigma turns this document into a rule (not a filter, nor a global/reset action)."""
+    action = data.get("action")  # the same tests, in the same order, as SigmaCollection.from_dicts
+    return action == "repeat" or (action is None and ("correlation" in data or "filter" not in data))
+
+
+def _collection(docs: list[Located]) -> tuple[SigmaCollection, dict[int, int]]:
+    """pySigma's collection of the documents, and the line each rule starts at (by id of the rule)."""
+    # References are resolved after the lines are recorded: resolving reorders the rules.
+    collection = SigmaCollection.from_dicts([d.data for d in docs], collect_errors=True, resolve_references=False)
+    starts = [d.loc().line or 1 for d in docs if _makes_rule(d.data)]
+    lines = {id(rule): line for rule, line in zip(collection.rules, starts)} if len(starts) == len(
+        collection.rules) else {}
+    collection.resolve_rule_references()
+    return collection, lines
+
+
 def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
+    """The rules of one file; whatever is wrong with the file or a rule in it is a problem, never an exception."""
     sources = sources or logsources()
     register_modifier_aliases()
+    text, docs, problems = _documents(path)
+    if not docs:
+        return RuleSet((), tuple(problems))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return RuleSet((), (RuleProblem(str(path), f"cannot read the file: {exc}"),))
-    try:
-        collection = SigmaCollection.from_yaml(text, collect_errors=True)
-        collection.resolve_rule_references()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        return RuleSet((), (RuleProblem(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}"),))
+        collection, lines = _collection(docs)
     except SigmaError as exc:
-        return RuleSet((), (RuleProblem(_sigma_where(path, exc, 1), str(exc)),))
-    starts = _doc_lines(text)
+        return RuleSet((), (*problems, RuleProblem(_sigma_where(path, exc, None), str(exc))))
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # pySigma assumes well-formed fields (a text `id`, text detection keys) and fails with Python
+        # errors on other shapes; hostile community files must not stop the other files.
+        return RuleSet((), (*problems, RuleProblem(str(path), f"pySigma cannot read this file "
+                                                              f"({type(exc).__name__}: {exc})")))
+    attached = {id(err) for rule in collection.rules for err in rule.errors}
+    problems += [RuleProblem(_sigma_where(path, err, None), str(err))
+                 for err in collection.errors if id(err) not in attached]  # e.g. an unknown `action`
     rules: list[CompiledRule] = []
-    problems: list[RuleProblem] = []
     used = {id(ref.rule) for r in collection.rules if isinstance(r, SigmaCorrelationRule) for ref in r.rules or ()}
     # Field mapping first, on every rule: a correlation compiles the rules it references.
     broken: dict[int, str] = {}
@@ -263,8 +295,8 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
                 processing_pipeline().apply(rule)
             except (SigmaError, ValueError) as exc:
                 broken[id(rule)] = str(exc)
-    for index, rule in enumerate(collection.rules):
-        start = starts[index] if index < len(starts) else 1
+    for rule in collection.rules:
+        start = lines.get(id(rule), 1)
         title = rule.title or "(untitled)"
         if rule.errors:
             problems.extend(RuleProblem(f"{_sigma_where(path, err, start)}: {title}", str(err)) for err in rule.errors)
@@ -285,16 +317,19 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
         except (UnsupportedRule, SigmaError, ValueError) as exc:
             line, column = _locate(text, start, str(exc))
             problems.append(RuleProblem(f"{path}:{line}:{column}: {title}", str(exc)))
+    if not rules and not problems:  # never "0 rules, 0 problems" for a file that was read
+        problems.append(RuleProblem(str(path), "no rule to run: the file holds only Sigma filters or "
+                                               "collection actions, which apply to rules of their own file"))
     return RuleSet(tuple(rules), tuple(problems))
 
 
-def _sigma_where(path: Path, error: Exception, start: int) -> str:
+def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
     source = getattr(error, "source", None)
     line = getattr(source, "line", None)
     column = getattr(source, "char", None)
     if line:
         return f"{path}:{line}" + (f":{column}" if column else "")
-    return f"{path}:{start}"
+    return f"{path}:{start}" if start else str(path)
 
 
 def rule_files(root: Path) -> list[Path]:
@@ -305,12 +340,19 @@ def load_rules(paths: list[Path]) -> RuleSet:
     sources = logsources()
     rules: list[CompiledRule] = []
     problems: list[RuleProblem] = []
+    seen: dict[str, str] = {}  # rule id -> the file that defined it first
     for root in paths:
         if not root.exists():
             problems.append(RuleProblem(str(root), "no such file or folder"))
             continue
         for path in rule_files(root):
             loaded = load_rule_file(path, sources)
-            rules.extend(loaded.rules)
             problems.extend(loaded.problems)
+            for rule in loaded.rules:
+                if rule.id in seen:  # the same rule twice would raise the same incidents twice
+                    problems.append(RuleProblem(f"{path}: {rule.title}", f"rule id {rule.id} is already defined in "
+                                                                         f"{seen[rule.id]}; this copy is not run"))
+                    continue
+                seen[rule.id] = rule.path
+                rules.append(rule)
     return RuleSet(tuple(rules), tuple(problems))
