@@ -5,6 +5,7 @@ They cannot run here (no Docker engine), so this is what can be checked without 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import elasticsearch
 import yaml
 
 from secmon.config import load_settings
+from secmon.store.indices import Indices
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())

@@ -32,7 +32,8 @@ def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: t
             composite["after"] = after
         with reporting(es, f"aggregate matches in {index}"):
             response = es.search(index=index, query=query, size=0, aggs={"groups": {"composite": composite}},
-                                 ignore_unavailable=True, allow_no_indices=True, **WHOLE)
+                                 ignore_unavailable=True, allow_no_indices=True,
+                                 allow_partial_search_results=False)
         agg = response.get("aggregations", {}).get("groups")
         if not agg or not agg["buckets"]:
             return
@@ -47,7 +48,8 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
                    ) -> Iterator[dict[str, Any]]:
     """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
     with reporting(es, f"open a point in time on {index}"):
-        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True, **WHOLE)["id"]
+        pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True,
+                                     allow_partial_search_results=False)["id"]
     try:
         after: list[Any] | None = None
         while True:
