@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Literal
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
+from secmon.alert.dispatch import DeliveryReport, deliver_pending
+from secmon.alert.outbox import enqueue
 from secmon.config import Settings
 from secmon.errors import SecmonError
 from secmon.incidents import store as incident_store
-from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
+from secmon.model import Finding, Notification, ScanSummary, ScanWindow, stable_id
 from secmon.service.common import audit, indices_of, operator
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
@@ -121,9 +122,14 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
     findings = [f for f in findings if f.agency in known]
     recorded = incident_store.record(es, indices, findings, scan_id, now)
     new = [r.incident for r in recorded if r.is_new]
-    enqueue(es, indices, settings, new, now)
-    report = deliver_pending(es, indices, settings.smtp, now) if options.deliver else DeliveryReport(0, 0, 0, ())
+    queued = enqueue(es, indices, settings, [Notification(i, "opened", "opened") for i in new], now)
+    report = deliver_pending(es, indices, settings, now) if options.deliver else DeliveryReport()
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += [f"no alert: {why}" for why in queued.unrouted]
+    if queued.below_floor:
+        notes.append(f"{queued.below_floor} new incidents are below every recipient's severity floor: no email")
+    if queued.render_failed:
+        notes.append(f"{queued.render_failed} alerts could not be rendered: queued as failed (secmon alerts outbox)")
     notes += [f"alert delivery failed: {e}" for e in report.errors]
     summary = ScanSummary(
         id=scan_id, started=now, window_from=options.start, window_to=options.end,

@@ -1,0 +1,257 @@
+"""Deliver the outbox: claim, send, record, one document at a time.
+
+Exactly once per message, whatever crashes: a document is claimed before it is sent
+(pending -> sending, with an owner and a deadline, written with if_seq_no/if_primary_term, so of
+two deliverers exactly one wins), and its outcome is written right after its own send. A process
+killed between the SMTP server's "250" and that write leaves the document `sending`; once its
+claim deadline passes, the next run sends it again with the same Message-ID, so at most the one
+message in flight goes twice. One message's failure never touches another.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.errors import MessageError
+from email.message import EmailMessage
+from typing import Any
+
+from elasticsearch import ConflictError, Elasticsearch, NotFoundError
+
+from secmon.alert import overflow
+from secmon.alert.message import build
+from secmon.alert.outbox import create_docs, from_hit, new_doc, pages
+from secmon.alert.render import RenderError, Templates
+from secmon.alert.send import SendFailure, SmtpSession
+from secmon.config import Settings
+from secmon.model import Delivery
+from secmon.store.client import reporting
+from secmon.store.indices import Indices
+from secmon.types import iso, parse_duration
+
+Send = Callable[[EmailMessage, str], str]  # (message, recipient) -> the server's reply; raises SendFailure
+_BACKOFF_DOUBLINGS = 30  # 2**30 times retry_base is past any retry_max
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int = 0  # accepted by the SMTP server in this run
+    pending: int = 0  # attempted in this run and not accepted: retried later with backoff
+    failed: int = 0  # given up in this run: older than alerts.max_age, or the document cannot become an email
+    errors: tuple[str, ...] = ()  # the distinct reasons
+    folded: int = 0  # alerts folded into an overflow digest by the hourly cap (marked sent)
+    held: int = 0  # alerts kept for the next hour: that hour's overflow digest had already gone
+    skipped: int = 0  # documents another deliverer claimed first
+    outbox_pending: int = 0  # in the outbox after the run: pending or in flight (not yet due, or retrying)
+    outbox_failed: int = 0  # in the outbox after the run: failed, until `secmon alerts retry`
+
+
+@dataclass(frozen=True)
+class _Claim:
+    delivery: Delivery
+    source: dict[str, Any]
+    seq_no: int
+    primary_term: int
+
+
+def due_query(now: datetime) -> dict[str, Any]:
+    """Pending and due, or claimed by a deliverer that did not finish in time (a crash)."""
+    return {"bool": {"should": [
+        {"bool": {"filter": [{"term": {"secmon.status": "pending"}}, {"range": {"secmon.next_attempt": {"lte": iso(now)}}}]}},
+        {"bool": {"filter": [{"term": {"secmon.status": "sending"}},
+                             {"range": {"secmon.claim_deadline": {"lte": iso(now)}}}]}},
+    ], "minimum_should_match": 1}}
+
+
+def backoff(settings: Settings, attempts_before: int) -> timedelta:
+    base, cap = parse_duration(settings.alerts.retry_base), parse_duration(settings.alerts.retry_max)
+    return max(min(cap, base * 2 ** min(attempts_before, _BACKOFF_DOUBLINGS)), timedelta(seconds=1))
+
+
+class _Run:
+    def __init__(self, es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send) -> None:
+        self.es, self.indices, self.settings, self.now, self.send = es, indices, settings, now, send
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.deadline = iso(now + parse_duration(settings.alerts.claim_timeout))
+        self.max_age = parse_duration(settings.alerts.max_age)
+        self.hour = overflow.hour_of(now)
+        self.counts: Counter[str] = Counter()
+        self.errors: dict[str, None] = {}
+        self.this_hour: Counter[str] = Counter(overflow.sent_in_hour(es, indices, self.hour))
+        self.over_cap: dict[str, list[_Claim]] = {}
+
+    # --- one document ---------------------------------------------------------------------------
+
+    def _update(self, doc_id: str, seq_no: int, primary_term: int, fields: dict[str, Any], doing: str
+                ) -> tuple[int, int] | None:
+        """An optimistic-concurrency update of secmon.*; None when someone else changed the document first."""
+        with reporting(self.es, doing):
+            try:
+                response = self.es.update(index=self.indices.alerts, id=doc_id, if_seq_no=seq_no,
+                                          if_primary_term=primary_term,
+                                          doc={"secmon": {**fields, "updated": iso(self.now)}})
+            except (ConflictError, NotFoundError):
+                return None
+        return int(response["_seq_no"]), int(response["_primary_term"])
+
+    def claim(self, hit: dict[str, Any], digest_id: str | None = None) -> _Claim | None:
+        fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline, "digest_id": digest_id}
+        version = self._update(hit["_id"], hit["_seq_no"], hit["_primary_term"], fields, "claim an alert")
+        if version is None:
+            self.counts["skipped"] += 1
+            return None
+        return _Claim(from_hit(hit), hit["_source"], *version)
+
+    def record(self, claim: _Claim, fields: dict[str, Any]) -> None:
+        """The outcome of one message, written right after it, on that document alone."""
+        done = {"claimed_by": None, "claim_deadline": None, **fields}
+        if self._update(claim.delivery.id, claim.seq_no, claim.primary_term, done, "record an alert delivery") is None:
+            # Our claim expired and another deliverer took the document over: its outcome will be recorded.
+            self.errors[f"claim on {claim.delivery.id} expired before its outcome was recorded "
+                        "(alerts.claim_timeout shorter than a send?)"] = None
+
+    def deliver(self, claim: _Claim) -> None:
+        d = claim.delivery
+        try:
+            message = build(d, self.settings.smtp.sender, self.now)
+        except (ValueError, TypeError, LookupError, MessageError) as exc:  # this document only
+            reason = f"cannot build the message: {type(exc).__name__}: {exc}"
+            self.record(claim, {"status": "failed", "last_error": reason, "attempts": d.attempts + 1})
+            self.counts["failed"] += 1
+            self.errors[reason] = None
+            return
+        try:
+            reply = self.send(message, d.recipient)
+        except SendFailure as failure:
+            self.retry_or_give_up(claim, failure)
+            return
+        code = reply[:3]
+        self.record(claim, {"status": "sent", "sent_at": iso(self.now), "smtp_reply": reply, "last_error": "",
+                            "smtp_code": int(code) if code.isdigit() else None, "attempts": d.attempts + 1})
+        self.counts["sent"] += 1
+        if d.kind == "alert":
+            self.this_hour[d.recipient] += 1
+
+    def retry_or_give_up(self, claim: _Claim, failure: SendFailure) -> None:
+        d = claim.delivery
+        fields: dict[str, Any] = {"last_error": failure.reason, "smtp_code": failure.code, "attempts": d.attempts + 1}
+        queued = d.queued or self.now
+        if self.now - queued >= self.max_age:
+            fields["status"] = "failed"
+            self.counts["failed"] += 1
+        else:
+            # The last try falls at max_age exactly, then `failed`: never silently longer.
+            retry_at = min(self.now + backoff(self.settings, d.attempts), queued + self.max_age)
+            fields.update(status="pending", next_attempt=iso(retry_at))
+            self.counts["pending"] += 1
+        self.record(claim, fields)
+        self.errors[failure.reason] = None
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def visit(self, hit: dict[str, Any]) -> None:
+        d = from_hit(hit)
+        if d.status == "sending" and d.digest_id:  # a fold interrupted by a crash
+            members = overflow.folded_by(self.es, self.indices, d.digest_id)
+            if members is not None and d.id in members:
+                claim = self.claim(hit, d.digest_id)
+                if claim:
+                    self.record(claim, {"status": "sent", "sent_at": iso(self.now)})
+                    self.counts["folded"] += 1
+                return
+        if d.kind == "alert" and self.this_hour[d.recipient] >= self.settings.alerts.hourly_cap:
+            claim = self.claim(hit, overflow.overflow_id(d.recipient, self.hour))
+            if claim:
+                self.over_cap.setdefault(d.recipient, []).append(claim)
+            return
+        claim = self.claim(hit)
+        if claim:
+            self.deliver(claim)
+
+    def fold(self, templates: Templates, claims: list[_Claim]) -> None:
+        """Fold one recipient's alerts over the cap into that hour's overflow digest, then send it."""
+        first = claims[0].delivery
+        digest_id = overflow.overflow_id(first.recipient, self.hour)
+        agencies: dict[str, str] = {}
+        for c in claims:
+            for agency_id, name in zip(c.delivery.agencies, c.source.get("organization", {}).get("name", [])):
+                agencies.setdefault(agency_id, name)
+        try:
+            rendered = overflow.render_overflow(templates, self.settings, first, self.hour,
+                                                [c.source["secmon"].get("summary", {}) for c in claims])
+        except RenderError as exc:
+            reason = f"overflow digest: {type(exc).__name__}: {exc}"
+            self.errors[reason] = None
+            members: set[str] = set()  # nothing folded: all held for the next hour, sent one by one then
+        else:
+            doc = new_doc(kind="overflow", delivery_id=digest_id, agencies=agencies,
+                          recipient=overflow.recipient_of(first), rendered=rendered, sender=self.settings.smtp.sender,
+                          now=self.now, incident_ids=[i for c in claims for i in c.delivery.incident_ids],
+                          extra={"folded": [c.delivery.id for c in claims]})
+            created, _ = create_docs(self.es, self.indices.alerts, [(digest_id, doc)], "queue an overflow digest")
+            members = {c.delivery.id for c in claims} if created else (
+                overflow.folded_by(self.es, self.indices, digest_id) or set())
+        next_hour = iso(self.hour + timedelta(hours=1))
+        for c in claims:
+            if c.delivery.id in members:
+                self.record(c, {"status": "sent", "sent_at": iso(self.now), "digest_id": digest_id})
+                self.counts["folded"] += 1
+            else:  # this hour's digest went out already: the next hour has a fresh cap
+                self.record(c, {"status": "pending", "next_attempt": next_hour, "digest_id": None})
+                self.counts["held"] += 1
+        if members:
+            self.deliver_by_id(digest_id)
+
+    def deliver_by_id(self, doc_id: str) -> None:
+        with reporting(self.es, "read an overflow digest"):
+            hit = self.es.get(index=self.indices.alerts, id=doc_id).body
+        status = hit["_source"]["secmon"]["status"]
+        if status == "pending" or (status == "sending" and hit["_source"]["secmon"].get("claim_deadline", "") <= iso(self.now)):
+            claim = self.claim(hit)
+            if claim:
+                self.deliver(claim)
+
+    def totals(self) -> tuple[int, int]:
+        """(pending or in flight, failed) in the whole outbox after the run."""
+        with reporting(self.es, "count the outbox"):
+            self.es.indices.refresh(index=self.indices.alerts)
+            response = self.es.search(index=self.indices.alerts, size=0,
+                                      aggs={"status": {"terms": {"field": "secmon.status", "size": 10}}})
+        by_status = {b["key"]: b["doc_count"] for b in response["aggregations"]["status"]["buckets"]}
+        return by_status.get("pending", 0) + by_status.get("sending", 0), by_status.get("failed", 0)
+
+    def report(self) -> DeliveryReport:
+        outbox_pending, outbox_failed = self.totals()
+        c = self.counts
+        return DeliveryReport(sent=c["sent"], pending=c["pending"], failed=c["failed"], errors=tuple(self.errors),
+                              folded=c["folded"], held=c["held"], skipped=c["skipped"],
+                              outbox_pending=outbox_pending, outbox_failed=outbox_failed)
+
+
+def deliver_pending(es: Elasticsearch, indices: Indices, settings: Settings, now: datetime,
+                    send: Send | None = None) -> DeliveryReport:
+    """Send every due outbox document (all of them, page by page), recording each outcome as it happens."""
+    with reporting(es, "read queued alerts"):
+        if not es.indices.exists(index=indices.alerts):
+            return DeliveryReport()
+    templates = Templates.of(settings)  # before anything is claimed: a broken override stops nothing midway
+    if send is not None:
+        return _deliver(es, indices, settings, now, send, templates)
+    with SmtpSession(settings.smtp) as session:
+        return _deliver(es, indices, settings, now, session.send, templates)
+
+
+def _deliver(es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send,
+             templates: Templates) -> DeliveryReport:
+    run = _Run(es, indices, settings, now, send)
+    for page in pages(es, indices.alerts, due_query(now), "read queued alerts"):
+        for hit in page:
+            run.visit(hit)
+    for claims in run.over_cap.values():
+        run.fold(templates, claims)
+    return run.report()
