@@ -29,6 +29,7 @@ from secmon.alert.outbox import create_docs, from_hit, new_doc, pages
 from secmon.alert.render import RenderError, Templates
 from secmon.alert.send import SendFailure, SmtpSession
 from secmon.config import Settings
+from secmon.errors import StoreUnavailable
 from secmon.model import Delivery
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
@@ -83,7 +84,7 @@ class _Run:
         self.counts: Counter[str] = Counter()
         self.errors: dict[str, None] = {}
         self.this_hour: Counter[str] = Counter(overflow.sent_in_hour(es, indices, self.hour))
-        self.over_cap: dict[str, list[_Claim]] = {}
+        self.over_cap: dict[str, list[dict[str, Any]]] = {}  # recipient -> due hits past the cap
 
     # --- one document ---------------------------------------------------------------------------
 
@@ -98,6 +99,32 @@ class _Run:
             except (ConflictError, NotFoundError):
                 return None
         return int(response["_seq_no"]), int(response["_primary_term"])
+
+    def _update_many(self, items: list[tuple[dict[str, Any], dict[str, Any]]], doing: str
+                     ) -> list[tuple[int, int] | None]:
+        """`_update` for many documents in one bulk; each item keeps its own optimistic concurrency."""
+        operations: list[dict[str, Any]] = []
+        for hit, fields in items:
+            operations += [{"update": {"_index": self.indices.alerts, "_id": hit["_id"], "if_seq_no": hit["_seq_no"],
+                                       "if_primary_term": hit["_primary_term"]}},
+                           {"doc": {"secmon": {**fields, "updated": iso(self.now)}}}]
+        with reporting(self.es, doing):
+            response = self.es.bulk(operations=operations)
+        versions: list[tuple[int, int] | None] = []
+        errors = []
+        for item in response["items"]:
+            result = item["update"]
+            if result.get("status") in (200, 201):
+                versions.append((int(result["_seq_no"]), int(result["_primary_term"])))
+            else:
+                versions.append(None)
+                if result.get("status") not in (404, 409):  # changed or gone meanwhile: someone else has it
+                    errors.append(result.get("error", {}))
+        if errors:
+            first = errors[0] if isinstance(errors[0], dict) else {"reason": str(errors[0])}
+            raise StoreUnavailable(f"{len(errors)} of {len(items)} outbox updates failed ({doing}): "
+                                   f"{first.get('type')}: {first.get('reason')}")
+        return versions
 
     def claim(self, hit: dict[str, Any], digest_id: str | None = None) -> _Claim | None:
         fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline, "digest_id": digest_id}
@@ -165,18 +192,27 @@ class _Run:
                     self.counts["folded"] += 1
                 return
         if d.kind == "alert" and self.this_hour[d.recipient] >= self.settings.alerts.hourly_cap:
-            claim = self.claim(hit, overflow.overflow_id(d.recipient, self.hour))
-            if claim:
-                self.over_cap.setdefault(d.recipient, []).append(claim)
+            self.over_cap.setdefault(d.recipient, []).append(hit)  # claimed together when folded: no SMTP between
             return
         claim = self.claim(hit)
         if claim:
             self.deliver(claim)
 
-    def fold(self, templates: Templates, claims: list[_Claim]) -> None:
-        """Fold one recipient's alerts over the cap into that hour's overflow digest, then send it."""
+    def fold(self, templates: Templates, hits: list[dict[str, Any]]) -> None:
+        """Fold one recipient's alerts over the cap into that hour's overflow digest, then send it.
+
+        No email is sent between claiming and recording these, so both are one bulk each.
+        """
+        digest_id = overflow.overflow_id(from_hit(hits[0]).recipient, self.hour)
+        claim_fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline,
+                        "digest_id": digest_id}
+        claims = [_Claim(from_hit(hit), hit["_source"], *version) for hit, version in
+                  zip(hits, self._update_many([(hit, claim_fields) for hit in hits], "claim alerts over the cap"))
+                  if version is not None]
+        self.counts["skipped"] += len(hits) - len(claims)
+        if not claims:
+            return
         first = claims[0].delivery
-        digest_id = overflow.overflow_id(first.recipient, self.hour)
         agencies: dict[str, str] = {}
         for c in claims:
             for agency_id, name in zip(c.delivery.agencies, c.source.get("organization", {}).get("name", [])):
@@ -193,17 +229,22 @@ class _Run:
                           recipient=overflow.recipient_of(first), rendered=rendered, sender=self.settings.smtp.sender,
                           now=self.now, incident_ids=[i for c in claims for i in c.delivery.incident_ids],
                           extra={"folded": [c.delivery.id for c in claims]})
-            created, _ = create_docs(self.es, self.indices.alerts, [(digest_id, doc)], "queue an overflow digest")
+            created, _ = create_docs(self.es, self.indices.alerts, [(digest_id, doc)], "queue an overflow digest",
+                                     refresh=False)
             members = {c.delivery.id for c in claims} if created else (
                 overflow.folded_by(self.es, self.indices, digest_id) or set())
-        next_hour = iso(self.hour + timedelta(hours=1))
-        for c in claims:
-            if c.delivery.id in members:
-                self.record(c, {"status": "sent", "sent_at": iso(self.now), "digest_id": digest_id})
-                self.counts["folded"] += 1
-            else:  # this hour's digest went out already: the next hour has a fresh cap
-                self.record(c, {"status": "pending", "next_attempt": next_hour, "digest_id": None})
-                self.counts["held"] += 1
+        folded = {"status": "sent", "sent_at": iso(self.now), "digest_id": digest_id, "claimed_by": None,
+                  "claim_deadline": None}
+        # This hour's digest went out already: the next hour has a fresh cap.
+        held = {"status": "pending", "next_attempt": iso(self.hour + timedelta(hours=1)), "digest_id": None,
+                "claimed_by": None, "claim_deadline": None}
+        outcomes = [({"_id": c.delivery.id, "_seq_no": c.seq_no, "_primary_term": c.primary_term},
+                     folded if c.delivery.id in members else held) for c in claims]
+        recorded = self._update_many(outcomes, "record folded alerts")
+        for (_, fields), version in zip(outcomes, recorded):
+            if version is None:
+                self.errors["a folded alert's claim expired before its outcome was recorded"] = None
+            self.counts["folded" if fields is folded else "held"] += 1
         if members:
             self.deliver_by_id(digest_id)
 
@@ -252,6 +293,6 @@ def _deliver(es: Elasticsearch, indices: Indices, settings: Settings, now: datet
     for page in pages(es, indices.alerts, due_query(now), "read queued alerts"):
         for hit in page:
             run.visit(hit)
-    for claims in run.over_cap.values():
-        run.fold(templates, claims)
+    for hits in run.over_cap.values():
+        run.fold(templates, hits)
     return run.report()

@@ -69,9 +69,12 @@ def from_hit(hit: dict[str, Any]) -> Delivery:
         last_error=s.get("last_error", ""), smtp_code=s.get("smtp_code"), digest_id=s.get("digest_id", ""))
 
 
-def create_docs(es: Elasticsearch, index: str, docs: list[tuple[str, dict[str, Any]]], doing: str
-                ) -> tuple[int, int]:
-    """Create-only bulk: (created, already there). Any other item error raises StoreUnavailable."""
+def create_docs(es: Elasticsearch, index: str, docs: list[tuple[str, dict[str, Any]]], doing: str,
+                refresh: bool = True) -> tuple[int, int]:
+    """Create-only bulk: (created, already there). Any other item error raises StoreUnavailable.
+
+    `refresh`: wait until a search sees them (a delivery follows); without it, a get by id still does.
+    """
     created = already = 0
     for start in range(0, len(docs), BULK_DOCS):
         chunk = docs[start:start + BULK_DOCS]
@@ -81,7 +84,7 @@ def create_docs(es: Elasticsearch, index: str, docs: list[tuple[str, dict[str, A
         last = start + BULK_DOCS >= len(docs)
         with reporting(es, doing):
             # One wait_for on the last chunk makes every chunk searchable for the delivery that follows.
-            response = es.bulk(operations=operations, refresh="wait_for" if last else False)
+            response = es.bulk(operations=operations, refresh="wait_for" if refresh and last else False)
         errors = []
         for item in response["items"]:
             result = item["create"]
