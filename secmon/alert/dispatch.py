@@ -33,7 +33,7 @@ from secmon.errors import StoreUnavailable
 from secmon.model import Delivery
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
-from secmon.types import iso, parse_duration
+from secmon.types import iso, parse_duration, parse_iso
 
 Send = Callable[[EmailMessage, str], str]  # (message, recipient) -> the server's reply; raises SendFailure
 _BACKOFF_DOUBLINGS = 30  # 2**30 times retry_base is past any retry_max
@@ -67,6 +67,14 @@ def due_query(now: datetime) -> dict[str, Any]:
         {"bool": {"filter": [{"term": {"secmon.status": "sending"}},
                              {"range": {"secmon.claim_deadline": {"lte": iso(now)}}}]}},
     ], "minimum_should_match": 1}}
+
+
+def is_due(source: dict[str, Any], now: datetime) -> bool:
+    """`due_query` for one document in hand."""
+    s = source.get("secmon", {})
+    if s.get("status") == "pending":
+        return bool(s.get("next_attempt")) and parse_iso(s["next_attempt"]) <= now
+    return s.get("status") == "sending" and bool(s.get("claim_deadline")) and parse_iso(s["claim_deadline"]) <= now
 
 
 def backoff(settings: Settings, attempts_before: int) -> timedelta:
@@ -130,9 +138,23 @@ class _Run:
         fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline, "digest_id": digest_id}
         version = self._update(hit["_id"], hit["_seq_no"], hit["_primary_term"], fields, "claim an alert")
         if version is None:
+            # A search sees the index as of its last refresh: read the document itself (real time) and
+            # claim it if it is still due, e.g. a crashed deliverer's claim that the search had not seen yet.
+            fresh = self._fresh(hit["_id"])
+            if fresh is not None and is_due(fresh["_source"], self.now):
+                hit = fresh
+                version = self._update(hit["_id"], hit["_seq_no"], hit["_primary_term"], fields, "claim an alert")
+        if version is None:
             self.counts["skipped"] += 1
             return None
         return _Claim(from_hit(hit), hit["_source"], *version)
+
+    def _fresh(self, doc_id: str) -> dict[str, Any] | None:
+        with reporting(self.es, "read an alert"):
+            try:
+                return dict(self.es.get(index=self.indices.alerts, id=doc_id).body)
+            except NotFoundError:
+                return None
 
     def record(self, claim: _Claim, fields: dict[str, Any]) -> None:
         """The outcome of one message, written right after it, on that document alone."""
@@ -249,10 +271,8 @@ class _Run:
             self.deliver_by_id(digest_id)
 
     def deliver_by_id(self, doc_id: str) -> None:
-        with reporting(self.es, "read an overflow digest"):
-            hit = self.es.get(index=self.indices.alerts, id=doc_id).body
-        status = hit["_source"]["secmon"]["status"]
-        if status == "pending" or (status == "sending" and hit["_source"]["secmon"].get("claim_deadline", "") <= iso(self.now)):
+        hit = self._fresh(doc_id)
+        if hit is not None and is_due(hit["_source"], self.now):
             claim = self.claim(hit)
             if claim:
                 self.deliver(claim)

@@ -8,6 +8,7 @@ content is made visible-only (`secmon.alert.safe`) before any template sees it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +79,7 @@ class Templates:
 
     @classmethod
     def of(cls, settings: Settings) -> Templates:
-        return cls(settings.resolve(settings.alerts.templates) if settings.alerts.templates else None)
+        return _compiled(settings.resolve(settings.alerts.templates) if settings.alerts.templates else None)
 
     def render(self, kind: str, language: str, context: Mapping[str, Any]) -> Rendered:
         """Raises RenderError (an override that uses an unknown variable)."""
@@ -87,6 +88,13 @@ class Templates:
 
         return Rendered(subject=header_text(part("subject.txt"), SUBJECT_LIMIT),
                         text=part("txt").rstrip() + "\n", html=part("html"))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(override: Path | None) -> Templates:
+    """Compiling every template costs ~0.1 s: once per process and folder. Jinja still reloads an
+    override file that changed on disk (auto_reload), so editing one needs no restart."""
+    return Templates(override)
 
 
 def local_time(moment: datetime, timezone: str) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
+import unicodedata
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from secmon.alert.daily import daily_digests
 from secmon.alert.dispatch import DeliveryReport, deliver_pending
@@ -294,3 +296,59 @@ def test_outbox_and_test_email_commands(tmp_path, es, es_url, prefix, indices) -
         assert code == 2 and "nope: no such alert" in err
         code, out, err = run_cli("-c", config, "alerts", "retry")
         assert code == 2
+
+
+hostile = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=st.sampled_from(list("ab =?_:Bcc\r\n\t\x00\x1b\u202e\u2028\u200bĐạô<>&\"'@,;")), max_size=200),
+    st.sampled_from(["=?utf-8?q?Bcc:_x@evil.example?=", "x\r\nBcc: x@evil.example\r\n\r\nbody", "a" * 10_000,
+                     "ops@b.example.vn", "<script>alert(1)</script>"]),
+)
+
+
+@given(host=hostile, user=hostile, title=hostile, description=hostile, vi_title=hostile)
+@hsettings(max_examples=5, deadline=None, database=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_hostile_log_content_reaches_only_its_recipients_and_spoils_no_other_alert(
+        tmp_path, es, es_url, prefix, indices, host, user, title, description, vi_title) -> None:  # type: ignore[no-untyped-def]
+    board = Switchboard()
+    with smtp_server(board) as port:
+        settings = write_settings(tmp_path / "secmon.yml", es_url, prefix, port)
+        evil = notification("agency-a", host=host, user=user, title=title, description=description,
+                            translations=(("vi", vi_title, description),))
+        batch = [evil, notification("agency-a"), notification("agency-b", host=host, title=title)]
+        assert enqueue(es, indices, settings, batch, T0).queued == 4
+        report = deliver_pending(es, indices, settings, T0)
+        assert (report.sent, report.pending, report.failed) == (4, 0, 0), report
+    assert board.count() == 4
+    own = {n.incident.id: n.incident.finding.agency for n in batch}
+    for received in board.received:
+        message = received.message
+        agency = own[message["X-Secmon-Incident"]]
+        expected = {"agency-a": {"soc@a.example.vn"}, "agency-b": {"admin@b.example.vn", "ops@b.example.vn"}}[agency]
+        assert set(received.rcpt) <= expected and len(received.rcpt) == 1  # an alert of A never reaches B
+        assert [str(a) for a in message["To"].addresses] == list(received.rcpt)
+        assert {k.lower() for k in message.keys()} <= HEADERS
+        subject = str(message["Subject"])
+        assert "=?" not in subject and not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in subject)
+        assert not message.defects
+
+
+def test_a_document_that_cannot_become_an_email_fails_alone(tmp_path, es, es_url, prefix, indices) -> None:  # type: ignore[no-untyped-def]
+    board = Switchboard()
+    with smtp_server(board) as port:
+        settings = write_settings(tmp_path / "secmon.yml", es_url, prefix, port)
+        batch = [notification("agency-a", host=f"h{i}") for i in range(3)]
+        enqueue(es, indices, settings, batch, T0)
+        ids = [h["_id"] for h in es.search(index=indices.alerts, sort=[{"secmon.id": "asc"}])["hits"]["hits"]]
+        # Someone with write access to the outbox broke two documents.
+        es.update(index=indices.alerts, id=ids[0], doc={"secmon": {"timezone": "Mars/Olympus_Mons"}})
+        es.update(index=indices.alerts, id=ids[1], doc={"secmon": {"recipient": "x@a.example.vn, y@b.example.vn"}},
+                  refresh="wait_for")
+        report = deliver_pending(es, indices, settings, T0)
+        assert (report.sent, report.failed) == (1, 2), report
+        assert all("cannot build the message" in e for e in report.errors)
+    assert board.count() == 1 and board.received[0].rcpt == ("soc@a.example.vn",)
+    failed = docs(es, indices, status="failed")
+    assert sorted(d["secmon"]["id"] for d in failed) == sorted(ids[:2])
+    assert all(d["secmon"]["last_error"].startswith("cannot build the message") for d in failed)
