@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,13 +87,20 @@ class _Run:
     def __init__(self, es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send) -> None:
         self.es, self.indices, self.settings, self.now, self.send = es, indices, settings, now, send
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.deadline = iso(now + parse_duration(settings.alerts.claim_timeout))
+        self.claim_timeout = parse_duration(settings.alerts.claim_timeout)
+        self._started = time.monotonic()
         self.max_age = parse_duration(settings.alerts.max_age)
         self.hour = overflow.hour_of(now)
         self.counts: Counter[str] = Counter()
         self.errors: dict[str, None] = {}
         self.this_hour: Counter[str] = Counter(overflow.sent_in_hour(es, indices, self.hour))
         self.over_cap: dict[str, list[dict[str, Any]]] = {}  # recipient -> due hits past the cap
+
+    def clock(self) -> datetime:
+        """`now` moved on by the time this run has taken. A claim's deadline counts from the moment it is
+        made: a run that sends for longer than claim_timeout must not hand out claims that are already
+        expired. Retry times and records use `now`, the run's (injectable) time."""
+        return self.now + timedelta(seconds=time.monotonic() - self._started)
 
     # --- one document ---------------------------------------------------------------------------
 
@@ -135,7 +143,8 @@ class _Run:
         return versions
 
     def claim(self, hit: dict[str, Any], digest_id: str | None = None) -> _Claim | None:
-        fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline, "digest_id": digest_id}
+        fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": iso(self.clock() + self.claim_timeout),
+                  "digest_id": digest_id}
         version = self._update(hit["_id"], hit["_seq_no"], hit["_primary_term"], fields, "claim an alert")
         if version is None:
             # A search sees the index as of its last refresh: read the document itself (real time) and
@@ -167,7 +176,7 @@ class _Run:
     def deliver(self, claim: _Claim) -> None:
         d = claim.delivery
         try:
-            message = build(d, self.settings.smtp.sender, self.now)
+            message = build(d, self.settings.smtp.sender, self.clock())
         except (ValueError, TypeError, LookupError, MessageError) as exc:  # this document only
             reason = f"cannot build the message: {type(exc).__name__}: {exc}"
             self.record(claim, {"status": "failed", "last_error": reason, "attempts": d.attempts + 1})
@@ -226,8 +235,8 @@ class _Run:
         No email is sent between claiming and recording these, so both are one bulk each.
         """
         digest_id = overflow.overflow_id(from_hit(hits[0]).recipient, self.hour)
-        claim_fields = {"status": "sending", "claimed_by": self.owner, "claim_deadline": self.deadline,
-                        "digest_id": digest_id}
+        claim_fields = {"status": "sending", "claimed_by": self.owner,
+                        "claim_deadline": iso(self.clock() + self.claim_timeout), "digest_id": digest_id}
         claims = [_Claim(from_hit(hit), hit["_source"], *version) for hit, version in
                   zip(hits, self._update_many([(hit, claim_fields) for hit in hits], "claim alerts over the cap"))
                   if version is not None]

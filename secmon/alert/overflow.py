@@ -11,7 +11,7 @@ a crash is folded if that digest lists it, and otherwise delivered as any other 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from elasticsearch import Elasticsearch, NotFoundError
@@ -22,7 +22,7 @@ from secmon.config import Settings
 from secmon.model import Delivery, stable_id
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
-from secmon.types import iso
+from secmon.types import Language, iso
 
 MAX_LISTED = 200  # lines in one digest; the rest are counted ("... and N more")
 
@@ -68,4 +68,4 @@ def render_overflow(templates: Templates, settings: Settings, first: Delivery, h
 
 
 def recipient_of(first: Delivery) -> Recipient:
-    return Recipient(first.recipient, first.language, first.timezone, "overflow")  # type: ignore[arg-type]
+    return Recipient(first.recipient, cast(Language, first.language), first.timezone, "overflow")

@@ -66,7 +66,7 @@ def outbox(ctx: click.Context, status: str | None, agency: str | None, limit: in
     def when(moment: object) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"  # type: ignore[attr-defined]
 
-    rows = [[d.id[:12], d.status, d.kind, ",".join(d.agencies), d.recipient, str(d.attempts), when(d.queued),
+    rows = [[d.id, d.status, d.kind, ",".join(d.agencies), d.recipient, str(d.attempts), when(d.queued),
              when(d.sent_at if d.status == "sent" else d.next_attempt), one_line(d.subject, 60),
              one_line(d.last_error, 60) or "-"] for d in page.deliveries]
     click.echo(table(["id", "status", "kind", "agency", "recipient", "attempts", f"queued ({DEFAULT_TIMEZONE})",

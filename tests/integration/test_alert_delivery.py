@@ -23,7 +23,7 @@ from secmon.incidents import store as incident_store
 from secmon.model import Severity
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
-from secmon.types import utcnow
+from secmon.types import iso, utcnow
 from tests.conftest import run_cli
 from tests.integration.alerting import T0, Switchboard, notification, smtp_server, write_settings
 
@@ -98,7 +98,7 @@ def test_smtp_451_outage_then_250_and_a_refused_recipient(tmp_path, es, es_url, 
         second = deliver_pending(es, indices, settings, t + timedelta(seconds=1))
         assert (second.sent, second.pending) == (0, 15)
         assert {d["secmon"]["next_attempt"] for d in docs(es, indices, status="pending")} == {
-            (t + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")}  # 1s + 2s: doubling
+            iso(t + timedelta(seconds=3))}  # the second failure at t+1s waits 2s: doubling
 
         board.data_reply = "250 OK"  # the outage ends
         back = deliver_pending(es, indices, settings, t + timedelta(seconds=30))
