@@ -61,20 +61,23 @@ class _Claim:
     primary_term: int
 
 
-def due_query(now: datetime) -> dict[str, Any]:
-    """Pending and due, or claimed by a deliverer that did not finish in time (a crash)."""
+def due_query(now: datetime, retry_now: bool = False) -> dict[str, Any]:
+    """Pending and due (any pending with retry_now), or claimed by a deliverer that did not finish in time."""
+    pending: list[dict[str, Any]] = [{"term": {"secmon.status": "pending"}}]
+    if not retry_now:
+        pending.append({"range": {"secmon.next_attempt": {"lte": iso(now)}}})
     return {"bool": {"should": [
-        {"bool": {"filter": [{"term": {"secmon.status": "pending"}}, {"range": {"secmon.next_attempt": {"lte": iso(now)}}}]}},
+        {"bool": {"filter": pending}},
         {"bool": {"filter": [{"term": {"secmon.status": "sending"}},
                              {"range": {"secmon.claim_deadline": {"lte": iso(now)}}}]}},
     ], "minimum_should_match": 1}}
 
 
-def is_due(source: dict[str, Any], now: datetime) -> bool:
+def is_due(source: dict[str, Any], now: datetime, retry_now: bool = False) -> bool:
     """`due_query` for one document in hand."""
     s = source.get("secmon", {})
     if s.get("status") == "pending":
-        return bool(s.get("next_attempt")) and parse_iso(s["next_attempt"]) <= now
+        return retry_now or (bool(s.get("next_attempt")) and parse_iso(s["next_attempt"]) <= now)
     return s.get("status") == "sending" and bool(s.get("claim_deadline")) and parse_iso(s["claim_deadline"]) <= now
 
 
@@ -84,8 +87,10 @@ def backoff(settings: Settings, attempts_before: int) -> timedelta:
 
 
 class _Run:
-    def __init__(self, es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send) -> None:
+    def __init__(self, es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send,
+                 retry_now: bool = False) -> None:
         self.es, self.indices, self.settings, self.now, self.send = es, indices, settings, now, send
+        self.retry_now = retry_now
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.claim_timeout = parse_duration(settings.alerts.claim_timeout)
         self._started = time.monotonic()
@@ -93,7 +98,7 @@ class _Run:
         self.hour = overflow.hour_of(now)
         self.counts: Counter[str] = Counter()
         self.errors: dict[str, None] = {}
-        self.this_hour: Counter[str] = Counter(overflow.sent_in_hour(es, indices, self.hour))
+        self.this_hour: Counter[str] = Counter()  # emails per recipient this hour: read when the run starts
         self.over_cap: dict[str, list[dict[str, Any]]] = {}  # recipient -> due hits past the cap
 
     def clock(self) -> datetime:
@@ -150,7 +155,7 @@ class _Run:
             # A search sees the index as of its last refresh: read the document itself (real time) and
             # claim it if it is still due, e.g. a crashed deliverer's claim that the search had not seen yet.
             fresh = self._fresh(hit["_id"])
-            if fresh is not None and is_due(fresh["_source"], self.now):
+            if fresh is not None and is_due(fresh["_source"], self.now, self.retry_now):
                 hit = fresh
                 version = self._update(hit["_id"], hit["_seq_no"], hit["_primary_term"], fields, "claim an alert")
         if version is None:
@@ -281,7 +286,7 @@ class _Run:
 
     def deliver_by_id(self, doc_id: str) -> None:
         hit = self._fresh(doc_id)
-        if hit is not None and is_due(hit["_source"], self.now):
+        if hit is not None and is_due(hit["_source"], self.now, self.retry_now):
             claim = self.claim(hit)
             if claim:
                 self.deliver(claim)
@@ -304,22 +309,24 @@ class _Run:
 
 
 def deliver_pending(es: Elasticsearch, indices: Indices, settings: Settings, now: datetime,
-                    send: Send | None = None) -> DeliveryReport:
-    """Send every due outbox document (all of them, page by page), recording each outcome as it happens."""
+                    send: Send | None = None, retry_now: bool = False) -> DeliveryReport:
+    """Send every due outbox document (all of them, page by page), recording each outcome as it happens.
+
+    `retry_now`: pending documents waiting for their next retry are due too (SMTP was just fixed).
+    """
     with reporting(es, "read queued alerts"):
         if not es.indices.exists(index=indices.alerts):
             return DeliveryReport()
     templates = Templates.of(settings)  # before anything is claimed: a broken override stops nothing midway
     if send is not None:
-        return _deliver(es, indices, settings, now, send, templates)
+        return _deliver(_Run(es, indices, settings, now, send, retry_now), templates)
     with SmtpSession(settings.smtp) as session:
-        return _deliver(es, indices, settings, now, session.send, templates)
+        return _deliver(_Run(es, indices, settings, now, session.send, retry_now), templates)
 
 
-def _deliver(es: Elasticsearch, indices: Indices, settings: Settings, now: datetime, send: Send,
-             templates: Templates) -> DeliveryReport:
-    run = _Run(es, indices, settings, now, send)
-    for page in pages(es, indices.alerts, due_query(now), "read queued alerts"):
+def _deliver(run: _Run, templates: Templates) -> DeliveryReport:
+    run.this_hour.update(overflow.sent_in_hour(run.es, run.indices, run.hour))
+    for page in pages(run.es, run.indices.alerts, due_query(run.now, run.retry_now), "read queued alerts"):
         for hit in page:
             run.visit(hit)
     for hits in run.over_cap.values():

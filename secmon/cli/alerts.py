@@ -20,13 +20,14 @@ from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 
 @click.command()
+@click.option("--retry-now", is_flag=True, help="Also the alerts waiting for their next retry (SMTP was just fixed).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def deliver(ctx: click.Context, as_json: bool) -> None:
+def deliver(ctx: click.Context, retry_now: bool, as_json: bool) -> None:
     """Send the queued alerts that are due (the scheduler does this every minute)."""
     from secmon.service.deliver import deliver as deliver_flow
 
-    report = deliver_flow(es_of(ctx), settings_of(ctx), utcnow())
+    report = deliver_flow(es_of(ctx), settings_of(ctx), utcnow(), retry_now=retry_now)
     if as_json:
         click.echo(to_json(report))
     else:

@@ -18,8 +18,8 @@ from secmon.service.common import audit, indices_of, operator
 from secmon.types import DEFAULT_TIMEZONE
 
 
-def deliver(es: Elasticsearch, settings: Settings, now: datetime) -> DeliveryReport:
-    return deliver_pending(es, indices_of(settings), settings, now)
+def deliver(es: Elasticsearch, settings: Settings, now: datetime, retry_now: bool = False) -> DeliveryReport:
+    return deliver_pending(es, indices_of(settings), settings, now, retry_now=retry_now)
 
 
 def daily_digests(es: Elasticsearch, settings: Settings, now: datetime) -> DigestReport:
