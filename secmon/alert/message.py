@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -20,7 +21,8 @@ from secmon.alert.safe import body_text, header_text
 from secmon.model import Delivery
 
 # 7bit: text parts are quoted-printable or base64, so no server without 8BITMIME can mangle Vietnamese.
-POLICY = policy.SMTP.clone(cte_type="7bit")
+# refold_source "none": the Subject we encode below is written as is.
+POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
 HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "auto-submitted", "content-language",
                      "x-secmon-incident", "mime-version", "content-type"})
 MAX_INCIDENT_IDS = 100  # in the X-Secmon-Incident header; a digest lists the rest in its body
@@ -32,12 +34,22 @@ def message_id(delivery_id: str, sender: str) -> str:
     return f"<{delivery_id}@{sender.rpartition('@')[2] or 'secmon'}>"
 
 
+def encoded_subject(subject: str) -> str:
+    """RFC 2047 encoded words, folded, always UTF-8.
+
+    Not left to the email package's folder: CPython 3.11's can split an encoded word in two where
+    ASCII and non-ASCII words meet (`=?utf-8?q?user=2Ename=3D=C2=` then a new word), which mail
+    clients then show raw. The legacy encoder splits only between characters.
+    """
+    return Header(subject, "utf-8", header_name="Subject").encode(linesep="\n")
+
+
 def build(delivery: Delivery, sender: str, now: datetime) -> EmailMessage:
     """Raises ValueError (or its subclasses) when the document cannot become a message."""
     message = EmailMessage(policy=POLICY)
     message["From"] = Address(addr_spec=sender)
     message["To"] = Address(addr_spec=delivery.recipient)
-    message["Subject"] = header_text(delivery.subject, SUBJECT_LIMIT)
+    message.set_raw("Subject", encoded_subject(header_text(delivery.subject, SUBJECT_LIMIT)))
     message["Date"] = format_datetime(now.astimezone(ZoneInfo(delivery.timezone)))  # local offset, not -0000
     message["Message-ID"] = delivery.message_id
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us

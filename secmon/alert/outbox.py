@@ -3,7 +3,7 @@
 One document per (notification, recipient), id = stable_id("alert", incident, notification key,
 recipient), created once: a re-run, a second scan or a crash-and-retry meets the same id, and a
 409 on create means "already queued", which is success. The email is rendered when queued
-(subject, text, HTML, Message-ID), so a resend is byte-for-byte the same message apart from Date.
+(subject, text, HTML, Message-ID), so a resend is the same email; only Date and the MIME boundary differ.
 States: pending -> sending (claimed) -> sent | pending (retry later) | failed (older than max_age).
 """
 

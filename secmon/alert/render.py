@@ -76,6 +76,9 @@ class Templates:
                 except TemplateSyntaxError as exc:
                     raise ConfigError(f"template error: {exc.message}",
                                       location=Location(exc.filename or f"{language}/{name}", exc.lineno)) from None
+                except UnicodeDecodeError:
+                    raise ConfigError(f"template {language}/{name} is not UTF-8 text",
+                                      location=Location(str(override or "secmon/alert/templates"))) from None
 
     @classmethod
     def of(cls, settings: Settings) -> Templates:
@@ -84,7 +87,10 @@ class Templates:
     def render(self, kind: str, language: str, context: Mapping[str, Any]) -> Rendered:
         """Raises RenderError (an override that uses an unknown variable)."""
         def part(name: str) -> str:
-            return self.env.get_template(f"{language}/{kind}.{name}").render(context)
+            try:
+                return self.env.get_template(f"{language}/{kind}.{name}").render(context)
+            except UnicodeDecodeError:  # an override edited since start-up
+                raise TemplateError(f"template {language}/{kind}.{name} is not UTF-8 text") from None
 
         return Rendered(subject=header_text(part("subject.txt"), SUBJECT_LIMIT),
                         text=part("txt").rstrip() + "\n", html=part("html"))

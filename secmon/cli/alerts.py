@@ -7,6 +7,7 @@ health check sees it; every count is printed, in text and with --json.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from email.headerregistry import Address
 from zoneinfo import ZoneInfo
 
@@ -64,8 +65,8 @@ def outbox(ctx: click.Context, status: str | None, agency: str | None, limit: in
         return
     zone = ZoneInfo(DEFAULT_TIMEZONE)
 
-    def when(moment: object) -> str:
-        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"  # type: ignore[attr-defined]
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
     rows = [[d.id, d.status, d.kind, ",".join(d.agencies), d.recipient, str(d.attempts), when(d.queued),
              when(d.sent_at if d.status == "sent" else d.next_attempt), one_line(d.subject, 60),
