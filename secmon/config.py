@@ -265,6 +265,13 @@ def _check(settings: Settings, doc: Located) -> None:
     if settings.alerts.daily_digest and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", settings.alerts.daily_digest):
         raise ConfigError(f"alerts.daily_digest {settings.alerts.daily_digest!r} is not a time of day like 08:00",
                           location=doc.loc("alerts", "daily_digest"), hint='"" turns the daily digest off')
+    if parse_duration(settings.alerts.claim_timeout).total_seconds() <= settings.smtp.timeout:
+        raise ConfigError(f"alerts.claim_timeout {settings.alerts.claim_timeout!r} must be longer than smtp.timeout "
+                          f"({settings.smtp.timeout}s): a claim that expires mid-send lets another deliverer send "
+                          "the same email again", location=doc.loc("alerts", "claim_timeout"))
+    if settings.alerts.kibana_url and not re.match(r"^https?://[^\s'()]+$", settings.alerts.kibana_url):
+        raise ConfigError(f"alerts.kibana_url {settings.alerts.kibana_url!r} is not an http(s) URL",
+                          location=doc.loc("alerts", "kibana_url"), hint="for example https://kibana.example.vn:5601")
     if settings.alerts.hourly_cap < 1:
         raise ConfigError("alerts.hourly_cap must be at least 1", location=doc.loc("alerts", "hourly_cap"))
     known = {a.id for a in settings.agencies}

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, Mapping
 
-from secmon.types import DeliveryStatus, Detector, IncidentStatus
+from secmon.types import DeliveryKind, DeliveryStatus, Detector, IncidentStatus
 
 
 class Severity(str, Enum):
@@ -142,20 +142,27 @@ class Notification:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One alert email to one recipient about one or more incidents (the outbox entry)."""
+    """One email to one recipient (an outbox document), rendered when queued, so a resend is the same email."""
 
     id: str
-    incident_ids: tuple[str, ...]
-    agency: str
-    recipients: tuple[str, ...]
+    kind: DeliveryKind
+    agencies: tuple[str, ...]
+    recipient: str
     language: str
+    timezone: str
     subject: str
-    body: str
+    text: str
+    html: str
+    message_id: str  # derived from the id: a resend after a crash carries the same Message-ID
+    incident_ids: tuple[str, ...] = ()
     status: DeliveryStatus = "pending"
     attempts: int = 0
+    queued: datetime | None = None  # when queued or re-queued by `secmon alerts retry`: max_age counts from here
+    next_attempt: datetime | None = None
+    sent_at: datetime | None = None
     last_error: str = ""
-    html: str = ""
-    created: datetime | None = None
+    smtp_code: int | None = None
+    digest_id: str = ""  # an alert folded into an overflow digest by the hourly cap: that digest's id
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Detector = Literal["rule", "anomaly"]
 IncidentStatus = Literal["open", "acknowledged", "closed"]
 Resolution = Literal["true_positive", "benign", "false_positive"]
 DeliveryStatus = Literal["pending", "sending", "sent", "failed"]
+DeliveryKind = Literal["alert", "overflow", "daily"]  # one incident; the hourly cap's overflow; the daily digest
 Language = Literal["vi", "en"]
 
 _DURATION = re.compile(r"^(\d{1,9})(s|m|h|d)$")

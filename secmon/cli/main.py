@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from secmon import __version__
+from secmon.cli.alerts import alerts as alerts_group, deliver as deliver_command
 from secmon.cli.collect import collect as collect_command
 from secmon.cli.exceptions import exceptions as exceptions_group
 from secmon.cli.incidents import incidents as incidents_group
@@ -129,20 +130,6 @@ def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Pat
 
 @cli.command()
 @click.pass_context
-def deliver(ctx: click.Context) -> None:
-    """Send queued alerts now (the scheduler does this every minute)."""
-    from secmon.service.deliver import deliver as deliver_flow
-
-    report = deliver_flow(es_of(ctx), settings_of(ctx), utcnow())
-    click.echo(f"alerts sent: {report.sent}, still queued: {report.pending}, given up: {report.failed}")
-    for error in report.errors:
-        click.echo(f"delivery error: {error}", err=True)
-    if report.pending or report.failed:
-        raise Exit(ExitCode.DELIVERY)
-
-
-@cli.command()
-@click.pass_context
 def schedule(ctx: click.Context) -> None:
     """Run the scheduler: periodic scans and alert delivery, until stopped."""
     from secmon.scheduler import run_forever
@@ -160,10 +147,12 @@ def status(ctx: click.Context) -> None:
     click.echo(f"Elasticsearch {check(es)}, cluster {health['cluster_name']}: {health['status']}")
 
 
+cli.add_command(alerts_group)
 cli.add_command(collect_command)
+cli.add_command(deliver_command)
+cli.add_command(exceptions_group)
 cli.add_command(incidents_group)
 cli.add_command(kibana_group)
-cli.add_command(exceptions_group)
 cli.add_command(pipelines_group)
 cli.add_command(report_command)
 cli.add_command(rules_group)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.outbox import enqueue
+from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
 from secmon.errors import SecmonError
 from secmon.incidents import exceptions, records
@@ -144,9 +144,17 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
                     parse_duration(settings.incidents.renotify_interval) if settings.incidents.renotify_interval
                     else None, user=f"scan:{options.trigger}",
                     window=f"{options.field}:{iso(options.start)}:{iso(options.end)}")
+    queued: list[EnqueueReport] = []
     recorded = records.record(es, indices, findings, policy, now,
-                              lambda queued: enqueue(es, indices, settings, queued, now), scan_id)
+                              lambda told: queued.append(enqueue(es, indices, settings, told, now)), scan_id)
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += [f"no alert: {why}" for report in queued for why in report.unrouted]
+    below = sum(report.below_floor for report in queued)
+    if below:
+        notes.append(f"{below} notifications are below every recipient's severity floor: no email")
+    unrendered = sum(report.render_failed for report in queued)
+    if unrendered:
+        notes.append(f"{unrendered} alerts could not be rendered: queued as failed (secmon alerts outbox)")
     if suppressed:
         notes.append(f"{len(suppressed)} findings suppressed by `secmon exceptions` suppressions")
     applied = sum(1 for e in exclusions if e.kind == "exception")
