@@ -20,7 +20,7 @@ from secmon.alert.render import Rendered, RenderError, Templates, incident_view,
 from secmon.alert.safe import one_line
 from secmon.alert.route import Recipient
 from secmon.config import Agency, Settings
-from secmon.incidents import store as incident_store
+from secmon.incidents import records
 from secmon.model import Incident, stable_id
 from secmon.store.indices import Indices
 
@@ -78,7 +78,8 @@ def daily_digests(es: Elasticsearch, indices: Indices, settings: Settings, now: 
             continue
         day, start, end = due_window(agency, at, now)
         due.append(agency.id)
-        incidents = incident_store.search(es, indices, agency=agency.id, since=start, until=end, limit=MAX_INCIDENTS)
+        incidents = records.search(es, indices, agency=agency.id, since=start, until=end,
+                                   limit=MAX_INCIDENTS).incidents
         sections, counts = _sections(incidents, start, end, agency.language, agency.timezone, settings)
         context = {"kind": "daily", "timezone": agency.timezone, "date": day.isoformat(),
                    "agency": {"id": agency.id, "name": one_line(agency.name)},

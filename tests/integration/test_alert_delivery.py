@@ -9,7 +9,6 @@ import threading
 import unicodedata
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
@@ -19,7 +18,8 @@ from secmon.alert.dispatch import DeliveryReport, deliver_pending
 from secmon.alert.message import HEADERS
 from secmon.alert.outbox import enqueue
 from secmon.alert.overflow import hour_of, overflow_id
-from secmon.incidents import store as incident_store
+from secmon.incidents import records
+from secmon.incidents.grouping import Policy
 from secmon.model import Severity
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
@@ -218,7 +218,8 @@ def test_daily_digest_is_queued_once_per_agency_and_day(tmp_path, es, es_url, pr
         settings = write_settings(tmp_path / "secmon.yml", es_url, prefix, port, alerts='  daily_digest: "08:00"\n')
         findings = [notification("agency-a", host=f"h{i}", first=T0 - timedelta(hours=5)).incident.finding
                     for i in range(3)]
-        incident_store.record(es, indices, findings, "scan-1", T0 - timedelta(hours=4))
+        records.record(es, indices, findings, Policy(timedelta(hours=1)), T0 - timedelta(hours=4), lambda _: None,
+                       "scan-1")
         now = T0  # 08:30 local: the digest of the day ending today 08:00 is due
         first = daily_digests(es, indices, settings, now)
         assert (first.queued, first.already) == (3, 0)  # agency A: 1 recipient; B: 2
