@@ -78,8 +78,8 @@ def daily_digests(es: Elasticsearch, indices: Indices, settings: Settings, now: 
             continue
         day, start, end = due_window(agency, at, now)
         due.append(agency.id)
-        incidents = records.search(es, indices, agency=agency.id, since=start, until=end,
-                                   limit=MAX_INCIDENTS).incidents
+        incidents = list(records.search(es, indices, agency=agency.id, since=start, until=end,
+                                        limit=MAX_INCIDENTS).incidents)
         sections, counts = _sections(incidents, start, end, agency.language, agency.timezone, settings)
         context = {"kind": "daily", "timezone": agency.timezone, "date": day.isoformat(),
                    "agency": {"id": agency.id, "name": one_line(agency.name)},
