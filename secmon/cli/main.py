@@ -20,10 +20,10 @@ from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import incidents_table, scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
 from secmon.cli.rules import rules as rules_group
+from secmon.cli.run import run as run_command, status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.incidents import store as incident_store
 from secmon.service.common import setup as setup_flow
-from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.types import DEFAULT_TIMEZONE, utcnow
 
@@ -137,26 +137,10 @@ def deliver(ctx: click.Context) -> None:
         raise Exit(ExitCode.DELIVERY)
 
 
-@cli.command()
-@click.pass_context
-def schedule(ctx: click.Context) -> None:
-    """Run the scheduler: periodic scans and alert delivery, until stopped."""
-    from secmon.scheduler import run_forever
-
-    run_forever(es_of(ctx), settings_of(ctx))
-
-
-@cli.command()
-@click.pass_context
-def status(ctx: click.Context) -> None:
-    """Check the connection to Elasticsearch."""
-    es = es_of(ctx)
-    with reporting(es, "read cluster health"):
-        health = es.cluster.health()
-    click.echo(f"Elasticsearch {check(es)}, cluster {health['cluster_name']}: {health['status']}")
-
-
 cli.add_command(collect_command)
+cli.add_command(run_command)
+cli.add_command(run_command, name="schedule")  # its old name
+cli.add_command(status_command)
 cli.add_command(pipelines_group)
 cli.add_command(rules_group)
 
