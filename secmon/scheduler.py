@@ -118,7 +118,8 @@ def run(es: Elasticsearch, settings: Settings, stop: threading.Event, clock: Cal
             # Look again right when it expires, rather than up to lease/3 later.
             again = max(lease.expires, now) + timedelta(milliseconds=50)
             job = scheduler.get_job("lease")
-            if job is not None and job.next_run_time is not None and again < job.next_run_time:
+            planned = getattr(job, "next_run_time", None)  # a job added before start has none yet
+            if job is not None and (planned is None or again < planned):
                 scheduler.modify_job("lease", next_run_time=again)
 
     def every(value: str) -> IntervalTrigger:

@@ -201,7 +201,13 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
     mark = JobState.from_doc(found.doc) if found else None
     if mark is not None and not decide.may_commit(mark.token, token):
         raise LeaseLost(f"the scan watermark carries token {mark.token}, ours is {token}")
-    windows = decide.chunks(mark.value if mark else None, clock(), parse_duration(schedule.lookback),
+    if mark is None or mark.value is None:
+        # The first run starts a look-back ago. Write that down before scanning: a crash in the
+        # first chunk must not let the next run start its own look-back later, past unscanned events.
+        first = clock() - parse_duration(schedule.lookback)
+        mark = write_job(es, indices, "scan", token, keeper.me, clock(), lambda current: replace(current, value=first))
+    assert mark is not None
+    windows = decide.chunks(mark.value, clock(), parse_duration(schedule.lookback),
                             parse_duration(schedule.ingest_delay), parse_duration(schedule.max_chunk))
     done, failed_rules = 0, 0
     for start, end in windows:

@@ -49,7 +49,7 @@ def append_burst(log: Path, burst: int, at: datetime | None = None) -> str:
 
 
 def config_text(es_url: str, prefix: str, smtp_port: int, *, scan_interval: str = "1s", lease: str = "3s",
-                ingest_delay: str = "2s", max_chunk: str = "3s", lookback: str = "30s", outbox_interval: str = "1s",
+                ingest_delay: str = "2s", max_chunk: str = "3s", lookback: str = "4s", outbox_interval: str = "1s",
                 rules: Iterable[Path] = (RULE,), extra: str = "") -> str:
     return f"""\
 elasticsearch:
@@ -87,15 +87,21 @@ class Secmon:
         self.name = name
         self.proc = subprocess.Popen([sys.executable, "-m", "secmon", "-c", str(config), *args], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.out = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.lines: list[str] = []  # stderr
+        self.out_lines: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(pipe, into), daemon=True)
+                         for pipe, into in ((self.proc.stderr, self.lines), (self.proc.stdout, self.out_lines))]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
+    @staticmethod
+    def _read(pipe: Any, into: list[str]) -> None:
+        for line in pipe:
+            into.append(line.rstrip("\n"))
+
+    @property
+    def out(self) -> str:
+        return "\n".join(self.out_lines)
 
     def stderr(self) -> str:
         return f"--- {self.name} stderr ---\n" + "\n".join(self.lines[-200:])
@@ -134,24 +140,26 @@ class Secmon:
 
     def finish(self, timeout: float) -> int:
         try:
-            self.out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.out, _ = self.proc.communicate()
+            self.proc.wait()
             raise AssertionError(f"{self.name} did not stop within {timeout}s\n{self.stderr()}") from None
-        self._reader.join(5)
+        for reader in self._readers:
+            reader.join(5)
         return int(self.proc.returncode)
 
 
-def kill_during_a_scan(scheduler: Secmon, delay: float, timeout: float) -> None:
+def kill_during_a_scan(scheduler: Secmon, delay: float, timeout: float, chunk: int = 1) -> None:
     """SIGKILL while a scan chunk runs and no delivery is under way.
 
     Today a delivery records its outcomes after the whole batch, so a kill in the
     middle of one re-sends what it sent: that is the delivery's own test. Here
     the kill lands in the scan: the watermark, incidents and queued alerts.
     """
-    since = len(scheduler.lines)
-    scheduler.wait_for(r"scan: events ingested in", timeout, since)
+    for _ in range(chunk):  # the chunk-th chunk from now
+        since = len(scheduler.lines)
+        scheduler.wait_for(r"scan: events ingested in", timeout, since)
     time.sleep(delay)
     deadline = time.monotonic() + timeout
     while "deliver" in scheduler.busy():
@@ -205,6 +213,14 @@ def incidents_per_source(es: Any, prefix: str, sources: Iterable[str]) -> Counte
     return Counter({s: sum(1 for doc in docs if s in doc) for s in sources})
 
 
+def alerts_per_source(es: Any, prefix: str, sources: Iterable[str]) -> Counter[str]:
+    """Queued alerts (any status) whose rendered text names each source."""
+    es.indices.refresh(index=f"{prefix}-alerts", ignore_unavailable=True)
+    hits = es.search(index=f"{prefix}-alerts", size=10_000, ignore_unavailable=True)["hits"]["hits"]
+    docs = [json.dumps(hit["_source"], ensure_ascii=False) for hit in hits]
+    return Counter({s: sum(1 for doc in docs if s in doc) for s in sources})
+
+
 def watermark(es: Any, prefix: str) -> datetime | None:
     found = es.options(ignore_status=(404, 503)).get(index=f"{prefix}-state", id="watermark-scan")  # 503: being created
     value = found.get("_source", {}).get("value") if found.get("found") else None
@@ -240,6 +256,17 @@ def wait_until(condition: Callable[[], bool], timeout: float, why: Callable[[], 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {why()}")
         time.sleep(step)
+
+
+def progress(es: Any, prefix: str, mailbox: Mailbox, sources: list[str]) -> str:
+    """What the counts are now, for a failure message."""
+    emails = emails_per_source(mailbox.messages, sources)
+    incidents = incidents_per_source(es, prefix, sources)
+    return (f"events {events_count(es, prefix)} of {len(sources) * BURST}, watermark {watermark(es, prefix)}, "
+            f"last ingested {last_ingested(es, prefix)}, alerts {alerts_by_status(es, prefix)}, "
+            f"{len(mailbox.messages)} emails; bursts without an email: {[s for s in sources if not emails[s]]}, "
+            f"without an incident: {[s for s in sources if not incidents[s]]}, "
+            f"told twice: {[s for s in sources if emails[s] > 1]}")
 
 
 def all_scanned(es: Any, prefix: str, events: int) -> bool:
