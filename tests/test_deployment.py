@@ -61,6 +61,14 @@ def test_secmon_service_gets_every_secret_its_config_names() -> None:
     assert settings.elasticsearch.hosts == ("https://elasticsearch:9200",)
 
 
+def test_secmon_service_runs_unattended_with_status_as_its_health_check() -> None:
+    service = COMPOSE["services"]["secmon"]
+    assert service["command"][-1] == "run"
+    assert service["healthcheck"]["test"][-1] == "status"
+    assert service["healthcheck"]["test"][1:4] == ["secmon", "--config", "/etc/secmon/secmon.yml"]
+    assert '"run"]' in (ROOT / "docker" / "Dockerfile").read_text()
+
+
 def test_kibana_saved_objects_point_at_our_indices() -> None:
     objects = [json.loads(line) for line in (ROOT / "kibana" / "secmon-saved-objects.ndjson").read_text().splitlines()]
     indices = Indices("secmon")

@@ -50,7 +50,8 @@ def append_burst(log: Path, burst: int, at: datetime | None = None) -> str:
 
 def config_text(es_url: str, prefix: str, smtp_port: int, *, scan_interval: str = "1s", lease: str = "3s",
                 ingest_delay: str = "2s", max_chunk: str = "3s", lookback: str = "4s", outbox_interval: str = "1s",
-                rules: Iterable[Path] = (RULE,), extra: str = "") -> str:
+                rules: Iterable[Path] = (RULE,), recipients: Iterable[str] = ("soc@so-tttt.example.vn",),
+                alerts: str = "", extra: str = "") -> str:
     return f"""\
 elasticsearch:
   hosts: [{es_url}]
@@ -59,7 +60,7 @@ agencies:
   - id: {AGENCY}
     name: "Sở Thông tin và Truyền thông"
     language: vi
-    recipients: [soc@so-tttt.example.vn]
+    recipients: [{', '.join(recipients)}]
 smtp:
   host: 127.0.0.1
   port: {smtp_port}
@@ -68,7 +69,7 @@ smtp:
 alerts:
   hourly_cap: 1000
   daily_digest: ""
-schedule:
+{alerts}schedule:
   scan_interval: {scan_interval}
   lookback: {lookback}
   ingest_delay: {ingest_delay}
@@ -170,11 +171,26 @@ def kill_during_a_scan(scheduler: Secmon, delay: float, timeout: float, chunk: i
 
 @dataclass
 class Mailbox:
-    """A loopback SMTP server's side: every message accepted, parsed as MIME; `refuse` answers DATA with it."""
+    """A loopback SMTP server's side: every message accepted, parsed as MIME, with its envelope recipients.
+
+    `refuse` answers DATA with it (e.g. "451 4.3.0 try again later": an SMTP outage);
+    a recipient in `unknown` is refused at RCPT with 550 (a mailbox that does not exist).
+    """
 
     messages: list[EmailMessage] = field(default_factory=list)
-    refuse: str | None = None  # e.g. "451 4.3.0 try again later"
+    recipients: list[tuple[str, ...]] = field(default_factory=list)  # of each message, in order
+    refuse: str | None = None
     refused: int = 0
+    unknown: frozenset[str] = frozenset()
+    rejected_rcpt: int = 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # aiosmtpd hook
+                          rcpt_options: Any) -> str:
+        if address in self.unknown:
+            self.rejected_rcpt += 1
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook
         if self.refuse:
@@ -182,6 +198,7 @@ class Mailbox:
             return self.refuse
         self.messages.append(message_from_bytes(envelope.original_content or envelope.content,  # type: ignore[arg-type]
                                                 policy=policy.default))
+        self.recipients.append(tuple(envelope.rcpt_tos))
         return "250 OK"
 
 
@@ -203,6 +220,12 @@ def message_text(message: EmailMessage) -> str:
 
 def emails_per_source(messages: list[EmailMessage], sources: Iterable[str]) -> Counter[str]:
     texts = [message_text(m) for m in messages]
+    return Counter({s: sum(1 for text in texts if s in text) for s in sources})
+
+
+def deliveries_per_source(mailbox: Mailbox, recipient: str, sources: Iterable[str]) -> Counter[str]:
+    """Messages delivered to `recipient` (by envelope) that name each source."""
+    texts = [message_text(m) for m, to in zip(mailbox.messages, mailbox.recipients) if recipient in to]
     return Counter({s: sum(1 for text in texts if s in text) for s in sources})
 
 
