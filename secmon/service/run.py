@@ -31,6 +31,7 @@ from secmon.service.deliver import daily_digests, deliver
 from secmon.service.retention import retention
 from secmon.service.scan import ScanOptions, scan
 from secmon.store import state
+from secmon.store.event_indices import refresh_events
 from secmon.store.indices import Indices
 from secmon.types import iso, parse_duration
 
@@ -105,6 +106,10 @@ class Keeper:
                 self._held = None
                 raise
 
+    def drop(self) -> None:
+        """A job found a newer holder's token: stop committing now, not when our lease runs out."""
+        self._held = None
+
     def release(self, now: datetime) -> None:
         """On shutdown: expire our lease now, so that a standby takes over at its next look."""
         held, self._held = self._held, None
@@ -158,6 +163,7 @@ def run_job(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, bod
         result = body(token)
     except LeaseLost as exc:
         log.warning("job %s: stopped, this scheduler is no longer the active one: %s", job, exc)
+        keeper.drop()
         return None
     except SecmonError as exc:
         log.error("job %s failed: %s", job, exc)
@@ -214,6 +220,9 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
         if stop.is_set() or keeper.holds(clock()) != token:
             break
         log.info("scan: events ingested in [%s, %s)", iso(start), iso(end))
+        # What reached the node before the chunk's end is searchable now: the refresh interval
+        # (1 s) does not eat into ingest_delay, which is left for bulks still in flight.
+        refresh_events(es, indices)
         options = ScanOptions(start, end, field="event.ingested", deliver=False, trigger="scheduler")
         summary = scan_flow(es, settings, options, clock())
         if summary.rules_run == 0:

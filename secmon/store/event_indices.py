@@ -20,3 +20,9 @@ def delete_index(es: Elasticsearch, name: str) -> None:
     """Delete one index by its exact name (never a wildcard: a typo must not delete everything)."""
     with reporting(es, f"delete index {name}"):
         es.indices.delete(index=name, ignore_unavailable=True)
+
+
+def refresh_events(es: Elasticsearch, indices: Indices) -> None:
+    """Make every event indexed so far searchable now, rather than at the next periodic refresh."""
+    with reporting(es, "refresh the event indices"):
+        es.indices.refresh(index=indices.events_pattern(), ignore_unavailable=True, allow_no_indices=True)
