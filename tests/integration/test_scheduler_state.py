@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from secmon.collect.files import read_records
 from secmon.config import Settings, load_settings
 from secmon.errors import LeaseLost, StoreUnavailable
 from secmon.lease import JobState
