@@ -4,8 +4,8 @@
     python bench/soak/run.py --scenario sigkill --kills 10
     python bench/soak/run.py --outage 60 --smtp-outage 60 --kills 3   # a shorter rehearsal
 
-It starts its own Elasticsearch node (scripts/es-local, port --port, a temporary home, wiped at the
-end) and a loopback SMTP server, runs real `secmon collect --follow` and `secmon run` processes,
+It starts its own Elasticsearch node (scripts/es-local on a free port or --port, a temporary home,
+wiped at the end; it refuses to run against a node it did not start) and a loopback SMTP server, runs real `secmon collect --follow` and `secmon run` processes,
 and counts what is observable: incidents in the index, messages accepted by the SMTP server.
 Scenarios (each a fresh index prefix):
 
@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,11 +53,13 @@ from tests.integration.unattended import (  # noqa: E402
     all_scanned,
     append_burst,
     config_text,
+    es_local,
     deliveries_per_source,
     events_count,
     incidents_per_source,
     kill_during_a_scan,
     smtp_server,
+    start_own_node,
     wait_until,
 )
 
@@ -164,10 +165,6 @@ class Run:
         return result
 
 
-def node(env: dict[str, str], command: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), command], check=True, env=env, capture_output=True)
-
-
 def sigkill(run: Run) -> Result:
     result = Result("sigkill")
     rng = random.Random(8)
@@ -191,11 +188,11 @@ def node_outage(run: Run, env: dict[str, str]) -> Result:
     scheduler.wait_for(r"active: holding the lease", 600)
     with run.appending():
         time.sleep(run.args.burst_every * 3)
-        node(env, "stop")
+        es_local(env, "stop")
         stopped = time.monotonic()
         time.sleep(run.args.outage)
         down = time.monotonic() - stopped
-        node(env, "start")
+        es_local(env, "start")
         time.sleep(run.args.burst_every * 3)
     run.settle()
     result.notes.append(f"node stopped for {down:.0f}s while the collector spooled and the log grew")
@@ -273,16 +270,14 @@ def main() -> None:
     parser.add_argument("--max-chunk", default="30s")
     parser.add_argument("--lookback", default="1m")
     parser.add_argument("--outbox-interval", default="5s")
-    parser.add_argument("--port", type=int, default=9266)
+    parser.add_argument("--port", type=int, default=0, help="of its own node (default: a free one)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "soak.md")
     args = parser.parse_args()
     started = datetime.now(timezone.utc)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="secmon-soak-") as tmp:
         work = Path(tmp)
-        env = {**os.environ, "SECMON_ES_HOME": str(work / "es"), "SECMON_ES_PORT": str(args.port)}
-        node(env, "start")
-        url = f"http://127.0.0.1:{args.port}"
+        url, env = start_own_node(work / "es", args.port or free_port())
         try:
             scenarios: list[tuple[str, Callable[[Run], Result], dict[str, str]]] = [
                 ("sigkill", sigkill, {}),
@@ -309,7 +304,7 @@ def main() -> None:
                     controller.stop()
                 print(json.dumps(asdict(results[-1]), ensure_ascii=False), flush=True)
         finally:
-            node(env, "wipe")
+            es_local(env, "wipe")
     text = report(results, args, started)
     args.results.write_text(text, encoding="utf-8")
     args.results.with_suffix(".json").write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from tests.conftest import free_port
 from tests.integration.unattended import (
     AGENCY,
     BURST,
-    ROOT,
     Mailbox,
     Secmon,
     alerts_by_status,
@@ -30,12 +28,14 @@ from tests.integration.unattended import (
     all_scanned,
     append_burst,
     config_text,
+    es_local,
     emails_per_source,
     events_count,
     incidents_per_source,
     kill_during_a_scan,
     progress,
     smtp_server,
+    start_own_node,
     wait_until,
 )
 
@@ -181,14 +181,13 @@ def test_sigkill_ten_times_during_scans_while_the_log_grows_misses_and_repeats_n
 
 @pytest.fixture
 def own_node(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A node of this test's own, so it can be stopped without disturbing the others."""
-    port = int(os.environ.get("SECMON_TEST_SCHEDULER_ES_PORT", "9264"))
-    env = {**os.environ, "SECMON_ES_HOME": str(tmp_path / "es-node"), "SECMON_ES_PORT": str(port)}
-    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env, capture_output=True)
+    """A node of this test's own (a free port, its own home), so it can be stopped without disturbing others."""
+    port = int(os.environ.get("SECMON_TEST_SCHEDULER_ES_PORT", "0")) or free_port()
+    url, env = start_own_node(tmp_path / "es-node", port)
     try:
-        yield f"http://127.0.0.1:{port}", env
+        yield url, env
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "wipe"], check=False, env=env, capture_output=True)
+        es_local(env, "wipe")
 
 
 OUTAGE = 15.0  # seconds: longer than the look-back (5 s) and many failed scans, lease renewals and bulks
@@ -212,13 +211,13 @@ def test_node_stopped_while_the_collector_spools_then_late_events_are_scanned_an
         scheduler.wait_for(r"active: holding the lease", 60)
         sources = [append_burst(log, i) for i in range(2)]
         until_settled(es, "late", box, sources, procs, 90)
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "stop"], check=True, env=env, capture_output=True)
+        es_local(env, "stop")
         stopped = time.monotonic()
         sources += [append_burst(log, i) for i in range(2, 5)]  # read and spooled while the node is away
         spool = tmp_path / "state" / f"{AGENCY}-linux-auth.spool"
         wait_until(lambda: bool(list(spool.glob("*.ndjson"))), 60, follower.stderr)
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))  # the outage itself: nothing to await
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env, capture_output=True)
+        es_local(env, "start")
         until_settled(es, "late", box, sources, procs, 120)
         assert scheduler.terminate() == 0, scheduler.stderr()
         assert follower.terminate() == 0, follower.stderr()

@@ -10,6 +10,7 @@ assertions need, from what is observable: incidents in the index, emails receive
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,31 @@ def append_burst(log: Path, burst: int, at: datetime | None = None) -> str:
     with log.open("a", encoding="utf-8") as handle:
         handle.write("".join(burst_lines(burst, at or datetime.now(timezone.utc))))
     return source_of(burst)
+
+
+def start_own_node(home: Path, port: int) -> tuple[str, dict[str, str]]:
+    """Start a node of our own with scripts/es-local; (url, env for es-local stop/start/wipe).
+
+    es-local does not start a second node on a port where one already answers: it would
+    leave us talking to someone else's node (and `stop` stopping nothing). The pid file in
+    our own home says the node on the port is ours.
+    """
+    env = {**os.environ, "SECMON_ES_HOME": str(home), "SECMON_ES_PORT": str(port)}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], env=env, capture_output=True,
+                          text=True)
+    if done.returncode != 0 or not (home / "es.pid").is_file():
+        raise RuntimeError(f"no node of our own on port {port}: {done.stdout}{done.stderr}")
+    return f"http://127.0.0.1:{port}", env
+
+
+def es_local(env: dict[str, str], command: str) -> None:
+    """stop, start or wipe the node of `env` (from start_own_node)."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), command], env=env, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"es-local {command} failed: {done.stdout}{done.stderr}")
+    if command == "start" and not (Path(env["SECMON_ES_HOME"]) / "es.pid").is_file():
+        raise RuntimeError(f"es-local start did not start our node: {done.stdout}")
 
 
 def config_text(es_url: str, prefix: str, smtp_port: int, *, scan_interval: str = "1s", lease: str = "3s",
