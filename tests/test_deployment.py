@@ -208,3 +208,11 @@ def test_the_three_node_profile() -> None:
     assert three["elasticsearch"].pop("hosts") == [f"https://{n}:9200" for n in nodes]
     one["elasticsearch"].pop("hosts")
     assert one == three
+
+
+def test_secmon_service_runs_unattended_with_status_as_its_health_check() -> None:
+    service = COMPOSE["services"]["secmon"]
+    assert service["command"][-1] == "run"
+    assert service["healthcheck"]["test"][-1] == "status"
+    assert service["healthcheck"]["test"][1:4] == ["secmon", "--config", "/etc/secmon/secmon.yml"]
+    assert '"run"]' in (ROOT / "docker" / "Dockerfile").read_text()

@@ -26,6 +26,8 @@ from secmon.cli.output import scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
 from secmon.cli.report import report as report_command
 from secmon.cli.rules import rules as rules_group
+from secmon.cli.run import run as run_command
+from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
 from secmon.store.client import check, reporting
@@ -128,25 +130,6 @@ def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Pat
         raise Exit(ExitCode.FINDINGS)
 
 
-@cli.command()
-@click.pass_context
-def schedule(ctx: click.Context) -> None:
-    """Run the scheduler: periodic scans and alert delivery, until stopped."""
-    from secmon.scheduler import run_forever
-
-    run_forever(es_of(ctx), settings_of(ctx))
-
-
-@cli.command()
-@click.pass_context
-def status(ctx: click.Context) -> None:
-    """Check the connection to Elasticsearch."""
-    es = es_of(ctx)
-    with reporting(es, "read cluster health"):
-        health = es.cluster.health()
-    click.echo(f"Elasticsearch {check(es)}, cluster {health['cluster_name']}: {health['status']}")
-
-
 cli.add_command(alerts_group)
 cli.add_command(collect_command)
 cli.add_command(deliver_command)
@@ -156,6 +139,9 @@ cli.add_command(kibana_group)
 cli.add_command(pipelines_group)
 cli.add_command(report_command)
 cli.add_command(rules_group)
+cli.add_command(run_command)
+cli.add_command(run_command, name="schedule")  # its old name
+cli.add_command(status_command)
 
 
 def main(argv: list[str] | None = None) -> None:
