@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 ISO8601 = "ISO8601"
 UNIX = "UNIX"
@@ -21,12 +21,14 @@ UNIX_MS = "UNIX_MS"
 SPECIAL_FORMATS = (ISO8601, UNIX, UNIX_MS)
 
 
+_T = TypeVar("_T")
 MAX_DEPTH = 8  # levels a JSON value may bring into a document (Elasticsearch's own limit is 20 in all)
 
 
-def _shallow(value: Any) -> Any:
+def _shallow(value: _T) -> _T:
     """`value` itself, when its arrays and objects nest at most MAX_DEPTH levels deep."""
-    level, current = 0, [value]
+    level = 0
+    current: list[Any] = [value]
     while current:
         level += 1
         if level > MAX_DEPTH:
