@@ -304,20 +304,7 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
         if path is not None and is_evtx(path):
             records: Iterable[Record] = read_evtx(path)
         else:
-            handle, ident, head = _open_input(path, stream)
-            start, key, mark = 0, ident, (0, FINGERPRINT_BYTES, name, ident)
-            if path is not None:  # checkpoints are by content: a copy of a file read before resumes too
-                size = path.stat().st_size
-                length = min(FINGERPRINT_BYTES, size)
-                key = digest(head[:length])
-                known = state.registry.find(head, size) if state else None
-                if known is not None:
-                    start, key, length, ident = known.offset, known.key, known.length, known.ident
-                    replay(normalizer, path, start, multiline, options.max_line)
-                mark = (0, length, name, ident)
-                handle.seek(start)
-            reader = FileReader(name, start=start, multiline=multiline, max_line=options.max_line)
-            records = reader.records(handle if path is not None else _prefixed(head, handle), ident, key)
+            handle, records, reader, mark = _text_records(path, stream, normalizer, state, options, multiline)
         batcher = Batcher(writer, shipper, agency, normalizer.pipeline.id, options,
                           lambda ends: {k: (v, *mark[1:]) for k, v in ends.items()})
         last = 0.0
@@ -341,6 +328,27 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             progress(reader.position)
     report.stats.skipped += counts.skipped
     return report
+
+
+def _text_records(path: Path | None, stream: BinaryIO | None, normalizer: Normalizer, state: CollectorState | None,
+                  options: CollectOptions, multiline: re.Pattern[str] | None
+                  ) -> tuple[BinaryIO, Iterator[Record], FileReader, Mark]:
+    """A text input opened at its checkpoint (found by content: a copy of a file read before resumes too):
+    the handle, its records, their reader, and the checkpoint mark (offset, length, path, ident)."""
+    handle, ident, head = _open_input(path, stream)
+    if path is None:  # a stream: its first bytes, read to name it, are given back first
+        reader = FileReader("-", multiline=multiline, max_line=options.max_line)
+        return handle, reader.records(_prefixed(head, handle), ident), reader, (0, FINGERPRINT_BYTES, "-", ident)
+    size = path.stat().st_size
+    start, length = 0, min(FINGERPRINT_BYTES, size)
+    key = digest(head[:length])
+    known = state.registry.find(head, size) if state else None
+    if known is not None:
+        start, key, length, ident = known.offset, known.key, known.length, known.ident
+        replay(normalizer, path, start, multiline, options.max_line)
+    handle.seek(start)
+    reader = FileReader(str(path), start=start, multiline=multiline, max_line=options.max_line)
+    return handle, reader.records(handle, ident, key), reader, (0, length, str(path), ident)
 
 
 def replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None,
