@@ -74,6 +74,10 @@ class StoreUnavailable(SecmonError):
     exit_code = ExitCode.ELASTICSEARCH
 
 
+class RequestRefused(StoreUnavailable):
+    """Elasticsearch refused a request for what it holds (400, 413): sending it again as it is cannot help."""
+
+
 class DeliveryError(SecmonError):
     exit_code = ExitCode.DELIVERY
 

@@ -58,6 +58,7 @@ class DeadLetter:
     source: str  # file path, syslog peer, ...
     offset: int | None
     agency: str
+    length: int | None = None  # bytes of the record as written, when `raw` is only its head
 
 
 @dataclass(frozen=True)

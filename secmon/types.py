@@ -13,6 +13,7 @@ from typing import Literal
 
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"  # agency local time unless the config says otherwise
 AGENCY_FIELD = "organization.id"  # every event, incident and alert names its agency here
+AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # agency ids go into index names
 
 RuleKind = Literal["single", "event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg"]
 Detector = Literal["rule", "anomaly"]

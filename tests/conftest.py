@@ -141,10 +141,12 @@ agencies:
     name: "Sở Thông tin và Truyền thông"
     language: vi
     recipients: [soc@so-tttt.example.vn]
+    retention: 36500d  # the tests load real logs of 2005 and later: none is too old to collect
   - id: portal
     name: Provincial public portal
     language: en
     recipients: [admin@portal.example.vn]
+    retention: 36500d
 smtp:
   host: 127.0.0.1
   port: {smtp_port}

@@ -30,7 +30,10 @@ from secmon.cli.run import run as run_command
 from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
-from secmon.types import DEFAULT_TIMEZONE, utcnow
+from secmon.store.client import check, reporting
+from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+
+OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +77,8 @@ def setup(ctx: click.Context) -> None:
               help=f"error: exit {int(ExitCode.INPUT)} when any rule failed to load or run; warn: say so and go on.")
 @click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
-@click.option("--agency", default="offline", show_default=True, help="With --input: the agency the events belong to.")
+@click.option("--agency", default=OFFLINE_AGENCY, show_default=True,
+              help="With --input: the agency the events belong to (it replaces the inputs' own organization.id).")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
@@ -122,6 +126,11 @@ def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Pat
 
     needs_settings = source is not None or not rule_paths
     settings = settings_of(ctx) if needs_settings else None
+    known = [a.id for a in settings.agencies] if settings is not None else []
+    if not AGENCY_ID.match(agency) or (settings is not None and agency != OFFLINE_AGENCY and agency not in known):
+        raise click.BadParameter(f"{agency!r} is not an agency id" + (
+            f" of the config (agencies: {', '.join(known) or 'none configured'}; or {OFFLINE_AGENCY!r})"
+            if settings is not None else " (lower-case letters, digits, '-' and '_')"), param_hint="--agency")
     paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
     result = scan_files(list(inputs), paths, agency, settings, source, utcnow())
     click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))

@@ -9,8 +9,9 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from secmon.config import ElasticsearchSettings
-from secmon.errors import StoreUnavailable
+from secmon.errors import RequestRefused, StoreUnavailable
 
+REFUSED_FOR_CONTENT = {400, 413}  # the request itself is wrong or too large: retrying it as it is cannot help
 LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
 
 
@@ -34,6 +35,8 @@ def reporting(es: Elasticsearch, doing: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         reason = _reason(exc)
+        if exc.meta.status in REFUSED_FOR_CONTENT:
+            raise RequestRefused(f"Elasticsearch refused to {doing}: {reason}") from exc
         raise StoreUnavailable(f"Elasticsearch refused to {doing}: {reason}") from exc
     except TransportError as exc:
         hosts = ", ".join(_hosts(es))
@@ -52,6 +55,8 @@ def _reason(exc: ApiError) -> str:
     if isinstance(error, dict):
         root = (error.get("root_cause") or [error])[0]
         return f"{exc.meta.status} {root.get('type')}: {root.get('reason')}"
+    if exc.meta.status == 413:
+        return "413 Request Entity Too Large (larger than the node's http.max_content_length)"
     return f"{exc.meta.status} {exc.message}"
 
 
