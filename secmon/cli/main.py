@@ -30,7 +30,6 @@ from secmon.cli.run import run as run_command
 from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
-from secmon.store.client import check, reporting
 from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
 
 OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
