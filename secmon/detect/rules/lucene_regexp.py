@@ -8,8 +8,8 @@ Elasticsearch speaks Lucene's dialect:
   an open end). Constructs Lucene cannot express (look-around, back-references,
   word boundaries, lazy quantifiers that change what is captured are fine, but
   anchors in the middle are not) raise UnsupportedRegex with the reason.
-- `to_python`: a Lucene pattern (flags NONE) -> a Python pattern for `re.fullmatch`,
-  for the in-process matcher.
+- `python_source`: a Lucene pattern (flags NONE) -> the same language in Python's dialect,
+  which the in-process matcher runs on RE2 (linear.py) for whole-value matches.
 
 Lucene semantics followed (org.apache.lucene.util.automaton.RegExp): `.` is any
 character including newline, `"..."` quotes a literal string, `\\x` is a literal x
@@ -163,9 +163,15 @@ class _LuceneParser:
         return escaped
 
 
+def python_source(pattern: str, case_insensitive: bool = False) -> str:
+    """A Lucene `regexp` pattern (flags NONE) -> Python-dialect source for a whole-value match with
+    `.` matching newlines (re.DOTALL); RE2 reads the same source (secmon.detect.rules.linear)."""
+    return _LuceneParser(pattern, case_insensitive).parse()
+
+
 def to_python(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
-    """A Lucene `regexp` pattern (flags NONE) compiled for `fullmatch`."""
-    return re.compile(_LuceneParser(pattern, case_insensitive).parse(), re.DOTALL)
+    """A Lucene `regexp` pattern (flags NONE) compiled with Python's `re` for `fullmatch`."""
+    return re.compile(python_source(pattern, case_insensitive), re.DOTALL)
 
 
 # --- Sigma (PCRE-like) -> Lucene ------------------------------------------------------------
