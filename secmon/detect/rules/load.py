@@ -66,6 +66,7 @@ class CompiledRule:
     options: Mapping[str, Any] = field(default_factory=dict)  # the rule's `secmon:` section
     # (language, title, description) beyond the English ones, from `secmon: {vi: {title, description}}`
     translations: tuple[tuple[str, str, str], ...] = ()
+    notes: tuple[str, ...] = ()  # what `rules validate` says besides "ok" (kinds of event it skips, ...)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -126,16 +127,30 @@ def _severity(rule: SigmaRule | SigmaCorrelationRule, default: Severity, options
     return Severity(rule.level.name.lower()) if rule.level else default
 
 
-def detection(rule: SigmaRule, sources: Logsources) -> Compiled:
-    """The rule's condition(s) and logsource as Query DSL (pipeline already applied)."""
-    context = FieldContext(alternatives=lambda f: sources.field_alternatives(rule.logsource, f),
-                           keyword_fields=tuple(sources.keyword_fields(rule.logsource)))
-    compiled = compile_conditions([cond.parse() for cond in rule.detection.parsed_condition], context)
-    source = sources.query(rule.logsource)
-    if source is None:
-        return compiled
-    refine = and_([source, compiled.refine]) if compiled.refine else None
-    return Compiled(and_([source, compiled.query]), refine, tuple(sorted(query_fields(refine))) if refine else ())
+def detection(rule: SigmaRule, sources: Logsources) -> tuple[Compiled, tuple[str, ...]]:
+    """The rule's condition(s) and logsource as Query DSL (pipeline already applied), and notes on
+    the kinds of event it cannot run on (a Security-audit variant its values do not translate to)."""
+    conditions = [cond.parse() for cond in rule.detection.parsed_condition]
+    keyword_fields = tuple(sources.keyword_fields(rule.logsource))
+    parts: list[tuple[Query | None, Compiled]] = []
+    notes: list[str] = []
+    for n, variant in enumerate(sources.variants(rule.logsource)):
+        context = FieldContext(alternatives=variant.alternatives(sources, rule.logsource),
+                               keyword_fields=keyword_fields, translate=variant.translate)
+        try:
+            parts.append((variant.query, compile_conditions(conditions, context)))
+        except UnsupportedRule as exc:
+            if n == 0:
+                raise  # the rule's own kind of event: the rule fails
+            notes.append(f"does not run on {variant.label} events: {exc}")
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1], tuple(notes)
+    query = or_([and_([source, compiled.query]) if source else compiled.query for source, compiled in parts])
+    if not any(compiled.refine for _, compiled in parts):
+        return Compiled(query, None, ()), tuple(notes)
+    refine = or_([and_([q for q in (source, compiled.refine or compiled.query) if q is not None])
+                  for source, compiled in parts])
+    return Compiled(query, refine, tuple(sorted(query_fields(refine)))), tuple(notes)
 
 
 def _default_group(rule: SigmaRule) -> tuple[str, ...]:
@@ -145,18 +160,18 @@ def _default_group(rule: SigmaRule) -> tuple[str, ...]:
 
 def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> CompiledRule:
     options = _options(rule)
-    compiled = detection(rule, sources)
+    compiled, notes = detection(rule, sources)
     return CompiledRule(
         id=str(rule.id or rule.name or rule.title), title=rule.title, description=rule.description or "",
         severity=_severity(rule, Severity.MEDIUM, options), tags=_tags(rule), path=str(path), query=compiled.query,
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
         refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
-        translations=_translations(options),
+        translations=_translations(options), notes=notes,
     )
 
 
-def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0) -> Correlation:
+def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[str], depth: int = 0) -> Correlation:
     kind = rule.type.name.lower()
     if kind not in KINDS:
         raise UnsupportedRule(f"correlation type {kind} is not supported (supported: {', '.join(KINDS[1:])})")
@@ -168,10 +183,11 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0
     for ref in rule.rules or ():
         target = ref.rule
         if isinstance(target, SigmaCorrelationRule):
-            inputs.append(_correlation(target, sources, depth + 1))
+            inputs.append(_correlation(target, sources, notes, depth + 1))
             continue
-        compiled = detection(target, sources)
+        compiled, leaf_notes = detection(target, sources)
         name = str(target.name or target.id or ref.reference)
+        notes += [f"{name}: {note}" for note in leaf_notes]
         inputs.append(Leaf(name, {"bool": {"filter": [compiled.query], "_name": name}}, compiled.refine))
     condition = rule.condition
     if condition is not None and not isinstance(condition, SigmaCorrelationCondition):
@@ -196,7 +212,8 @@ def _logsource(rule: SigmaCorrelationRule) -> Any:
 
 
 def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsources) -> CompiledRule:
-    correlation = _correlation(rule, sources)
+    notes: list[str] = []
+    correlation = _correlation(rule, sources, notes)
     leaves = list({leaf.name: leaf for leaf in correlation.leaves()}.values())
     group_by = tuple(sources.map_field(_logsource(rule), g) for g in (rule.group_by or ()))
     options = _options(rule)
@@ -209,6 +226,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         threshold=int(correlation.count) if simple else 1, timespan=correlation.timespan, kind=correlation.kind,
         condition=(correlation.op, correlation.count), value_field=correlation.value_field,
         correlation=None if simple else correlation, options=options, translations=_translations(options),
+        notes=tuple(notes),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
     )
 

@@ -23,18 +23,29 @@ from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, fla
 from secmon.model import Finding
 
 
+# Route fields compared case-insensitively (pipeline._channel): their route keys are lower-cased on
+# both sides. Safe for ASCII values: a character matches another case-insensitively, as
+# Elasticsearch folds (match.alt_case), exactly when both lower-case alike.
+FOLDED = frozenset({"winlog.channel"})
+
 
 def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
     """Alternatives of mandatory exact (case-sensitive) terms: [{field: allowed values}, ...]; [{}] = none known."""
     if "term" in query:
         (field, spec), = query["term"].items()
-        value = spec.get("value") if isinstance(spec, Mapping) else spec
-        if field in ROUTE_FIELDS and not (isinstance(spec, Mapping) and spec.get("case_insensitive")):
-            return [{field: frozenset({str(value)})}]
+        value = str(spec.get("value") if isinstance(spec, Mapping) else spec)
+        insensitive = isinstance(spec, Mapping) and spec.get("case_insensitive")
+        if field in FOLDED and value.isascii():
+            return [{field: frozenset({value.lower()})}]
+        if field in ROUTE_FIELDS and not insensitive:
+            return [{field: frozenset({value})}]
         return [{}]
     if "terms" in query:
         (field, values), = query["terms"].items()
-        return [{field: frozenset(map(str, values))}] if field in ROUTE_FIELDS else [{}]
+        texts = [str(v) for v in values]
+        if field in FOLDED:
+            return [{field: frozenset(t.lower() for t in texts)}] if all(t.isascii() for t in texts) else [{}]
+        return [{field: frozenset(texts)}] if field in ROUTE_FIELDS else [{}]
     body = query.get("bool")
     if not isinstance(body, Mapping):
         return [{}]
@@ -114,9 +125,10 @@ class RuleRouter:
 
     @staticmethod
     def _keys(view: View) -> set[RouteKey]:
-        keys: set[RouteKey] = {("pair", str(c), str(e))
-                               for c in view.values(PAIR[0]) for e in view.values(PAIR[1])}
-        keys.update((field, str(value), "") for field in ROUTE_FIELDS for value in view.values(field))
+        channels = [str(c).lower() for c in view.values(PAIR[0])]
+        keys: set[RouteKey] = {("pair", c, str(e)) for c in channels for e in view.values(PAIR[1])}
+        keys.update((field, str(value).lower() if field in FOLDED else str(value), "")
+                    for field in ROUTE_FIELDS for value in view.values(field))
         return keys
 
     def candidates(self, view: View) -> list[_Entry]:

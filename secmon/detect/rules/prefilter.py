@@ -29,7 +29,7 @@ from re import _parser as sre  # Python's own regex parser: the literals of a pa
 
 import ahocorasick
 
-from secmon.detect.rules.lucene_regexp import to_python
+from secmon.detect.rules.lucene_regexp import python_source
 from secmon.detect.rules.match import FieldTypes, alt_case, as_keyword, as_list, field_types
 
 START, END = "\x02", "\x03"
@@ -37,6 +37,7 @@ START, END = "\x02", "\x03"
 # nothing the route has not said already.
 ROUTE_FIELDS = ("winlog.channel", "winlog.event_id", "event.dataset", "event.module", "event.category")
 MIN_NEEDLE = 2
+ANY_OF_GROUPS = 3  # conditions kept from an any-of (see _Extractor._bool)
 Atom = tuple[str, str]  # (field, needle with anchors)
 
 
@@ -143,9 +144,14 @@ class _Extractor:
         minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if shoulds else 0
         found = [group for query in musts for group in self.groups(query)]
         if minimum >= 1:
-            any_of = _any(_best(self.groups(q)) for q in shoulds)
-            if any_of is not None:
-                found.append(any_of)
+            # Every branch needs each of its groups, so one group per branch, united, is needed
+            # by the any-of: the best of each, then the second best, ... (a branch with fewer
+            # groups repeats its last), so that `sel_a or sel_b` of two kinds of event keeps as
+            # many conditions as either branch alone.
+            options = [sorted(self.groups(q), key=_cost) for q in shoulds]
+            if all(options):
+                for rank in range(min(max(len(o) for o in options), ANY_OF_GROUPS)):
+                    found.append(frozenset().union(*(o[min(rank, len(o) - 1)] for o in options)))
         return found
 
 
@@ -160,7 +166,7 @@ def _any(alternatives: Iterable[frozenset[Atom] | None]) -> frozenset[Atom] | No
 
 def _regexp(field: str, pattern: str, insensitive: bool) -> frozenset[Atom] | None:
     try:
-        parsed = sre.parse(to_python(pattern, insensitive).pattern)
+        parsed = sre.parse(python_source(pattern, insensitive))
     except Exception:  # noqa: BLE001 - a pattern we cannot read simply gives no atoms
         return None
     found = _regex_runs(parsed)
@@ -220,11 +226,6 @@ def _cost(atoms: frozenset[Atom]) -> tuple[int, int, int]:
         return (0, 0, 0)
     routed = any(f in ROUTE_FIELDS for f, _ in atoms)
     return (int(routed), -min(len(n.strip(START + END)) for _, n in atoms), len(atoms))
-
-
-def _best(options: Sequence[frozenset[Atom]]) -> frozenset[Atom] | None:
-    """Of several conditions that must all hold, the one likely to hold least often."""
-    return min(options, key=_cost) if options else None
 
 
 def needles(query: Mapping[str, Any], types: FieldTypes | None = None, most: int = 2) -> Groups:
