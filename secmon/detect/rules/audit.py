@@ -187,6 +187,8 @@ class Account:
     def _of(self, compiler: Compiler, who: str, value: Any) -> Query:
         if self.part is not None:
             return compiler.value(_field(who + self.part), value, True, True)
+        if isinstance(value, (SigmaNull, SigmaExists)):  # the account is there when its name is
+            return compiler.value(_field(who + "UserName"), value, True, True)
         pattern, insensitive = _text(value, "User")
         if isinstance(value, (SigmaNumber, SigmaBool)):
             raise UnsupportedRule(f"User compared with a {type(value).__name__}")
