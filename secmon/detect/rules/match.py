@@ -160,9 +160,10 @@ def as_keyword(value: Any) -> str:
 # --- case folding as Elasticsearch does it -------------------------------------------------
 
 def alt_case(ch: str) -> str:
-    """The one other case a character matches (Elasticsearch's AutomatonQueries.toCaseInsensitiveChar)."""
-    alt = ch.upper() if ch.islower() else ch.lower()
-    return alt if len(alt) == 1 else ch
+    """The other case a character matches in a case_insensitive term, prefix or wildcard query:
+    Elasticsearch 9 folds ASCII letters only there (`é` does not match `É`; a `regexp` query folds
+    Unicode, see lucene_regexp.case_class)."""
+    return ch.swapcase() if ch.isascii() and ch.isalpha() else ch
 
 
 def _insensitive_char(ch: str) -> str:
@@ -420,13 +421,14 @@ class _Compiler:
 
 @dataclass(frozen=True)
 class _Spec:
-    """A string query on a keyword field: its regex source, and, when the pattern is ASCII text with
-    `*` wildcards only, the same as literal byte segments (`parts`, lower-cased when insensitive).
+    """A string query on a keyword field: its regex source, and, when the pattern is a term, a
+    prefix or a wildcard without `?`, the same as literal UTF-8 segments between the `*`s (`parts`,
+    ASCII letters lower-cased when insensitive).
 
-    Why the segments are exact: an ASCII character of the pattern matches only itself or, under
-    case_insensitive, its other (ASCII) case, which `bytes.lower` folds alike; a non-ASCII
-    character of the value is bytes >= 0x80, which no ASCII segment contains, so only a `*` can
-    match it, as in Elasticsearch's automaton."""
+    Why the segments are exact: under case_insensitive, Elasticsearch folds ASCII letters only
+    (alt_case), which `bytes.lower` folds alike on both sides, and every other character matches
+    only itself; UTF-8 is self-synchronizing, so a segment found in the value's bytes is found at a
+    character boundary."""
 
     field: str
     insensitive: bool
@@ -435,9 +437,10 @@ class _Spec:
 
 
 def _parts(segments: list[str] | None, insensitive: bool) -> tuple[bytes, ...] | None:
-    if segments is None or not all(s.isascii() for s in segments):
+    if segments is None:
         return None
-    return tuple((s.lower() if insensitive else s).encode("ascii") for s in segments)
+    encoded = tuple(encode(s) for s in segments)
+    return tuple(s.lower() for s in encoded) if insensitive else encoded
 
 
 def _wildcard_segments(pattern: str) -> list[str] | None:
@@ -663,7 +666,25 @@ def matches(query: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
 
 def regex_fallbacks(query: Mapping[str, Any], types: FieldTypes | None = None) -> list[str]:
     """The patterns of `query` that RE2 refuses and that therefore run on the bounded fallback
-    engine (linear.py), each with the reason: what `rules validate` reports."""
+    engine (linear.py), each with the reason: what `rules validate` reports. (Patterns merged per
+    field fall back to their parts, so only single patterns can end up there.)"""
     compiler = _Compiler(types or field_types())
-    compiler.compile(query)
-    return compiler.fallbacks
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, Mapping):
+            return
+        spec = compiler._pattern_spec(node) if len(node) == 1 else None
+        if spec is not None and spec.parts is None:
+            pattern = compile_fullmatch(spec.source)
+            if pattern.fallback:
+                found.append(f"{pattern.fallback}: {spec.source[:120]}")
+            return
+        for value in node.values():
+            walk(value)
+    walk(query)
+    return found

@@ -4,16 +4,16 @@ For each rule query, `needles(query)` finds a *necessary* condition: a set of
 atoms (field, literal text, anchoring) such that the query cannot match a
 document unless at least one atom occurs in it. `NeedleIndex` puts every
 rule's atoms into one automaton per field; a document's field values are
-lower-cased and anchored (`\\x02value\\x03`), each is scanned once, and the
+case-folded and anchored (`\\x02value\\x03`), each is scanned once, and the
 rules whose atoms occur are the only ones worth running the full predicate on.
 
 The test is a superset by construction, so skipping a rule never changes an answer:
 - atoms are only taken from clauses every match must satisfy (a filter/must clause,
   or every branch of an any-of), never from must_not;
-- atoms hold only characters that lower-casing both sides cannot un-match (a
-  character and its one other case lower-case alike, which holds for ASCII and for
-  most letters); a literal with other text gives its longest such run as a
-  `contains` atom instead;
+- atoms and values are compared case-folded (str.casefold, per character, without
+  context): a character matches itself, its other ASCII case (term, prefix, wildcard)
+  or a character of its Unicode case class (regexp, lucene_regexp.case_class), and
+  all of these fold alike, so folding both sides never un-matches;
 - a regexp gives the literal runs every match of it contains (read from Python's
   own parse of the translated pattern);
 - queries whose literal cannot be read (range, exists, typed fields, ...) give no
@@ -30,7 +30,7 @@ from re import _parser as sre  # Python's own regex parser: the literals of a pa
 import ahocorasick
 
 from secmon.detect.rules.lucene_regexp import python_source
-from secmon.detect.rules.match import FieldTypes, alt_case, as_keyword, as_list, field_types
+from secmon.detect.rules.match import FieldTypes, as_keyword, as_list, field_types
 
 START, END = "\x02", "\x03"
 # Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say
@@ -41,30 +41,6 @@ ANY_OF_GROUPS = 3  # conditions kept from an any-of (see _Extractor._bool)
 Atom = tuple[str, str]  # (field, needle with anchors)
 
 
-def _foldable(ch: str) -> bool:
-    """Lower-casing both sides keeps every match on this character. A case-insensitive match
-    accepts the character or its one other case (match.alt_case, as Elasticsearch does): true
-    when both lower-case to the same single character (all ASCII letters, most others), and
-    for characters without case."""
-    if ch.isascii():
-        return True
-    low = ch.lower()
-    return len(low) == 1 and alt_case(ch).lower() == low
-
-
-def _foldable_run(text: str) -> str:
-    """The longest run of foldable characters in `text` (all of it, when every one is)."""
-    runs, current = [], []
-    for ch in text:
-        if _foldable(ch):
-            current.append(ch)
-        else:
-            runs.append("".join(current))
-            current = []
-    runs.append("".join(current))
-    return max(runs, key=len)
-
-
 def _too_common(text: str) -> bool:
     """An unanchored short ASCII literal (" ", "-", "ex") occurs in almost every value: no help
     as a filter. One non-ASCII character (an emoji, U+202E, a Cyrillic letter) is rare enough."""
@@ -72,12 +48,9 @@ def _too_common(text: str) -> bool:
 
 
 def _literal(field: str, text: str, at_start: bool, at_end: bool) -> frozenset[Atom] | None:
-    run = _foldable_run(text)
-    if run != text:  # only part of the literal can be folded: that part still occurs, unanchored
-        at_start = at_end = False
-    if not run and not (at_start and at_end) or _too_common(run) and not (at_start or at_end):
+    if not text and not (at_start and at_end) or _too_common(text) and not (at_start or at_end):
         return None
-    needle = (START if at_start else "") + run.lower() + (END if at_end else "")
+    needle = (START if at_start else "") + text.casefold() + (END if at_end else "")
     return frozenset({(field, needle)})
 
 
@@ -207,14 +180,12 @@ def _regex_runs(sequence: Any) -> frozenset[str] | None:
 
 
 def _regex_char(op: Any, arg: Any) -> str | None:
-    """The one foldable character a regex item stands for, lower-cased ([aA] -> a), else None."""
+    """What a regex item stands for, case-folded, when that is one text ([sSſ] -> s), else None."""
     if op is sre.LITERAL:
-        ch = chr(arg)
-        return ch.lower() if _foldable(ch) else None
+        return chr(arg).casefold()
     if op is sre.IN and all(item_op is sre.LITERAL for item_op, _ in arg):
-        chars = {chr(code) for _, code in arg}
-        folded = {c.lower() for c in chars}
-        if len(folded) == 1 and all(_foldable(c) for c in chars):
+        folded = {chr(code).casefold() for _, code in arg}
+        if len(folded) == 1:
             return folded.pop()
     return None
 
@@ -290,7 +261,7 @@ class NeedleIndex:
         for field in flat.keys() & automata.keys():
             automaton = automata[field]
             for value in flat[field]:
-                text = START + (value if type(value) is str else as_keyword(value)).lower() + END
+                text = START + (value if type(value) is str else as_keyword(value)).casefold() + END
                 for _, items in automaton.iter(text):
                     found.update(items)
         held: dict[int, int] = {}
