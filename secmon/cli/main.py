@@ -69,13 +69,16 @@ def setup(ctx: click.Context) -> None:
               help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
 @click.option("--agency", default="offline", show_default=True, help="With --input: the agency the events belong to.")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
+@click.option("--unmapped-logsources", "unmapped", type=click.Choice(["skip", "run"]), default="skip",
+              show_default=True, help="Rules whose logsource secmon does not map (`rules validate` lists them) "
+                                      "select more than their events: skipped and counted, or run anyway.")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool,
-         inputs: tuple[Path, ...], agency: str, source: str | None) -> None:
+         inputs: tuple[Path, ...], agency: str, source: str | None, unmapped: str) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
+        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -86,7 +89,8 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     start = start or end - (last or timedelta())
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
-    summary = scan_flow(es_of(ctx), settings_of(ctx), ScanOptions(start, end, rule_paths, deliver=not no_deliver), now)
+    summary = scan_flow(es_of(ctx), settings_of(ctx), ScanOptions(start, end, rule_paths, deliver=not no_deliver,
+                                                                  unmapped=unmapped), now)  # type: ignore[arg-type]
     click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE))
     if summary.deliveries_pending:
         raise Exit(ExitCode.DELIVERY)
@@ -95,14 +99,14 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
 
 
 def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
-             source: str | None, as_json: bool, fail_on_findings: bool) -> None:
+             source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str = "skip") -> None:
     """`scan --input`: the offline flow, in-process, no Elasticsearch."""
     from secmon.service.offline import scan_files
 
     needs_settings = source is not None or not rule_paths
     settings = settings_of(ctx) if needs_settings else None
     paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    result = scan_files(list(inputs), paths, agency, settings, source, utcnow())
+    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), unmapped)  # type: ignore[arg-type]
     click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from secmon.config import Settings
 from secmon.errors import InputError, Location
@@ -90,23 +90,25 @@ def _parsed(path: Path, agency: str, settings: Settings | None, source: str, now
             yield result.id, dict(result.doc)
 
 
-def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str, str]], now: datetime
-            ) -> ScanSummary:
+def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str, str]], now: datetime,
+            notes: tuple[str, ...] = ()) -> ScanSummary:
     first = min((i.finding.first_seen for i in incidents), default=now)
     last = max((i.finding.last_seen for i in incidents), default=now)
     return ScanSummary(id=stable_id("offline-scan", now.isoformat()), started=now, window_from=first,
                        window_to=last, rules_run=rules_run, rules_failed=tuple(failures),
                        incidents=tuple(incidents), new_incident_ids=tuple(i.id for i in incidents),
-                       deliveries_sent=0, deliveries_pending=0, notes=("offline scan: nothing stored, nobody alerted",))
+                       deliveries_sent=0, deliveries_pending=0,
+                       notes=("offline scan: nothing stored, nobody alerted", *notes))
 
 
 def scan_files(inputs: list[Path], rule_paths: list[Path], agency: str, settings: Settings | None,
-               source: str | None, now: datetime) -> ScanSummary:
+               source: str | None, now: datetime, unmapped: Literal["skip", "run"] = "skip") -> ScanSummary:
     """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted."""
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.load import load_rules, unmapped_note
     from secmon.detect.rules.offline import scan_documents
 
-    ruleset = load_rules(rule_paths)
-    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now))
+    ruleset = load_rules(rule_paths, unmapped)
+    failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
+    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now), failures)
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
-    return summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now)
+    return summary(incidents, len(ruleset.rules), failures, now, tuple(unmapped_note(ruleset)))

@@ -102,15 +102,16 @@ class ScanOptions:
     deliver: bool = True
     trigger: str = "cli"
     field: Literal["@timestamp", "event.ingested"] = "@timestamp"  # see model.ScanWindow
+    unmapped: Literal["skip", "run"] = "skip"  # rules whose logsource secmon does not map (load.load_rules)
 
 
 def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datetime) -> ScanSummary:
     indices = indices_of(settings)
     check(es)
     paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.load import load_rules, unmapped_note
 
-    ruleset: RuleSet = load_rules(paths)
+    ruleset: RuleSet = load_rules(paths, options.unmapped)
     scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end))
     failures = [(p.where, p.reason) for p in ruleset.problems]
     run = run_rules(es, indices, ruleset.rules, ScanWindow(options.start, options.end, options.field))
@@ -124,6 +125,7 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
     enqueue(es, indices, settings, new, now)
     report = deliver_pending(es, indices, settings.smtp, now) if options.deliver else DeliveryReport(0, 0, 0, ())
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += unmapped_note(ruleset)
     notes += [f"alert delivery failed: {e}" for e in report.errors]
     summary = ScanSummary(
         id=scan_id, started=now, window_from=options.start, window_to=options.end,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from sigma.collection import SigmaCollection
@@ -67,6 +67,7 @@ class CompiledRule:
     # (language, title, description) beyond the English ones, from `secmon: {vi: {title, description}}`
     translations: tuple[tuple[str, str, str], ...] = ()
     notes: tuple[str, ...] = ()  # what `rules validate` says besides "ok" (kinds of event it skips, ...)
+    unmapped: str = ""  # the logsource, when secmon does not map it (Logsources.known): not run by default
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -81,10 +82,21 @@ class RuleProblem:
     reason: str
 
 
+UnmappedPolicy = Literal["skip", "run"]
+
+
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[CompiledRule, ...]
+    rules: tuple[CompiledRule, ...]  # the rules to run
     problems: tuple[RuleProblem, ...] = field(default=())
+    # Compiled, but not run: their logsource is not mapped, so their query would select more than
+    # the events they are about (a `category: database` rule would run on every event).
+    skipped: tuple[CompiledRule, ...] = field(default=())
+
+    @property
+    def unmapped(self) -> tuple[CompiledRule, ...]:
+        """Every rule with an unmapped logsource, whether skipped or run."""
+        return self.skipped + tuple(r for r in self.rules if r.unmapped)
 
 
 def _options(rule: SigmaRule | SigmaCorrelationRule) -> dict[str, Any]:
@@ -167,8 +179,17 @@ def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> Compile
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
         refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
-        translations=_translations(options), notes=notes,
+        translations=_translations(options), notes=notes, unmapped=_unmapped(rule.logsource, sources),
     )
+
+
+def _unmapped(logsource: Any, sources: Logsources) -> str:
+    """The logsource as written, when it is not mapped; "" when it is."""
+    if sources.known(logsource):
+        return ""
+    keys = [f"{k}: {v}" for k, v in (("product", logsource.product), ("category", logsource.category),
+                                     ("service", logsource.service)) if v]
+    return "{" + ", ".join(keys) + "}"
 
 
 def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[str], depth: int = 0) -> Correlation:
@@ -206,6 +227,15 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[st
                        timedelta(seconds=rule.timespan.seconds), value_field, tuple(inputs))
 
 
+def _logsources(rule: SigmaCorrelationRule) -> list[Any]:
+    """The logsources of every rule a correlation (and the correlations it uses) refers to."""
+    found = []
+    for ref in rule.rules or ():
+        target = ref.rule
+        found += _logsources(target) if isinstance(target, SigmaCorrelationRule) else [target.logsource]
+    return found
+
+
 def _logsource(rule: SigmaCorrelationRule) -> Any:
     target = (rule.rules or [])[0].rule
     return _logsource(target) if isinstance(target, SigmaCorrelationRule) else target.logsource
@@ -226,7 +256,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         threshold=int(correlation.count) if simple else 1, timespan=correlation.timespan, kind=correlation.kind,
         condition=(correlation.op, correlation.count), value_field=correlation.value_field,
         correlation=None if simple else correlation, options=options, translations=_translations(options),
-        notes=tuple(notes),
+        notes=tuple(notes), unmapped=next((u for u in (_unmapped(s, sources) for s in _logsources(rule)) if u), ""),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
     )
 
@@ -306,6 +336,23 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
     return RuleSet(tuple(rules), tuple(problems))
 
 
+def unmapped_note(ruleset: RuleSet) -> list[str]:
+    """What a scan says about the rules with an unmapped logsource: how many, which logsources, why."""
+    if not ruleset.unmapped:
+        return []
+    kinds: dict[str, int] = {}
+    for rule in ruleset.unmapped:
+        kinds[rule.unmapped] = kinds.get(rule.unmapped, 0) + 1
+    listed = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5])
+    listed += ", ..." if len(kinds) > 5 else ""
+    if ruleset.skipped:
+        return [f"{len(ruleset.skipped)} rules not run: their logsource is not mapped, so they would select more "
+                f"than their events ({listed}); `secmon rules validate` lists them, "
+                "`--unmapped-logsources run` runs them"]
+    return [f"{len(ruleset.unmapped)} rules with an unmapped logsource run on more than their events "
+            f"(--unmapped-logsources run): {listed}"]
+
+
 def _sigma_where(path: Path, error: Exception, start: int) -> str:
     source = getattr(error, "source", None)
     line = getattr(source, "line", None)
@@ -319,7 +366,9 @@ def rule_files(root: Path) -> list[Path]:
     return sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]) if root.is_dir() else [root]
 
 
-def load_rules(paths: list[Path]) -> RuleSet:
+def load_rules(paths: list[Path], unmapped: UnmappedPolicy = "skip") -> RuleSet:
+    """Every rule under `paths`; those with an unmapped logsource run only with `unmapped="run"`
+    (they are in `skipped` otherwise, for the caller to report)."""
     sources = logsources()
     rules: list[CompiledRule] = []
     problems: list[RuleProblem] = []
@@ -331,4 +380,5 @@ def load_rules(paths: list[Path]) -> RuleSet:
             loaded = load_rule_file(path, sources)
             rules.extend(loaded.rules)
             problems.extend(loaded.problems)
-    return RuleSet(tuple(rules), tuple(problems))
+    run = [r for r in rules if unmapped == "run" or not r.unmapped]
+    return RuleSet(tuple(run), tuple(problems), tuple(r for r in rules if r.unmapped and unmapped != "run"))

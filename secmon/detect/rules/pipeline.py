@@ -110,11 +110,16 @@ class Logsources:
 
     def _other(self, logsource: SigmaLogSource) -> Query | None:
         best = self._entry(logsource)
-        if best is None:
-            # A product we have no entry for: its events, by the ECS convention that
-            # event.module names the product (aws, azure, okta, zeek, ...), never every event.
-            return _term("event.module", logsource.product) if logsource.product else None
-        return and_([_term(k, v) for k, v in best["conditions"].items()])
+        if best is not None:
+            return and_([_term(k, v) for k, v in best["conditions"].items()])
+        if not logsource.product:
+            return None
+        # A product we have no entry for: its events, by the ECS convention that event.module
+        # names the product and event.dataset is <module>.<dataset> (aws.cloudtrail, zeek.http).
+        parts = [_term("event.module", logsource.product)]
+        if logsource.service:
+            parts.append(_term("event.dataset", f"{logsource.product}.{logsource.service}"))
+        return and_(parts)
 
     def _entry(self, logsource: SigmaLogSource) -> dict[str, Any] | None:
         wanted = {k: v for k, v in (("category", logsource.category), ("product", logsource.product),
@@ -127,17 +132,18 @@ class Logsources:
         return best
 
     def known(self, logsource: SigmaLogSource) -> bool:
-        """Whether the logsource is mapped: its category and service (when it names them) select
-        the events they mean. Windows: both in windows.yml. Others: an entry of logsources.yml
-        names them; a product alone selects `event.module: <product>` (the ECS convention).
-        An unmapped logsource would select more than it means (every event, or every event of
-        the product), so such rules do not run unless asked (load.py)."""
+        """Whether the logsource is mapped, i.e. its query selects the events it means. Windows: its
+        service and category are in windows.yml. Others: an entry of logsources.yml names its
+        category and service; or, for a product without entries, the ECS convention (event.module,
+        event.dataset) with no category but `application` (the product's own logs). An unmapped
+        logsource selects more than it means (a `category: proxy` rule: every event; `linux` +
+        `process_creation`: every Linux log line), so such rules run only when asked (load.py)."""
         if logsource.product == "windows":
             return (not logsource.service or logsource.service in self.windows["services"]) and (
                 not logsource.category or logsource.category in self.windows["categories"])
         best = self._entry(logsource)
         if best is None:
-            return bool(logsource.product) and not logsource.category and not logsource.service
+            return bool(logsource.product) and logsource.category in (None, "application")
         return all(key in best["logsource"] for key in ("category", "service") if getattr(logsource, key))
 
     def keyword_fields(self, logsource: SigmaLogSource) -> list[str]:
