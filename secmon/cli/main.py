@@ -79,13 +79,16 @@ def setup(ctx: click.Context) -> None:
 @click.option("--agency", default=OFFLINE_AGENCY, show_default=True,
               help="With --input: the agency the events belong to (it replaces the inputs' own organization.id).")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
+@click.option("--unmapped-logsources", "unmapped", type=click.Choice(["skip", "run"]), default="skip",
+              show_default=True, help="Rules whose logsource secmon does not map (`rules validate` lists them) "
+                                      "select more than their events: skipped and counted, or run anyway.")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
-         inputs: tuple[Path, ...], agency: str, source: str | None) -> None:
+         inputs: tuple[Path, ...], agency: str, source: str | None, unmapped: str) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
+        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -97,7 +100,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
     es, settings = es_of(ctx), settings_of(ctx)
-    summary = scan_flow(es, settings, ScanOptions(start, end, rule_paths), now)
+    summary = scan_flow(es, settings, ScanOptions(start, end, rule_paths, unmapped=unmapped), now)  # type: ignore[arg-type]
     if not no_deliver:  # the scan only queues; sending is the deliver flow's job, here run at once
         from secmon.service.deliver import deliver as deliver_flow
 
@@ -119,7 +122,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
 
 
 def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
-             source: str | None, as_json: bool, fail_on_findings: bool) -> None:
+             source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str = "skip") -> None:
     """`scan --input`: the offline flow, in-process, no Elasticsearch."""
     from secmon.service.offline import scan_files
 
@@ -131,7 +134,7 @@ def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Pat
             f" of the config (agencies: {', '.join(known) or 'none configured'}; or {OFFLINE_AGENCY!r})"
             if settings is not None else " (lower-case letters, digits, '-' and '_')"), param_hint="--agency")
     paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    result = scan_files(list(inputs), paths, agency, settings, source, utcnow())
+    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), unmapped)  # type: ignore[arg-type]
     click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from secmon.config import Settings
 from secmon.errors import InputError, Location
@@ -151,14 +151,14 @@ def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str,
 
 
 def scan_files(inputs: list[Path], rule_paths: list[Path], agency: str, settings: Settings | None,
-               source: str | None, now: datetime) -> ScanSummary:
+               source: str | None, now: datetime, unmapped: Literal["skip", "run"] = "skip") -> ScanSummary:
     """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted."""
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.load import load_rules, unmapped_note
     from secmon.detect.rules.offline import scan_documents
 
-    ruleset = load_rules(rule_paths)
+    ruleset = load_rules(rule_paths, unmapped)
     tally = Tally()
-    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now, tally))
+    failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
+    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now, tally), failures)
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
-    return summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now,
-                   tally.notes(agency))
+    return summary(incidents, len(ruleset.rules), failures, now, tally.notes(agency) + tuple(unmapped_note(ruleset)))

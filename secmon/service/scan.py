@@ -103,6 +103,7 @@ class ScanOptions:
     deliver: bool = True
     trigger: str = "cli"
     field: Literal["@timestamp", "event.ingested"] = "@timestamp"  # see model.ScanWindow
+    unmapped: Literal["skip", "run"] = "skip"  # rules whose logsource secmon does not map (load.load_rules)
 
 
 def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datetime) -> ScanSummary:
@@ -125,10 +126,10 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
 
 def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: ScanOptions, now: datetime,
           scan_id: str) -> ScanSummary:
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.load import load_rules, unmapped_note
 
     paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
-    ruleset: RuleSet = load_rules(paths)
+    ruleset: RuleSet = load_rules(paths, options.unmapped)
     exclusions = exceptions.load(es, indices, now)
     rules = [replace(rule, query=exceptions.exclude_query(rule.query, rule.id, exclusions))
              for rule in ruleset.rules]
@@ -148,6 +149,7 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
     recorded = records.record(es, indices, findings, policy, now,
                               lambda told: queued.append(enqueue(es, indices, settings, told, now)), scan_id)
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += unmapped_note(ruleset)
     notes += [f"no alert: {why}" for report in queued for why in report.unrouted]
     below = sum(report.below_floor for report in queued)
     if below:

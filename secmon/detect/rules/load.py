@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule, SigmaCorrelationType
@@ -67,6 +67,8 @@ class CompiledRule:
     options: Mapping[str, Any] = field(default_factory=dict)  # the rule's `secmon:` section
     # (language, title, description) beyond the English ones, from `secmon: {vi: {title, description}}`
     translations: tuple[tuple[str, str, str], ...] = ()
+    notes: tuple[str, ...] = ()  # what `rules validate` says besides "ok" (kinds of event it skips, ...)
+    unmapped: str = ""  # the logsource, when secmon does not map it (Logsources.known): not run by default
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -81,10 +83,21 @@ class RuleProblem:
     reason: str
 
 
+UnmappedPolicy = Literal["skip", "run"]
+
+
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[CompiledRule, ...]
+    rules: tuple[CompiledRule, ...]  # the rules to run
     problems: tuple[RuleProblem, ...] = field(default=())
+    # Compiled, but not run: their logsource is not mapped, so their query would select more than
+    # the events they are about (a `category: database` rule would run on every event).
+    skipped: tuple[CompiledRule, ...] = field(default=())
+
+    @property
+    def unmapped(self) -> tuple[CompiledRule, ...]:
+        """Every rule with an unmapped logsource, whether skipped or run."""
+        return self.skipped + tuple(r for r in self.rules if r.unmapped)
 
 
 def _options(rule: SigmaRule | SigmaCorrelationRule) -> dict[str, Any]:
@@ -127,16 +140,30 @@ def _severity(rule: SigmaRule | SigmaCorrelationRule, default: Severity, options
     return Severity(rule.level.name.lower()) if rule.level else default
 
 
-def detection(rule: SigmaRule, sources: Logsources) -> Compiled:
-    """The rule's condition(s) and logsource as Query DSL (pipeline already applied)."""
-    context = FieldContext(alternatives=lambda f: sources.field_alternatives(rule.logsource, f),
-                           keyword_fields=tuple(sources.keyword_fields(rule.logsource)))
-    compiled = compile_conditions([cond.parse() for cond in rule.detection.parsed_condition], context)
-    source = sources.query(rule.logsource)
-    if source is None:
-        return compiled
-    refine = and_([source, compiled.refine]) if compiled.refine else None
-    return Compiled(and_([source, compiled.query]), refine, tuple(sorted(query_fields(refine))) if refine else ())
+def detection(rule: SigmaRule, sources: Logsources) -> tuple[Compiled, tuple[str, ...]]:
+    """The rule's condition(s) and logsource as Query DSL (pipeline already applied), and notes on
+    the kinds of event it cannot run on (a Security-audit variant its values do not translate to)."""
+    conditions = [cond.parse() for cond in rule.detection.parsed_condition]
+    keyword_fields = tuple(sources.keyword_fields(rule.logsource))
+    parts: list[tuple[Query | None, Compiled]] = []
+    notes: list[str] = []
+    for n, variant in enumerate(sources.variants(rule.logsource)):
+        context = FieldContext(alternatives=variant.alternatives(sources, rule.logsource),
+                               keyword_fields=keyword_fields, translate=variant.translate)
+        try:
+            parts.append((variant.query, compile_conditions(conditions, context)))
+        except UnsupportedRule as exc:
+            if n == 0:
+                raise  # the rule's own kind of event: the rule fails
+            notes.append(f"does not run on {variant.label} events: {exc}")
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1], tuple(notes)
+    query = or_([and_([source, compiled.query]) if source else compiled.query for source, compiled in parts])
+    if not any(compiled.refine for _, compiled in parts):
+        return Compiled(query, None, ()), tuple(notes)
+    refine = or_([and_([q for q in (source, compiled.refine or compiled.query) if q is not None])
+                  for source, compiled in parts])
+    return Compiled(query, refine, tuple(sorted(query_fields(refine)))), tuple(notes)
 
 
 def _default_group(rule: SigmaRule) -> tuple[str, ...]:
@@ -146,18 +173,27 @@ def _default_group(rule: SigmaRule) -> tuple[str, ...]:
 
 def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> CompiledRule:
     options = _options(rule)
-    compiled = detection(rule, sources)
+    compiled, notes = detection(rule, sources)
     return CompiledRule(
         id=str(rule.id or rule.name or rule.title), title=rule.title, description=rule.description or "",
         severity=_severity(rule, Severity.MEDIUM, options), tags=_tags(rule), path=str(path), query=compiled.query,
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
         refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
-        translations=_translations(options),
+        translations=_translations(options), notes=notes, unmapped=_unmapped(rule.logsource, sources),
     )
 
 
-def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0) -> Correlation:
+def _unmapped(logsource: Any, sources: Logsources) -> str:
+    """The logsource as written, when it is not mapped; "" when it is."""
+    if sources.known(logsource):
+        return ""
+    keys = [f"{k}: {v}" for k, v in (("product", logsource.product), ("category", logsource.category),
+                                     ("service", logsource.service)) if v]
+    return "{" + ", ".join(keys) + "}"
+
+
+def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[str], depth: int = 0) -> Correlation:
     kind = rule.type.name.lower()
     if kind not in KINDS:
         raise UnsupportedRule(f"correlation type {kind} is not supported (supported: {', '.join(KINDS[1:])})")
@@ -169,10 +205,11 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0
     for ref in rule.rules or ():
         target = ref.rule
         if isinstance(target, SigmaCorrelationRule):
-            inputs.append(_correlation(target, sources, depth + 1))
+            inputs.append(_correlation(target, sources, notes, depth + 1))
             continue
-        compiled = detection(target, sources)
+        compiled, leaf_notes = detection(target, sources)
         name = str(target.name or target.id or ref.reference)
+        notes += [f"{name}: {note}" for note in leaf_notes]
         inputs.append(Leaf(name, {"bool": {"filter": [compiled.query], "_name": name}}, compiled.refine))
     condition = rule.condition
     if condition is not None and not isinstance(condition, SigmaCorrelationCondition):
@@ -191,13 +228,23 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0
                        timedelta(seconds=rule.timespan.seconds), value_field, tuple(inputs))
 
 
+def _logsources(rule: SigmaCorrelationRule) -> list[Any]:
+    """The logsources of every rule a correlation (and the correlations it uses) refers to."""
+    found = []
+    for ref in rule.rules or ():
+        target = ref.rule
+        found += _logsources(target) if isinstance(target, SigmaCorrelationRule) else [target.logsource]
+    return found
+
+
 def _logsource(rule: SigmaCorrelationRule) -> Any:
     target = (rule.rules or [])[0].rule
     return _logsource(target) if isinstance(target, SigmaCorrelationRule) else target.logsource
 
 
 def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsources) -> CompiledRule:
-    correlation = _correlation(rule, sources)
+    notes: list[str] = []
+    correlation = _correlation(rule, sources, notes)
     leaves = list({leaf.name: leaf for leaf in correlation.leaves()}.values())
     group_by = tuple(sources.map_field(_logsource(rule), g) for g in (rule.group_by or ()))
     options = _options(rule)
@@ -210,6 +257,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         threshold=int(correlation.count) if simple else 1, timespan=correlation.timespan, kind=correlation.kind,
         condition=(correlation.op, correlation.count), value_field=correlation.value_field,
         correlation=None if simple else correlation, options=options, translations=_translations(options),
+        notes=tuple(notes), unmapped=next((u for u in (_unmapped(s, sources) for s in _logsources(rule)) if u), ""),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
     )
 
@@ -323,6 +371,23 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
     return RuleSet(tuple(rules), tuple(problems))
 
 
+def unmapped_note(ruleset: RuleSet) -> list[str]:
+    """What a scan says about the rules with an unmapped logsource: how many, which logsources, why."""
+    if not ruleset.unmapped:
+        return []
+    kinds: dict[str, int] = {}
+    for rule in ruleset.unmapped:
+        kinds[rule.unmapped] = kinds.get(rule.unmapped, 0) + 1
+    listed = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5])
+    listed += ", ..." if len(kinds) > 5 else ""
+    if ruleset.skipped:
+        return [f"{len(ruleset.skipped)} rules not run: their logsource is not mapped, so they would select more "
+                f"than their events ({listed}); `secmon rules validate` lists them, "
+                "`--unmapped-logsources run` runs them"]
+    return [f"{len(ruleset.unmapped)} rules with an unmapped logsource run on more than their events "
+            f"(--unmapped-logsources run): {listed}"]
+
+
 def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
     source = getattr(error, "source", None)
     line = getattr(source, "line", None)
@@ -336,7 +401,9 @@ def rule_files(root: Path) -> list[Path]:
     return sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]) if root.is_dir() else [root]
 
 
-def load_rules(paths: list[Path]) -> RuleSet:
+def load_rules(paths: list[Path], unmapped: UnmappedPolicy = "skip") -> RuleSet:
+    """Every rule under `paths`; those with an unmapped logsource run only with `unmapped="run"`
+    (they are in `skipped` otherwise, for the caller to report)."""
     sources = logsources()
     rules: list[CompiledRule] = []
     problems: list[RuleProblem] = []
@@ -355,4 +422,5 @@ def load_rules(paths: list[Path]) -> RuleSet:
                     continue
                 seen[rule.id] = rule.path
                 rules.append(rule)
-    return RuleSet(tuple(rules), tuple(problems))
+    run = [r for r in rules if unmapped == "run" or not r.unmapped]
+    return RuleSet(tuple(run), tuple(problems), tuple(r for r in rules if r.unmapped and unmapped != "run"))
