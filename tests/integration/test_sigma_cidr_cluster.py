@@ -60,7 +60,7 @@ def check(es, index: str, cases: list[tuple[Network, list[str]]]) -> None:  # ty
             searches += [{"index": index}, {"query": query, "size": 1000, "_source": False}]
     responses = es.msearch(searches=searches)["responses"]
     wrong = []
-    for n, (network, texts) in enumerate(cases):
+    for n, (network, _texts) in enumerate(cases):
         for k, field in enumerate((KEYWORD, IP)):
             response = responses[2 * n + k]
             assert "error" not in response, response

@@ -245,5 +245,5 @@ def translation(spec: Any) -> Hex | ValueMap | Account | RegistryPath:
         return Account(str(spec["account"]), spec.get("part"))
     if "registry" in spec:
         key, value_name = spec["registry"]
-        return RegistryPath(str(key), str(value_name), tuple((str(s), str(l)) for s, l in spec["hives"]))
+        return RegistryPath(str(key), str(value_name), tuple((str(s), str(long)) for s, long in spec["hives"]))
     raise ValueError(f"windows.yml audit entry {spec!r}: unknown kind")

@@ -31,7 +31,7 @@ from typing import Any
 
 from secmon.detect.rules.compile import Query
 
-OPS: Mapping[str, Callable[[float, float], bool]] = {
+OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge, "eq": operator.eq,
     "neq": operator.ne}
 MONOTONE = {"gt", "gte"}  # once true within a growing window, stays true

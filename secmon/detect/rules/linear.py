@@ -69,7 +69,7 @@ def compile_fullmatch(source: str) -> FullMatch:
         match, anchor = compiled.Match, re2._Anchor.ANCHOR_BOTH
 
         def test(value: bytes) -> bool:
-            return match(anchor, value, 0, len(value))[0][0] >= 0
+            return bool(match(anchor, value, 0, len(value))[0][0] >= 0)
         return FullMatch(source, test)
     reason = compiled.error()
     reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)

@@ -230,7 +230,7 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[st
 
 def _logsources(rule: SigmaCorrelationRule) -> list[Any]:
     """The logsources of every rule a correlation (and the correlations it uses) refers to."""
-    found = []
+    found: list[Any] = []
     for ref in rule.rules or ():
         target = ref.rule
         found += _logsources(target) if isinstance(target, SigmaCorrelationRule) else [target.logsource]

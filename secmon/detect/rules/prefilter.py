@@ -22,7 +22,7 @@ The test is a superset by construction, so skipping a rule never changes an answ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's literals
