@@ -176,6 +176,7 @@ def test_no_key_in_any_volume_the_secmon_container_mounts() -> None:
                 continue
             # Everything any service writes under that volume's path: only the CA certificate.
             command = service.get("command", "")
+            command = " ".join(command) if isinstance(command, list) else command
             for path in {at, at.removeprefix("/usr/share/elasticsearch/")}:  # the image's working dir
                 written = set(re.findall(rf"(?<![\w/]){re.escape(path)}/[^\s;'\"]*", command))
                 assert written <= {f"{path}/ca.crt"}, (name, written)
