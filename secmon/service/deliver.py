@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from elasticsearch import Elasticsearch
@@ -9,17 +10,24 @@ from elasticsearch import Elasticsearch
 from secmon.alert.outbox import DeliveryReport, deliver_pending
 from secmon.config import Settings
 from secmon.service.common import indices_of
-from secmon.store.indices import Indices
 
 
 def deliver(es: Elasticsearch, settings: Settings, now: datetime) -> DeliveryReport:
     return deliver_pending(es, indices_of(settings), settings.smtp, now)
 
 
-def daily_digests(es: Elasticsearch, indices: Indices, settings: Settings, now: datetime) -> int:
-    """Queue each agency's daily digest that is due at `now` (agency local time); the number queued.
+@dataclass(frozen=True)
+class DigestReport:
+    queued: int  # new digest documents
+    already: int  # queued by an earlier call for the same agency and day
+    agencies: tuple[str, ...]  # the agencies whose digest is due now
+    errors: tuple[str, ...] = ()
 
-    A stub with the agreed signature, so the scheduler's cron jobs can call it:
-    the delivery work builds the digests themselves. It queues nothing yet.
+
+def daily_digests(es: Elasticsearch, settings: Settings, now: datetime) -> DigestReport:
+    """Queue the daily digests due at `now` (idempotent; the scheduler's cron job calls it).
+
+    A stub with the delivery work's signature and report, so the scheduler's cron
+    jobs can call it before that work is merged: it queues nothing.
     """
-    return 0
+    return DigestReport(0, 0, ())

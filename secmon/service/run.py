@@ -255,8 +255,11 @@ def deliver_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResul
 
 
 def digests_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
-    queued = daily_digests(es, indices_of(settings), settings, clock())
-    return JobResult("success", f"{queued or 0} daily digests queued")
+    report = daily_digests(es, settings, clock())
+    note = f"{report.queued} daily digests queued ({report.already} already) for {', '.join(report.agencies) or '-'}"
+    if report.errors:
+        return JobResult("partial", f"{note}; {'; '.join(report.errors[:3])}")
+    return JobResult("success", note)
 
 
 def retention_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
