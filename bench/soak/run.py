@@ -228,7 +228,7 @@ def refusal_recorded(run: Run) -> str:
             continue
         addressed += 1
         secmon = {k: v for k, v in doc.get("secmon", {}).items() if k not in ("recipients", "recipient")}
-        recorded += "550" in json.dumps(secmon)
+        recorded += "no such mailbox" in json.dumps(secmon)  # the loopback server's 550 reply
     return (f"outbox documents addressed to {REFUSED}: {addressed}, of which recording the 550 refusal: "
             f"{recorded}")
 

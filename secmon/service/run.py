@@ -256,7 +256,7 @@ def deliver_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResul
 
 def digests_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
     report = daily_digests(es, settings, clock())
-    note = f"{report.queued} daily digests queued ({report.already} already)"
+    note = f"{report.queued} daily digests queued ({report.already} already) for {', '.join(report.agencies) or '-'}"
     if report.errors:
         return JobResult("partial", f"{note}; {'; '.join(report.errors[:3])}")
     return JobResult("success", note)
