@@ -52,7 +52,8 @@ def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix,
     singles = [m for m in mailbox.messages if len(m["X-Secmon-Incident"].split()) == 1]
     (digest,) = [m for m in mailbox.messages if len(m["X-Secmon-Incident"].split()) > 1]
     assert len(singles) == cap
-    brute_mail = [m for m in singles if "SSH password brute force" in str(m["Subject"])]
+    # The rule's Vietnamese title (rules/linux/ssh-password-brute-force.yml, secmon.vi.title).
+    brute_mail = [m for m in singles if "Tấn công dò mật khẩu SSH" in str(m["Subject"])]
     assert brute_mail and str(brute_mail[0]["Subject"]).startswith("[secmon][Cao] Cảnh báo an ninh: ")
     body = brute_mail[0].get_body(("plain",)).get_content()
     assert "Mức độ: Cao" in body and "+07" in body
@@ -136,7 +137,7 @@ def test_smtp_down_keeps_the_alert_queued_until_it_is_back(tmp_path, es, es_url,
     # Below the hourly cap: one email per incident, each naming its incident.
     assert len(mailbox.messages) == queued
     bodies = [m.get_body(("plain",)).get_content() for m in mailbox.messages]
-    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: SSH password brute force" in b for b in bodies)
+    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: Tấn công dò mật khẩu SSH" in b for b in bodies)
     assert len({m["X-Secmon-Incident"] for m in mailbox.messages}) == queued
 
 
