@@ -101,6 +101,20 @@ class Logsources:
         label = f"{option['channel'].split('/')[0]} {'/'.join(ids)}"
         return Variant(label, and_(parts + [and_(conditions)]), renames, translations)
 
+    def audit_fields(self) -> list[str]:
+        """Every event field a Security-audit variant may read (renames, translations, `where`): the
+        fields the events template must map for Sysmon-named rules to match those events."""
+        found: set[str] = set()
+        for options in self.windows["categories"].values():
+            for option in options:
+                found |= {EVENT_DATA + name for name in option.get("where") or {}}
+                if "audit" not in option:
+                    continue
+                variant = self._variant([], option)
+                found |= set(variant.renames.values())
+                found |= {f for t in variant.translations.values() for f in t.fields()}
+        return sorted(found)
+
     def query(self, logsource: SigmaLogSource) -> Query | None:
         """Conditions selecting the logsource's events (every variant); None when nothing narrows it."""
         queries = [v.query for v in self.variants(logsource)]
