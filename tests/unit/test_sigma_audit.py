@@ -190,3 +190,17 @@ def test_audit_fields_name_every_field_the_security_variants_read(tmp_path: Path
         sysmon_names = {f"winlog.event_data.{name}" for name in tables[table]}
         read = {f for f in query_fields(compiled.query) if f.startswith("winlog.event_data.")}
         assert read - sysmon_names <= listed, (table, sorted(read - sysmon_names - listed))
+
+
+def test_fieldref_on_windows_compares_the_mapped_fields(tmp_path: Path) -> None:
+    # pySigma leaves a |fieldref item's field unmapped (`User`); it must still mean the event's field.
+    from secmon.detect.rules.examples import fires
+
+    compiled = rule(tmp_path, "  sel:\n    Image|endswith: '\\plink.exe'\n  same:\n    User|fieldref: ParentUser\n"
+                              "  condition: sel and not same")
+    sysmon = event(*PLINK_SYSMON)
+    sysmon["winlog"]["event_data"]["ParentUser"] = "pc01\\ieuser"
+    assert not fires(compiled, sysmon)
+    sysmon["winlog"]["event_data"]["ParentUser"] = "PC01\\admin"
+    assert fires(compiled, sysmon)
+    assert any("Security 4688" in note for note in compiled.notes)  # not translated there: said, not guessed

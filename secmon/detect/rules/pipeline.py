@@ -58,7 +58,11 @@ class Variant:
     translations: Mapping[str, Translation] = field(default_factory=dict)  # mapped field -> translation
 
     def alternatives(self, sources: Logsources, logsource: SigmaLogSource) -> Callable[[str], list[str]]:
-        return lambda f: sources.field_alternatives(logsource, self.renames.get(f, f))
+        def fields(name: str) -> list[str]:
+            # pySigma's processing leaves the field of a `|fieldref` item unmapped (`User`): map it here
+            name = sources.map_field(logsource, name)
+            return sources.field_alternatives(logsource, self.renames.get(name, name))
+        return fields
 
     def translate(self, name: str) -> Translation | None:
         return self.translations.get(name)
