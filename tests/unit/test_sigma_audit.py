@@ -172,3 +172,35 @@ def test_registry_on_4657(tmp_path: Path, detection: str, expected: list[dict[st
     assert [e for e in (RUN, SERVICE, USER_RUN) if matches(compiled.query, e)] == expected
     deleted = registry_event(RUN["winlog"]["event_data"]["ObjectName"], "evil", "%%1906")
     assert not matches(compiled.query, deleted)  # registry_set: values set, not deleted
+
+
+def test_audit_fields_name_every_field_the_security_variants_read(tmp_path: Path) -> None:
+    # What the events template must map for these rules to match Security events on the node
+    # (the in-process matcher reads any field): Logsources.audit_fields() lists it.
+    from secmon.detect.rules.compile import query_fields
+    from secmon.detect.rules.pipeline import logsources
+
+    tables = logsources().windows["audit"]
+    categories = {"process_creation": "process_creation", "process_termination": "process_termination",
+                  "network_connection": "network_connection", "file_access": "file_access", "registry": "registry_set"}
+    listed = set(logsources().audit_fields())
+    for table, category in categories.items():
+        selection = "\n".join(f"    {name}: '1'" for name in tables[table])
+        compiled = rule(tmp_path, f"  sel:\n{selection}\n  condition: sel", category)
+        sysmon_names = {f"winlog.event_data.{name}" for name in tables[table]}
+        read = {f for f in query_fields(compiled.query) if f.startswith("winlog.event_data.")}
+        assert read - sysmon_names <= listed, (table, sorted(read - sysmon_names - listed))
+
+
+def test_fieldref_on_windows_compares_the_mapped_fields(tmp_path: Path) -> None:
+    # pySigma leaves a |fieldref item's field unmapped (`User`); it must still mean the event's field.
+    from secmon.detect.rules.examples import fires
+
+    compiled = rule(tmp_path, "  sel:\n    Image|endswith: '\\plink.exe'\n  same:\n    User|fieldref: ParentUser\n"
+                              "  condition: sel and not same")
+    sysmon = event(*PLINK_SYSMON)
+    sysmon["winlog"]["event_data"]["ParentUser"] = "pc01\\ieuser"
+    assert not fires(compiled, sysmon)
+    sysmon["winlog"]["event_data"]["ParentUser"] = "PC01\\admin"
+    assert fires(compiled, sysmon)
+    assert any("Security 4688" in note for note in compiled.notes)  # not translated there: said, not guessed

@@ -135,6 +135,9 @@ class Hex:
 
     target: str
 
+    def fields(self) -> set[str]:
+        return {_field(self.target)}
+
     def query(self, compiler: Compiler, value: Any) -> Query:
         if isinstance(value, (SigmaNull, SigmaExists)):
             return compiler.value(_field(self.target), value, True, True)
@@ -150,6 +153,9 @@ class ValueMap:
 
     target: str
     values: Mapping[str, tuple[str, ...]]
+
+    def fields(self) -> set[str]:
+        return {_field(self.target)}
 
     def query(self, compiler: Compiler, value: Any) -> Query:
         field = _field(self.target)
@@ -175,6 +181,12 @@ class Account:
 
     which: str  # new | subject
     part: str | None = None
+
+    def fields(self) -> set[str]:
+        who = ("Subject",) if self.which == "subject" else ("Target", "Subject")
+        parts = (self.part,) if self.part else ("UserSid", "DomainName", "UserName")
+        return {_field(w + p) for w in who for p in parts} | (
+            {_field("TargetUserName")} if self.which == "new" else set())
 
     def query(self, compiler: Compiler, value: Any) -> Query:
         if self.which == "subject":
@@ -208,6 +220,9 @@ class RegistryPath:
     key: str
     value_name: str
     hives: tuple[tuple[str, str], ...]  # (as Sysmon writes it, as this event writes it), longest first
+
+    def fields(self) -> set[str]:
+        return {_field(self.key), _field(self.value_name)}
 
     def query(self, compiler: Compiler, value: Any) -> Query:
         if not isinstance(value, SigmaString):

@@ -156,6 +156,9 @@ class Translation(Protocol):
     def query(self, compiler: Compiler, value: Any) -> Query:
         """The exact query for `value` (one Sigma value, never an expansion); UnsupportedRule if none."""
 
+    def fields(self) -> set[str]:
+        """The event fields its queries read."""
+
 
 class Compiler:
     """One rule's condition -> (superset query for the cluster, exact in-process query or None)."""

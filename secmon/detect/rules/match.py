@@ -20,7 +20,7 @@ from fnmatch import fnmatchcase
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from typing import Any
 
@@ -276,18 +276,19 @@ class _Compiler:
         insensitive = bool(spec.get("case_insensitive"))
         if kind == "term":
             text = as_keyword(spec["value"])
-            return _Spec(field, insensitive, _literal_regex(text, insensitive), _parts([text], insensitive))
+            return _Spec(field, insensitive, lambda: _literal_regex(text, insensitive), _parts([text], insensitive))
         if kind == "prefix":
             text = str(spec["value"])
-            return _Spec(field, insensitive, _literal_regex(text, insensitive) + ".*",
+            return _Spec(field, insensitive, lambda: _literal_regex(text, insensitive) + ".*",
                          _parts([text, ""], insensitive))
         if kind == "wildcard":
             pattern = str(spec.get("value", spec.get("wildcard")))
-            return _Spec(field, insensitive, wildcard_source(pattern, insensitive),
+            return _Spec(field, insensitive, lambda: wildcard_source(pattern, insensitive),
                          _parts(_wildcard_segments(pattern), insensitive))
         if str(spec.get("flags", "ALL")).upper() != "NONE":
             return None
-        return _Spec(field, insensitive, python_source(str(spec["value"]), insensitive), None)
+        source = python_source(str(spec["value"]), insensitive)
+        return _Spec(field, insensitive, lambda: source, None)
 
     def _field(self, body: Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
         if len(body) != 1:
@@ -342,7 +343,7 @@ class _Compiler:
         keywords = self._keywords(field)
         texts = [as_keyword(v) for v in wanted]
         if insensitive:
-            return _any_of(self._strings(field, [_Spec(field, True, _literal_regex(t, True), _parts([t], True))
+            return _any_of(self._strings(field, [_Spec(field, True, partial(_literal_regex, t, True), _parts([t], True))
                                                  for t in texts]))
         exact = set(texts)
         return lambda doc: not exact.isdisjoint(keywords(doc))
@@ -432,8 +433,12 @@ class _Spec:
 
     field: str
     insensitive: bool
-    source: str  # Python-dialect regex for a whole-value match
+    make_source: Callable[[], str]  # Python-dialect regex for a whole-value match (built when needed)
     parts: tuple[bytes, ...] | None = None  # segments between `*`s: first and last anchored
+
+    @property
+    def source(self) -> str:
+        return self.make_source()
 
 
 def _parts(segments: list[str] | None, insensitive: bool) -> tuple[bytes, ...] | None:
@@ -483,13 +488,23 @@ def _segments_match(value: bytes, parts: tuple[bytes, ...]) -> bool:
 
 
 def _literal_any(patterns: list[tuple[bytes, ...]], values: Callable[[View], list[bytes]]) -> ViewPredicate:
+    """Any value matches any pattern. The shapes Sigma writes most (equals, startswith, endswith,
+    contains) are tested with one C-level call each (set membership, bytes.startswith/endswith
+    with a tuple, `in`); only the rest go through _segments_match."""
     exact = frozenset(p[0] for p in patterns if len(p) == 1)
-    others = [p for p in patterns if len(p) > 1]
+    starts = tuple(p[0] for p in patterns if len(p) == 2 and not p[1])
+    ends = tuple(p[1] for p in patterns if len(p) == 2 and not p[0] and p[1])
+    contains = tuple(p[1] for p in patterns if len(p) == 3 and not p[0] and not p[2])
+    others = [p for p in patterns if not (len(p) == 1 or (len(p) == 2 and (not p[1] or not p[0]))
+                                          or (len(p) == 3 and not p[0] and not p[2]))]
 
     def check(doc: View) -> bool:
         for value in values(doc):
-            if value in exact:
+            if value in exact or (starts and value.startswith(starts)) or (ends and value.endswith(ends)):
                 return True
+            for needle in contains:
+                if needle in value:
+                    return True
             for parts in others:
                 if _segments_match(value, parts):
                     return True

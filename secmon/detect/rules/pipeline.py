@@ -58,7 +58,11 @@ class Variant:
     translations: Mapping[str, Translation] = field(default_factory=dict)  # mapped field -> translation
 
     def alternatives(self, sources: Logsources, logsource: SigmaLogSource) -> Callable[[str], list[str]]:
-        return lambda f: sources.field_alternatives(logsource, self.renames.get(f, f))
+        def fields(name: str) -> list[str]:
+            # pySigma's processing leaves the field of a `|fieldref` item unmapped (`User`): map it here
+            name = sources.map_field(logsource, name)
+            return sources.field_alternatives(logsource, self.renames.get(name, name))
+        return fields
 
     def translate(self, name: str) -> Translation | None:
         return self.translations.get(name)
@@ -100,6 +104,20 @@ class Logsources:
                 translations[EVENT_DATA + name] = translation(spec)
         label = f"{option['channel'].split('/')[0]} {'/'.join(ids)}"
         return Variant(label, and_(parts + [and_(conditions)]), renames, translations)
+
+    def audit_fields(self) -> list[str]:
+        """Every event field a Security-audit variant may read (renames, translations, `where`): the
+        fields the events template must map for Sysmon-named rules to match those events."""
+        found: set[str] = set()
+        for options in self.windows["categories"].values():
+            for option in options:
+                found |= {EVENT_DATA + name for name in option.get("where") or {}}
+                if "audit" not in option:
+                    continue
+                variant = self._variant([], option)
+                found |= set(variant.renames.values())
+                found |= {f for t in variant.translations.values() for f in t.fields()}
+        return sorted(found)
 
     def query(self, logsource: SigmaLogSource) -> Query | None:
         """Conditions selecting the logsource's events (every variant); None when nothing narrows it."""
