@@ -248,18 +248,18 @@ def _commit(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, e
 
 def deliver_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
     report = deliver(es, settings, clock())
-    note = f"sent {report.sent}, still queued {report.pending}, given up {report.failed}"
-    if report.errors:
-        return JobResult("partial", f"{note}; {'; '.join(report.errors[:3])}")
-    return JobResult("success", note)
+    return _outcome(f"sent {report.sent}, still queued {report.pending}, given up {report.failed}", report.errors)
 
 
 def digests_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
     report = daily_digests(es, settings, clock())
-    note = f"{report.queued} daily digests queued ({report.already} already) for {', '.join(report.agencies) or '-'}"
-    if report.errors:
-        return JobResult("partial", f"{note}; {'; '.join(report.errors[:3])}")
-    return JobResult("success", note)
+    return _outcome(f"{report.queued} daily digests queued ({report.already} already) for "
+                    f"{', '.join(report.agencies) or '-'}", report.errors)
+
+
+def _outcome(note: str, errors: tuple[str, ...]) -> JobResult:
+    """success, or partial with the first errors said: a job that half worked never looks clean."""
+    return JobResult("partial", f"{note}; {'; '.join(errors[:3])}") if errors else JobResult("success", note)
 
 
 def retention_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
