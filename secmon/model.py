@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, Mapping
 
-from secmon.types import DeliveryStatus, Detector, IncidentStatus
+from secmon.types import DeliveryKind, DeliveryStatus, Detector, IncidentStatus
 
 
 class Severity(str, Enum):
@@ -58,6 +58,7 @@ class DeadLetter:
     source: str  # file path, syslog peer, ...
     offset: int | None
     agency: str
+    length: int | None = None  # bytes of the record as written, when `raw` is only its head
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Finding:
     description: str = ""
     translations: tuple[tuple[str, str, str], ...] = ()  # (language, title, description) beyond English
     detector: Detector = "rule"
+    # Events of the burst inside the scan's window (the rest is context seen by earlier scans):
+    # what this finding adds to its incident's count. None: all of them (`count`).
+    new_count: int | None = None
 
     @property
     def group_key(self) -> str:
@@ -139,20 +143,27 @@ class Notification:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One alert email to one recipient about one or more incidents (the outbox entry)."""
+    """One email to one recipient (an outbox document), rendered when queued, so a resend is the same email."""
 
     id: str
-    incident_ids: tuple[str, ...]
-    agency: str
-    recipients: tuple[str, ...]
+    kind: DeliveryKind
+    agencies: tuple[str, ...]
+    recipient: str
     language: str
+    timezone: str
     subject: str
-    body: str
+    text: str
+    html: str
+    message_id: str  # derived from the id: a resend after a crash carries the same Message-ID
+    incident_ids: tuple[str, ...] = ()
     status: DeliveryStatus = "pending"
     attempts: int = 0
+    queued: datetime | None = None  # when queued or re-queued by `secmon alerts retry`: max_age counts from here
+    next_attempt: datetime | None = None
+    sent_at: datetime | None = None
     last_error: str = ""
-    html: str = ""
-    created: datetime | None = None
+    smtp_code: int | None = None
+    digest_id: str = ""  # an alert folded into an overflow digest by the hourly cap: that digest's id
 
 
 @dataclass(frozen=True)
@@ -182,4 +193,7 @@ class ScanSummary:
     deliveries_sent: int
     deliveries_pending: int
     notes: tuple[str, ...] = field(default=())
-    requests: int = 0  # search requests the rules cost (a handful, whatever the number of rules)
+    suppressed: int = 0  # findings dropped by suppressions in force
+    notifications: int = 0  # notifications queued (new incidents, escalations, reminders)
+    unknown_agencies: tuple[str, ...] = ()  # matched events of agencies not in the config
+    requests: int = 0  # search requests the rules cost

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
@@ -26,6 +28,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object, width: int | None = None) -> str:
+    """Log content made harmless for a terminal: control characters (CR/LF, ESC, bidi overrides) shown
+    as escapes, so they cannot forge rows or retitle the terminal; cut to `width` for display only."""
+    shown = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    shown = "".join(c if unicodedata.category(c) != "Cf" or c == "\u200d" else f"\\u{ord(c):04x}" for c in shown)
+    if width is not None and len(shown) > width:
+        return shown[: max(1, width - 1)] + "…"
+    return shown
+
+
 def to_json(value: Any) -> str:
     return json.dumps(_plain(value), ensure_ascii=False, indent=2)
 
@@ -38,6 +53,10 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def entity(incident: Incident) -> str:
+    return ", ".join(f"{k}={v}" for k, v in incident.finding.group) or "-"
+
+
 def incidents_table(incidents: list[Incident] | tuple[Incident, ...], tz: str, new: set[str] | None = None) -> str:
     zone = ZoneInfo(tz)
     rows = []
@@ -45,12 +64,12 @@ def incidents_table(incidents: list[Incident] | tuple[Incident, ...], tz: str, n
         f = incident.finding
         rows.append([
             incident.id[:12] + ("*" if new and incident.id in new else ""),
-            f.severity.value, f.agency, f.rule_title,
-            ", ".join(f"{k}={v}" for k, v in f.group) or "-",
+            f.severity.value, incident.status, safe(f.agency, 24), safe(f.rule_title, 60), safe(entity(incident), 60),
             f.first_seen.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
             f.last_seen.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), str(f.count),
         ])
-    return table(["incident", "severity", "agency", "rule", "entity", f"first ({tz})", "last", "events"], rows)
+    return table(["incident", "severity", "status", "agency", "rule", "entity", f"first ({tz})", "last", "events"],
+                 rows)
 
 
 def scan_text(summary: ScanSummary, tz: str) -> str:
@@ -59,12 +78,15 @@ def scan_text(summary: ScanSummary, tz: str) -> str:
         f"scan {summary.id[:12]}: window {summary.window_from.isoformat()} .. {summary.window_to.isoformat()}",
         f"rules run: {summary.rules_run} ({summary.requests} search requests), "
         f"rules failed: {len(summary.rules_failed)}, "
-        f"incidents: {len(summary.incidents)} ({len(new)} new, marked *), "
-        f"alerts sent: {summary.deliveries_sent}, alerts queued: {summary.deliveries_pending}",
+        f"incidents: {len(summary.incidents)} ({len(new)} new, marked *), notifications queued: "
+        f"{summary.notifications}, alerts sent: {summary.deliveries_sent}, alerts still queued: "
+        f"{summary.deliveries_pending}",
     ]
+    if summary.suppressed:
+        lines.append(f"suppressed findings: {summary.suppressed}")
     if summary.incidents:
         lines += ["", incidents_table(summary.incidents, tz, new)]
     for rule, reason in summary.rules_failed:
-        lines.append(f"rule failed: {rule}: {reason}")
-    lines += [f"note: {note}" for note in summary.notes]
+        lines.append(f"rule failed: {safe(rule)}: {safe(reason)}")
+    lines += [f"note: {safe(note)}" for note in summary.notes]
     return "\n".join(lines)

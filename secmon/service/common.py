@@ -29,6 +29,11 @@ def operator() -> str:
         return f"uid:{os.getuid()}"
 
 
+def actor(settings: Settings) -> str:
+    """The name the audit trail records: the operator the config names, else the OS account."""
+    return settings.operator or operator()
+
+
 def indices_of(settings: Settings) -> Indices:
     return Indices(settings.elasticsearch.index_prefix)
 

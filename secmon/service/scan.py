@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.outbox import DeliveryReport, deliver_pending, enqueue
+from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
 from secmon.errors import SecmonError
-from secmon.incidents import store as incident_store
+from secmon.incidents import exceptions, records
+from secmon.incidents.grouping import Policy
 from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
-from secmon.service.common import audit, indices_of, operator
+from secmon.service.common import actor, audit, indices_of
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.search import (
@@ -31,7 +32,7 @@ from secmon.store.search import (
     matches_each,
     sorted_matches,
 )
-from secmon.types import iso, utcnow
+from secmon.types import iso, parse_duration, utcnow
 
 if TYPE_CHECKING:  # detect (pySigma, 0.18 s of imports) is imported where scans use it, not by `collect`
     from secmon.detect.rules.load import CompiledRule, RuleSet
@@ -123,52 +124,100 @@ class ScanOptions:
     deliver: bool = True
     trigger: str = "cli"
     field: Literal["@timestamp", "event.ingested"] = "@timestamp"  # see model.ScanWindow
+    unmapped: Literal["skip", "run"] = "skip"  # rules whose logsource secmon does not map (load.load_rules)
 
 
 def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datetime) -> ScanSummary:
+    """Rules over the window -> incidents and their queued notifications, durable when this returns.
+
+    Sends nothing: delivery is its own flow (`service.deliver`), so a scan and a
+    delivery running at once can never send one alert twice.
+    """
     indices = indices_of(settings)
     check(es)
-    paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
-    from secmon.detect.rules.load import load_rules
-
-    ruleset: RuleSet = load_rules(paths)
-    scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end))
-    failures = [(p.where, p.reason) for p in ruleset.problems]
-    run = run_rules(es, indices, ruleset.rules, ScanWindow(options.start, options.end, options.field))
-    failures += run.failures
-    findings = list(run.findings)
-    known = {a.id for a in settings.agencies}
-    unknown = sorted({f.agency for f in findings} - known)
-    findings = [f for f in findings if f.agency in known]
-    recorded = incident_store.record(es, indices, findings, scan_id, now)
-    new = [r.incident for r in recorded if r.is_new]
-    enqueue(es, indices, settings, new, now)
-    report = deliver_pending(es, indices, settings.smtp, now) if options.deliver else DeliveryReport(0, 0, 0, ())
-    notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
-    notes += [f"alert delivery failed: {e}" for e in report.errors]
-    summary = ScanSummary(
-        id=scan_id, started=now, window_from=options.start, window_to=options.end,
-        rules_run=len(ruleset.rules), rules_failed=tuple(failures),
-        incidents=tuple(r.incident for r in recorded), new_incident_ids=tuple(i.id for i in new),
-        deliveries_sent=report.sent, deliveries_pending=report.pending + report.failed, notes=tuple(notes),
-        requests=run.requests)
-    _record_scan(es, indices, summary, options.trigger, utcnow())
+    scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end), options.field)
+    try:
+        summary = _scan(es, settings, indices, options, now, scan_id)
+    except SecmonError as exc:  # the audit trail shows failed runs too
+        _audit_failure(es, indices, settings, options, scan_id, exc)
+        raise
+    _record_scan(es, indices, summary, options, utcnow(), actor(settings))
     return summary
 
 
-def _record_scan(es: Elasticsearch, indices: Indices, s: ScanSummary, trigger: str, finished: datetime) -> None:
+def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: ScanOptions, now: datetime,
+          scan_id: str) -> ScanSummary:
+    from secmon.detect.rules.load import load_rules, unmapped_note
+
+    paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
+    ruleset: RuleSet = load_rules(paths, options.unmapped)
+    exclusions = exceptions.load(es, indices, now)
+    rules = [replace(rule, query=exceptions.exclude_query(rule.query, rule.id, exclusions))
+             for rule in ruleset.rules]
+    failures = [(p.where, p.reason) for p in ruleset.problems]
+    run = run_rules(es, indices, rules, ScanWindow(options.start, options.end, options.field))
+    failures += run.failures
+    known = {a.id for a in settings.agencies}
+    unknown = sorted({f.agency for f in run.findings} - known)
+    findings = [f for f in run.findings if f.agency in known]
+    suppressed = [f for f in findings if exceptions.is_suppressed(f, exclusions)]
+    findings = [f for f in findings if not exceptions.is_suppressed(f, exclusions)]
+    policy = Policy(parse_duration(settings.incidents.quiet_period),
+                    parse_duration(settings.incidents.renotify_interval) if settings.incidents.renotify_interval
+                    else None, user=f"scan:{options.trigger}",
+                    window=f"{options.field}:{iso(options.start)}:{iso(options.end)}")
+    queued: list[EnqueueReport] = []
+    recorded = records.record(es, indices, findings, policy, now,
+                              lambda told: queued.append(enqueue(es, indices, settings, told, now)), scan_id)
+    notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += unmapped_note(ruleset)
+    notes += [f"no alert: {why}" for report in queued for why in report.unrouted]
+    below = sum(report.below_floor for report in queued)
+    if below:
+        notes.append(f"{below} notifications are below every recipient's severity floor: no email")
+    unrendered = sum(report.render_failed for report in queued)
+    if unrendered:
+        notes.append(f"{unrendered} alerts could not be rendered: queued as failed (secmon alerts outbox)")
+    if suppressed:
+        notes.append(f"{len(suppressed)} findings suppressed by `secmon exceptions` suppressions")
+    applied = sum(1 for e in exclusions if e.kind == "exception")
+    if applied:
+        notes.append(f"{applied} exceptions in force were applied to the rules' queries")
+    return ScanSummary(
+        id=scan_id, started=now, window_from=options.start, window_to=options.end,
+        rules_run=len(ruleset.rules), rules_failed=tuple(failures),
+        incidents=recorded.incidents, new_incident_ids=tuple(i.id for i in recorded.new),
+        deliveries_sent=0, deliveries_pending=0, notes=tuple(notes), suppressed=len(suppressed),
+        notifications=len(recorded.notifications), unknown_agencies=tuple(unknown), requests=run.requests)
+
+
+def _audit_failure(es: Elasticsearch, indices: Indices, settings: Settings, options: ScanOptions, scan_id: str,
+                   exc: SecmonError) -> None:
+    try:
+        audit(es, indices, "scan", "failure", utcnow(),
+              {"scan_id": scan_id, "window_from": iso(options.start), "window_to": iso(options.end),
+               "window_field": options.field, "trigger": options.trigger, "error": str(exc)},
+              user=actor(settings), message=str(exc))
+    except SecmonError:
+        pass  # Elasticsearch itself is what failed: the error reaches the caller all the same
+
+
+def _record_scan(es: Elasticsearch, indices: Indices, s: ScanSummary, options: ScanOptions, finished: datetime,
+                 user: str) -> None:
+    outcome = "failure" if s.rules_failed or not s.rules_run else "success"
     doc = {"@timestamp": iso(s.started),
-           "event": {"start": iso(s.started), "end": iso(finished), "outcome": "failure" if s.rules_failed else "success",
+           "event": {"start": iso(s.started), "end": iso(finished), "outcome": outcome,
                      "duration": int((finished - s.started).total_seconds() * 1e9)},
-           "secmon": {"window_from": iso(s.window_from), "window_to": iso(s.window_to), "rules_run": s.rules_run,
-                      "rules_failed": len(s.rules_failed),
+           "secmon": {"window_from": iso(s.window_from), "window_to": iso(s.window_to), "window_field": options.field,
+                      "rules_run": s.rules_run, "rules_failed": len(s.rules_failed),
                       "failures": [{"rule": r, "reason": why} for r, why in s.rules_failed],
                       "incidents": len(s.incidents), "new_incidents": len(s.new_incident_ids),
-                      "deliveries_sent": s.deliveries_sent, "deliveries_pending": s.deliveries_pending,
-                      "trigger": trigger},
-           "host": {"hostname": socket.gethostname()}, "user": {"name": operator()}}
+                      "notifications": s.notifications, "suppressed": s.suppressed, "requests": s.requests,
+                      "trigger": options.trigger},
+           "host": {"hostname": socket.gethostname()}, "user": {"name": user}}
     with reporting(es, "record the scan run"):
-        es.index(index=indices.scans, id=s.id, document=doc, refresh="wait_for")
-    audit(es, indices, "scan", doc["event"]["outcome"], finished,
+        es.index(index=indices.scans, id=s.id, document=doc)
+    audit(es, indices, "scan", outcome, finished,
           {"scan_id": s.id, "window_from": iso(s.window_from), "window_to": iso(s.window_to),
-           "new_incidents": len(s.new_incident_ids)})
+           "window_field": options.field, "rules_run": s.rules_run, "rules_failed": len(s.rules_failed),
+           "new_incidents": len(s.new_incident_ids), "notifications": s.notifications}, user=user)

@@ -84,14 +84,18 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
             runs = fire(rule.correlation, group)
         else:
             runs = bursts([(h.at, h.id) for h in group], rule.threshold, rule.timespan)
+        stamps = {h.id: h.at for h in group}
         for burst in runs:
             if start is not None and burst.last < start:
                 continue
             if new is not None and new.isdisjoint(burst.ids):
                 continue
+            # What this window adds to the incident: its new events (by arrival, or by time)
+            fresh = (sum(1 for i in burst.ids if i in new) if new is not None
+                     else None if start is None else sum(1 for i in burst.ids if stamps.get(i, start) >= start))
             found.append(Finding(
                 rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
                 group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
                 count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
-                description=rule.description, translations=rule.translations))
+                description=rule.description, translations=rule.translations, new_count=fresh))
     return sorted(found, key=lambda f: (f.first_seen, f.rule_id, f.group))

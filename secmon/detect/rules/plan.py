@@ -125,8 +125,8 @@ def _moment(value: float) -> datetime:
 
 
 def read_probe(rule: CompiledRule, aggregations: Mapping[str, Any]) -> Fresh | None:
-    """What the rule's probe search found (None: no new match)."""
-    if aggregations["first"].get("value") is None:
+    """What the rule's probe search found (None: no new match; no aggregations: no events index yet)."""
+    if aggregations.get("first", {}).get("value") is None:
         return None
     buckets = aggregations["keys"]["buckets"]
     # key_as_string where the node formats the key (booleans, dates): what a terms query reads back.
