@@ -191,6 +191,7 @@ WAZUH: dict[str, Callable[[str], str]] = {
     "web_rules.ini": lambda line: "iis" if line[:1].isdigit() and line[4:5] == "-" else "apache-access",
     "cisco_asa.ini": same("cisco-asa"),
     "paloalto.ini": same("panos"),
+    "checkpoint_smart1.ini": same("checkpoint"),
 }
 # Lines a pipeline must reject: the test corpus anonymised them into impossible values
 # (PAN-OS "2020/00/00 00:00:00" receive times and "00.00.000.00" addresses), or they are
