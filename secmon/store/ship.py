@@ -104,8 +104,8 @@ class Shipper:
 
     def close(self, drain: bool = True) -> None:
         """Ship what is queued; with `drain`, also try to empty the spool (StoreUnavailable if it cannot)."""
-        for thread in self._threads:  # one end mark per sender
-            while any(t.is_alive() for t in self._threads):
+        for _ in self._threads:  # one end mark per sender
+            while any(thread.is_alive() for thread in self._threads):
                 try:
                     self._queue.put(None, timeout=0.5)
                     break
