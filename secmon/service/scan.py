@@ -41,14 +41,15 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     if rule.kind == "single":
         # Every match counts (threshold 1), so there is nothing to narrow; fetching all matches
         # also keeps the ones that lack a group-by field.
-        hits = list(sorted_matches(es, indices.events_pattern(), query, plan.hit_fields(rule)))
+        hits = list(sorted_matches(es, indices.events_pattern(), query, plan.hit_fields(rule), plan.long_fields(rule)))
         return rule_hit_findings(rule, hits, start)
     candidates = plan.candidate_groups(rule, group_counts(es, indices.events_pattern(), query,
                                                           plan.group_fields(rule)))
     if not candidates:
         return []
     narrowed = plan.narrowed_query(rule, query, candidates)
-    grouped = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
+    grouped = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule),
+                                                   plan.long_fields(rule)),
                              candidates)
     # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
     return rule_hit_findings(rule, grouped, start)

@@ -44,9 +44,14 @@ def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: t
             return
 
 
-def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]
-                   ) -> Iterator[dict[str, Any]]:
-    """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
+def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...],
+                   long_fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """Every matching hit, oldest first, with `fields` as doc values (no _source).
+
+    A keyword value longer than its ignore_above has no doc value; with `long_fields`, each hit
+    also carries `_ignored` (the fields too long to index), and a hit that has some gets the
+    whole values of `long_fields` and `fields` from `_source` (the detector checks it exactly).
+    """
     with reporting(es, f"open a point in time on {index}"):
         pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True,
                                      allow_partial_search_results=False)["id"]
@@ -56,13 +61,16 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
             body: dict[str, Any] = {
                 "query": query, "size": PAGE, "pit": {"id": pit, "keep_alive": "2m"},
                 "sort": [{"@timestamp": "asc"}, {"_shard_doc": "asc"}],
-                "_source": False, "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False, **WHOLE,
+                "_source": False, "docvalue_fields": ["@timestamp", *fields, *(["_ignored"] if long_fields else [])],
+                "track_total_hits": False, **WHOLE,
             }
             if after:
                 body["search_after"] = after
             with reporting(es, f"search {index}"):
                 response = es.search(**body)
             hits = response["hits"]["hits"]
+            if long_fields:
+                _add_long_values(es, [h for h in hits if "_ignored" in h.get("fields", {})], (*fields, *long_fields))
             yield from hits
             if len(hits) < PAGE:
                 return
@@ -71,6 +79,23 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
     finally:
         with reporting(es, "close a point in time"):
             es.close_point_in_time(id=pit)
+
+
+def _add_long_values(es: Elasticsearch, hits: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    """Give these hits the whole values of `fields` (`_ignored` ones included, read from _source)."""
+    by_index: dict[str, list[dict[str, Any]]] = {}
+    for hit in hits:
+        by_index.setdefault(hit["_index"], []).append(hit)
+    wanted = sorted(set(fields))
+    for index, group in by_index.items():
+        with reporting(es, f"read long values in {index}"):
+            body: dict[str, Any] = {"index": index, "query": {"ids": {"values": [h["_id"] for h in group]}},
+                                    "size": len(group), "_source": False, "fields": wanted, **WHOLE}
+            response = es.search(**body)
+        found = {h["_id"]: {**h.get("fields", {}), **h.get("ignored_field_values", {})}
+                 for h in response["hits"]["hits"]}
+        for hit in group:
+            hit["fields"] = {**hit.get("fields", {}), **found.get(hit["_id"], {})}
 
 
 def every_source(es: Elasticsearch, index: str, query: dict[str, Any], source: list[str], limit: int

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from secmon.detect.rules.compile import Query, and_
+from secmon.detect.rules.compile import Query, and_, or_, query_fields
 from secmon.detect.rules.load import CompiledRule
 from secmon.types import AGENCY_FIELD, iso
 
@@ -23,8 +23,10 @@ def window_filter(start: datetime, end: datetime, field: str = "@timestamp") -> 
 
 
 def rule_window_query(rule: CompiledRule, start: datetime, end: datetime) -> Query:
-    """The rule's matches in [start - timespan, end)."""
-    return and_([window_filter(start - rule.timespan, end), rule.query])
+    """The rule's matches in [start - timespan, end), and the events with a value too long to index
+    that it may miss (checked exactly later, compile.py "Long values")."""
+    query = rule.query if rule.long_query is None else or_([rule.query, rule.long_query])
+    return and_([window_filter(start - rule.timespan, end), query])
 
 
 def group_fields(rule: CompiledRule) -> tuple[str, ...]:
@@ -34,6 +36,15 @@ def group_fields(rule: CompiledRule) -> tuple[str, ...]:
 def hit_fields(rule: CompiledRule) -> tuple[str, ...]:
     """Doc values each hit must carry for windowing (besides @timestamp)."""
     return (AGENCY_FIELD, *rule.fields)
+
+
+def long_fields(rule: CompiledRule) -> tuple[str, ...]:
+    """Fields a hit with a value too long to index needs whole, to be checked exactly (compile.py)."""
+    if rule.long_query is None:
+        return ()
+    queries = [rule.query, rule.refine, *(q for leaf in (rule.correlation.leaves() if rule.correlation else [])
+                                          for q in (leaf.query, leaf.refine))]
+    return tuple(sorted(set().union(*(query_fields(q) for q in queries if q is not None))))
 
 
 def candidate_groups(rule: CompiledRule, counts: Iterable[tuple[Mapping[str, Any], int]]) -> list[Mapping[str, Any]]:
