@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from secmon.model import Event
 from secmon.normalize.urls import URL_PROBLEM_TAG, decode_path, decode_query
 from tests.unit.test_pipelines import PIPELINES, normalize
 
@@ -93,8 +94,9 @@ def test_entities_only_where_an_application_decodes_them() -> None:
 def test_the_pipeline_tags_what_it_cannot_decode() -> None:
     event = normalize(PIPELINES["nginx-access"],
                       '1.2.3.4 - - [08/Jun/2020:08:04:43 +0000] "GET /%ff?a=%zz HTTP/1.1" 404 0 "-" "-"')
-    doc = getattr(event, "doc")
-    assert doc["tags"] == [URL_PROBLEM_TAG] and doc["url"]["original"] == "/%ff?a=%zz"
-    clean = getattr(normalize(PIPELINES["nginx-access"],
-                              '1.2.3.4 - - [08/Jun/2020:08:04:43 +0000] "GET /a%20b HTTP/1.1" 200 0 "-" "-"'), "doc")
-    assert "tags" not in clean and clean["url"]["path"] == "/a b"
+    assert isinstance(event, Event)
+    assert event.doc["tags"] == [URL_PROBLEM_TAG] and event.doc["url"]["original"] == "/%ff?a=%zz"
+    clean = normalize(PIPELINES["nginx-access"],
+                      '1.2.3.4 - - [08/Jun/2020:08:04:43 +0000] "GET /a%20b HTTP/1.1" 200 0 "-" "-"')
+    assert isinstance(clean, Event)
+    assert "tags" not in clean.doc and clean.doc["url"]["path"] == "/a b"
