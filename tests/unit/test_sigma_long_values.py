@@ -79,3 +79,12 @@ correlation: {type: event_count, rules: [base], group-by: [user.name], timespan:
     assert [f for f in scan_documents([correlation], docs("u" * 1024)) if f.rule_id == correlation.id]
     # The cluster has no doc value to group these by; in-process drops them alike.
     assert not [f for f in scan_documents([correlation], docs("u" * 1025)) if f.rule_id == correlation.id]
+
+
+def test_a_rule_on_a_field_that_is_not_searchable_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "r.yml"
+    path.write_text("title: t\nlogsource: {category: webserver}\ndetection:\n  sel:\n"
+                    "    event.original|contains: 'union select'\n  condition: sel\n", encoding="utf-8")
+    ruleset = load_rule_file(path)
+    assert not ruleset.problems, ruleset.problems
+    assert any("event.original" in n and "not searchable" in n for n in ruleset.rules[0].notes), ruleset.rules[0].notes

@@ -161,6 +161,9 @@ def detection(rule: SigmaRule, sources: Logsources) -> tuple[Compiled, tuple[str
             if n == 0:
                 raise  # the rule's own kind of event: the rule fails
             notes.append(f"does not run on {variant.label} events: {exc}")
+    unsearchable = sorted({f for _, compiled in parts for f in query_fields(compiled.query)} & field_types().not_indexed)
+    if unsearchable:  # stored, never indexed: no value of them can match, short or long
+        notes.append(f"reads {', '.join(unsearchable)}, stored but not searchable: those comparisons never match")
     longs = [and_([q for q in (source, long) if q is not None]) for source, long in
              ((source, long_values_query(or_([q for q in (compiled.query, compiled.refine) if q is not None])))
               for source, compiled in parts) if long is not None]
