@@ -9,12 +9,12 @@ through exactly the code the cluster path does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from secmon.detect.rules.correlate import Hit, bursts, fire
-from secmon.detect.rules.load import CompiledRule
+from secmon.detect.rules.compiled import CompiledRule
 from secmon.detect.rules.match import field_values, matches
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
@@ -30,18 +30,29 @@ def _stamp(value: Any) -> datetime:
 def hits_from_docs(rule: CompiledRule, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """(id, doc) pairs -> the hits the cluster would return for `rule.query`, oldest first."""
     leaves = rule.correlation.leaves() if rule.correlation else []
+    wanted = ("@timestamp", AGENCY_FIELD, *rule.fields)
     hits = []
     for ident, doc in docs:
         if not matches(rule.query, doc):
             continue
-        wanted = ("@timestamp", AGENCY_FIELD, *rule.fields)
-        fields = {f: field_values(doc, f) for f in wanted}
-        if not fields["@timestamp"]:
-            continue  # every stored event has one; without it there is no window to place it in
-        hit: dict[str, Any] = {"_id": ident, "fields": {f: v for f, v in fields.items() if v}}
+        found = hit(ident, lambda f: field_values(doc, f), wanted)  # noqa: B023 - called at once
+        if found is None:
+            continue
         if leaves:
-            hit["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc)]
-        hits.append(hit)
+            found["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc)]
+        hits.append(found)
+    return sort_hits(hits)
+
+
+def hit(ident: str, values: Callable[[str], list[Any]], wanted: tuple[str, ...]) -> dict[str, Any] | None:
+    """A matching document as a search hit with doc values: `_id` and `fields` (`wanted`, those it has);
+    None without a timestamp (every stored event has one; without it there is no window to place it in)."""
+    fields = {f: v for f in wanted if (v := values(f))}
+    return {"_id": ident, "fields": fields} if "@timestamp" in fields else None
+
+
+def sort_hits(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first, ties by id: the order the cluster's sorted search returns."""
     return sorted(hits, key=lambda h: (_stamp(h["fields"]["@timestamp"][0]), h["_id"]))
 
 

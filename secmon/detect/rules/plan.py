@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from secmon.detect.rules.compile import Query, and_
-from secmon.detect.rules.load import CompiledRule
+from secmon.detect.rules.compiled import CompiledRule
 from secmon.types import AGENCY_FIELD, iso
 
 MAX_NARROWING_GROUPS = 500  # beyond that the bool query costs more than it saves
