@@ -90,17 +90,19 @@ def setup(ctx: click.Context) -> None:
               help="With --input: folder of the compiled-rule cache (default: $SECMON_CACHE_DIR, "
                    "$XDG_CACHE_HOME/secmon or ~/.cache/secmon).")
 @click.option("--no-rule-cache", is_flag=True, help="With --input: compile every rule, read and write no cache.")
+@click.option("--jobs", type=click.IntRange(1, 64), help="With --input: processes reading and matching the files "
+                                                         "(default: one per CPU, up to 4, for inputs over 64 MB; else 1).")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
          inputs: tuple[str, ...], agency: str, source: str | None, unmapped: str, dead_letters: str,
-         rule_cache: Path | None, no_rule_cache: bool) -> None:
+         rule_cache: Path | None, no_rule_cache: bool, jobs: int | None) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
         from secmon.cli.offline import offline
 
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
-                dead_letters == "error", rule_cache, no_rule_cache)
+                dead_letters == "error", rule_cache, no_rule_cache, jobs)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -23,6 +24,15 @@ def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
     return (here,) if here.is_dir() else (Path(secmon.__file__).resolve().parent.parent / "pipelines",)
 
 
+PARALLEL_BYTES = 64 << 20  # below this, forking workers (each compiling the rules it meets) does not pay
+
+
+def _workers(files: tuple[Path, ...]) -> int:
+    if sum(p.stat().st_size for p in files) < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4, len(files)))
+
+
 def inputs_text(reports: tuple[InputReport, ...]) -> str:
     lines = []
     for report in reports:
@@ -38,7 +48,7 @@ def inputs_text(reports: tuple[InputReport, ...]) -> str:
 
 def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rule_paths: tuple[Path, ...],
             agency: str, source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str,
-            dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool) -> None:
+            dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None) -> None:
     from secmon.collect.inputs import expand
     from secmon.detect.rules.cache import default_folder
     from secmon.service.offline import OfflineJob, scan_files
@@ -59,7 +69,8 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
                                "give --source for other logs")
     paths = rule_paths or tuple(settings.resolve(p) for p in settings.rules)  # type: ignore[union-attr]
     job = OfflineJob(found.files, tuple(paths), agency, timezone, _pipeline_folders(settings), source, unmapped,
-                     None if no_rule_cache else (rule_cache or default_folder()), found.passed_over)
+                     None if no_rule_cache else (rule_cache or default_folder()), found.passed_over,
+                     jobs or _workers(found.files))
     result = scan_files(job, utcnow())
     click.echo(to_json(result) if as_json else scan_text(result, timezone) + "\n" + inputs_text(result.inputs))
     dead = [r for r in result.inputs if r.dead_letters]

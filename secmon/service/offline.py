@@ -11,14 +11,17 @@ dead letter of its file, counted with its reason (`ScanSummary.inputs`).
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from secmon.collect.evtxfiles import is_evtx, read_evtx
+from secmon.detect.rules.compiled import RuleSet, unmapped_note
+from secmon.detect.rules.offline import Matches, RuleIndex, RuleRouter, findings_of, match_documents
 from secmon.errors import InputError, Location
 from secmon.model import DeadLetter, Event, Incident, InputReport, ScanSummary, stable_id
 from secmon.normalize.engine import Normalizer, Result, put
@@ -42,6 +45,7 @@ class OfflineJob:
     unmapped: str = "skip"  # rules with an unmapped logsource: "skip" or "run"
     cache: Path | None = None  # the rule cache folder (detect.rules.cache); None: compile every time
     passed_over: tuple[tuple[str, str], ...] = ()  # files of folders and globs not read, and why
+    workers: int = 1  # processes reading and matching the inputs
 
 
 @dataclass
@@ -215,22 +219,6 @@ class _Reader:
         event.setdefault("original", raw)
         return stable_id("event", self.job.agency, ident), doc
 
-    def notes(self) -> tuple[str, ...]:
-        out = []
-        if self.retagged:
-            found = ", ".join(f"{k!r} ({n})" for k, n in self.retagged.most_common(5))
-            out.append(f"{sum(self.retagged.values())} events named another agency ({found}): "
-                       f"tagged with --agency {self.job.agency}")
-        dead = [t for t in self.tallies if t.dead_letters]
-        if dead:
-            total = sum(t.dead_letters for t in dead)
-            lost = sum(t.lost for t in dead)
-            out.append(f"{total} record{'s' if total != 1 else ''} of {len(dead)} file{'s' if len(dead) != 1 else ''}"
-                       " could not be read or parsed and were not matched" + (f" ({lost} EVTX events lost)" if lost else "")
-                       + f"; first: {dead[0].first}: {dead[0].reasons.most_common(1)[0][0]}")
-        return tuple(out)
-
-
 def _evtx_lines(path: Path) -> bool:
     """Whether the file's first record is an EVTX record ({"Event": ...}) on one line of its own."""
     with path.open(encoding="utf-8", errors="replace") as handle:
@@ -266,6 +254,21 @@ def _json_records(path: Path) -> Iterator[tuple[int, str, Any]]:
         i = end
 
 
+def _notes(tallies: list[_FileTally], retagged: Counter[str], agency: str) -> list[str]:
+    out = []
+    if retagged:
+        found = ", ".join(f"{k!r} ({n})" for k, n in retagged.most_common(5))
+        out.append(f"{sum(retagged.values())} events named another agency ({found}): tagged with --agency {agency}")
+    dead = [t for t in tallies if t.dead_letters]
+    if dead:
+        total = sum(t.dead_letters for t in dead)
+        lost = sum(t.lost for t in dead)
+        out.append(f"{total} record{'s' if total != 1 else ''} of {len(dead)} file{'s' if len(dead) != 1 else ''}"
+                   " could not be read or parsed and were not matched" + (f" ({lost} EVTX events lost)" if lost else "")
+                   + f"; first: {dead[0].first}: {dead[0].reasons.most_common(1)[0][0]}")
+    return out
+
+
 def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str, str]], now: datetime,
             notes: tuple[str, ...] = (), inputs: tuple[InputReport, ...] = ()) -> ScanSummary:
     first = min((i.finding.first_seen for i in incidents), default=now)
@@ -277,30 +280,73 @@ def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str,
                        notes=("offline scan: nothing stored, nobody alerted", *notes), inputs=inputs)
 
 
-def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
-    """Load the rules (from the cache when it has them), read every input and match in-process."""
-    from secmon.detect.rules.compiled import unmapped_note
-    from secmon.detect.rules.offline import RuleIndex, scan_documents
-
-    indexes: dict[int, RuleIndex] = {}
-    cache_notes: list[str] = []
-    if job.cache is not None:
-        from secmon.detect.rules.cache import RuleCache
-
-        cache = RuleCache(job.cache)
-        ruleset = cache.load_rules(list(job.rule_paths), job.unmapped)  # type: ignore[arg-type]
-        indexes = {n: i for n, rule in enumerate(ruleset.rules) if (i := cache.index_of(rule)) is not None}
-        cache_notes = [f"rule cache: {w}" for w in cache.warnings]
-    else:
+def _rules(job: OfflineJob) -> tuple[RuleSet, dict[int, RuleIndex], list[str]]:
+    """The rules, from the cache when it has them (then also what the router reads from each)."""
+    if job.cache is None:
         from secmon.detect.rules.load import load_rules
 
-        ruleset = load_rules(list(job.rule_paths), job.unmapped)  # type: ignore[arg-type]
-    reader = _Reader(job, now)
+        return load_rules(list(job.rule_paths), job.unmapped), {}, []  # type: ignore[arg-type]
+    from secmon.detect.rules.cache import RuleCache
+
+    cache = RuleCache(job.cache)
+    ruleset = cache.load_rules(list(job.rule_paths), job.unmapped)  # type: ignore[arg-type]
+    indexes = {n: i for n, rule in enumerate(ruleset.rules) if (i := cache.index_of(rule)) is not None}
+    return ruleset, indexes, [f"rule cache: {w}" for w in cache.warnings]
+
+
+Part = tuple[list[int], list[_FileTally], Matches, Counter[str]]
+_FORKED: tuple[RuleRouter, OfflineJob, datetime] | None = None  # what a worker process inherits
+
+
+def _match_part(numbers: list[int]) -> Part:
+    """Read and match the inputs at these positions (in this process, or in a forked worker)."""
+    assert _FORKED is not None
+    router, job, now = _FORKED
+    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now)
+    return numbers, reader.tallies, match_documents(router, reader.documents()), reader.retagged
+
+
+def _parts(job: OfflineJob) -> list[list[int]]:
+    """The inputs in groups of about equal size for `job.workers` processes (a few groups each, so
+    that one large file does not leave the others idle)."""
+    sizes = sorted(((p.stat().st_size, n) for n, p in enumerate(job.inputs)), reverse=True)
+    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 4))]
+    loads = [0] * len(groups)
+    for size, number in sizes:
+        smallest = loads.index(min(loads))
+        groups[smallest].append(number)
+        loads[smallest] += size
+    return [sorted(g) for g in groups if g]
+
+
+def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
+    """Load the rules, read every input and match in-process; with `job.workers` > 1 the inputs are
+    read and matched by forked processes sharing the loaded rules, and their matches merged."""
+    global _FORKED
+    ruleset, indexes, cache_notes = _rules(job)
+    router = RuleRouter(ruleset.rules, indexes)
+    _FORKED = (router, job, now)
+    try:
+        everything = list(range(len(job.inputs)))
+        if job.workers <= 1 or len(job.inputs) <= 1:
+            parts = [_match_part(everything)]
+        else:
+            with multiprocessing.get_context("fork").Pool(job.workers) as pool:
+                parts = list(pool.imap_unordered(_match_part, _parts(job)))
+    finally:
+        _FORKED = None
+    matches, retagged = Matches(), Counter[str]()
+    tallies: dict[int, _FileTally] = {}
+    for numbers, part_tallies, part_matches, part_retagged in parts:
+        matches.add(part_matches)
+        retagged.update(part_retagged)
+        tallies.update(zip(numbers, part_tallies))
+    ordered = [tallies[n] for n in sorted(tallies)]
     failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
-    found = scan_documents(ruleset.rules, reader.documents(), failures, indexes)
+    found = findings_of(router.rules, matches, failures)
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
     passed = [f"{len(job.passed_over)} files of the folders and patterns given were not read; first: "
               f"{job.passed_over[0][0]}: {job.passed_over[0][1]}"] if job.passed_over else []
     return summary(incidents, len(ruleset.rules), failures, now,
-                   (*reader.notes(), *passed, *unmapped_note(ruleset), *cache_notes),
-                   tuple(t.report() for t in reader.tallies))
+                   (*_notes(ordered, retagged, job.agency), *passed, *unmapped_note(ruleset), *cache_notes),
+                   tuple(t.report() for t in ordered))

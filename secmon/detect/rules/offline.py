@@ -13,7 +13,7 @@ holds the router to trying every rule, over the whole community corpus).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from secmon.detect.rules.findings import findings, hit, sort_hits
@@ -210,36 +210,61 @@ class _Leaves:
         return [name for name, predicate in leaves if predicate(view)]
 
 
-def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]],
-                   failures: list[tuple[str, str]] | None = None,
-                   indexes: Mapping[int, RuleIndex] | None = None) -> list[Finding]:
-    """Findings of every rule over in-memory documents: routing, matching and the same windowing
-    code as the cluster path (secmon.detect.rules.findings). Each match becomes its hit at once (the
-    few fields the windowing reads), so nothing is matched or compiled twice and no document is
-    kept. A rule whose bounded fallback regex timed out on some documents is reported in
-    `failures` (rule, reason) with their count."""
-    router = RuleRouter(rules, indexes)
+@dataclass
+class Matches:
+    """What matching some documents found: each rule's hits (by position in the router's rules) and
+    the rules whose bounded fallback regex timed out, with how often. Parts merge (`add`), so
+    documents may be matched in several processes."""
+
+    hits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    timeouts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: Matches) -> None:
+        for number, hits in other.hits.items():
+            self.hits.setdefault(number, []).extend(hits)
+        for number, count in other.timeouts.items():
+            self.timeouts[number] = self.timeouts.get(number, 0) + count
+
+
+def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> Matches:
+    """Route and match every document; each match becomes its hit at once (the few fields the
+    windowing reads), so nothing is matched or compiled twice and no document is kept."""
     rules = router.rules
     wanted = [("@timestamp", AGENCY_FIELD, *rule.fields) for rule in rules]
     leaves = _Leaves()
-    matched: dict[int, list[dict[str, Any]]] = {}
-    timeouts: dict[int, int] = {}
+    found = Matches()
     for ident, doc in docs:
         view = router.view(doc)
-        for number in router.matching_numbers(view, timeouts):
+        for number in router.matching_numbers(view, found.timeouts):
             rule = rules[number]
-            found = hit(ident, view.values, wanted[number])
-            if found is None:
+            one = hit(ident, view.values, wanted[number])
+            if one is None:
                 continue
             if rule.correlation is not None:
-                found["matched_queries"] = leaves.names(number, rule, view)
-            matched.setdefault(number, []).append(found)
-    for number, count in sorted(timeouts.items()):
+                one["matched_queries"] = leaves.names(number, rule, view)
+            found.hits.setdefault(number, []).append(one)
+    return found
+
+
+def findings_of(rules: list[CompiledRule], matches: Matches, failures: list[tuple[str, str]] | None = None
+                ) -> list[Finding]:
+    """The findings of the matches, through the same windowing code as the cluster path
+    (secmon.detect.rules.findings). A rule whose bounded fallback regex timed out on some documents
+    is reported in `failures` (rule, reason) with their count."""
+    for number, count in sorted(matches.timeouts.items()):
         if failures is None:
             raise RegexTimeout(f"rule {rules[number].path}")
         failures.append((f"{rules[number].path}: {rules[number].title}",
                          f"a regex outside RE2 timed out on {count} events, which it was not matched against"))
     result: list[Finding] = []
-    for number, hits in sorted(matched.items()):
+    for number, hits in sorted(matches.hits.items()):
         result += findings(rules[number], sort_hits(hits))
     return sorted(result, key=lambda f: (f.first_seen, f.rule_id, f.group))
+
+
+def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]],
+                   failures: list[tuple[str, str]] | None = None,
+                   indexes: Mapping[int, RuleIndex] | None = None) -> list[Finding]:
+    """Findings of every rule over in-memory documents (match_documents, then findings_of)."""
+    router = RuleRouter(rules, indexes)
+    return findings_of(router.rules, match_documents(router, docs), failures)
