@@ -81,8 +81,8 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
     for path, why in found.passed_over:
         click.echo(f"secmon: warning: not read: {safe(path)}: {why}", err=True)
     if dead and dead_letters_fail:
-        click.echo(f"secmon: error: {sum(r.dead_letters for r in dead)} records of {len(dead)} files were not "
-                   "matched (--dead-letters warn to go on)", err=True)
+        click.echo(f"secmon: error: {sum(r.dead_letters for r in dead)} records of {len(dead)} "
+                   f"file{'s' if len(dead) != 1 else ''} were not matched (--dead-letters warn to go on)", err=True)
         raise Exit(ExitCode.INPUT)
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)
