@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 from secmon.service.offline import OfflineJob, _Reader
 from tests.conftest import ROOT, free_port, run_cli, write_config
