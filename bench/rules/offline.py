@@ -6,6 +6,8 @@ bench/results/offline.json and offline.md.
   DRL 1.1; ~3,750 rule files), `--input FOLDER --rules FOLDER --json`:
   - cold: an empty rule cache (every rule file read, parsed by pySigma, compiled, indexed, cached);
   - warm: the cache of the run before (rules read back from it; the normal case for an analyst);
+- start-up: the same command on an empty input file, warm cache: everything before the first event
+  (interpreter, imports, rules read back, router built) and the report;
 - million: the samples' JSON export (the same 8,255 events as one JSON line each) copied
   `--copies` times into a temporary folder (not the repository), warm cache, default --jobs.
 
@@ -63,6 +65,7 @@ def median_of(results: list[dict[str, float]]) -> dict[str, object]:
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
     out["runs_seconds"] = [r["seconds"] for r in results]
     out["events_per_second"] = round(float(out["events"]) / float(out["seconds"]))  # type: ignore[arg-type]
+    out["seconds_min_max"] = [min(r["seconds"] for r in results), max(r["seconds"] for r in results)]
     return out
 
 
@@ -111,6 +114,12 @@ def main() -> None:
         for n in range(args.runs):
             warm.append(run([*common, *evtx], env))
             print("warm", n, warm[-1], flush=True)
+        empty = Path(scratch) / "empty.jsonl"
+        empty.write_text("", encoding="utf-8")
+        start = [run([*common, "--input", str(empty)], env) for _ in range(args.runs)]
+        print("start-up", start, flush=True)
+        result["startup_warm_cache"] = {**median_of(start), "what": "the whole command on an empty input: "
+                                        "interpreter, imports, rules from the cache, router, report"}
         result["samples_cold_cache"] = median_of(cold)
         result["samples_warm_cache"] = median_of(warm)
         if not args.skip_million:

@@ -104,7 +104,8 @@ class RuleCache:
                 except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                     self._warn(f"{target}: the entry of {path} is damaged ({type(exc).__name__}: {exc}); "
                                "compiled again")
-            from secmon.detect.rules.load import load_rule_file, logsources  # pySigma: only on a miss
+            from secmon.detect.rules.load import load_rule_file  # pySigma: only on a miss
+            from secmon.detect.rules.pipeline import logsources
 
             if not sources:
                 sources.append(logsources())
