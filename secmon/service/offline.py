@@ -10,6 +10,7 @@ dead letter of its file, counted with its reason (`ScanSummary.inputs`).
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 from collections import Counter
@@ -331,10 +332,14 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
         if job.workers <= 1 or len(job.inputs) <= 1:
             parts = [_match_part(everything)]
         else:
+            # The loaded rules stay shared with the workers: frozen, the collector never visits them in a
+            # child (which would touch, hence copy, every page of the parent's heap).
+            gc.freeze()
             with multiprocessing.get_context("fork").Pool(job.workers) as pool:
                 parts = list(pool.imap_unordered(_match_part, _parts(job)))
     finally:
         _FORKED = None
+        gc.unfreeze()
     matches, retagged = Matches(), Counter[str]()
     tallies: dict[int, _FileTally] = {}
     for numbers, part_tallies, part_matches, part_retagged in parts:
