@@ -181,6 +181,20 @@ class ScanWindow:
 
 
 @dataclass(frozen=True)
+class InputReport:
+    """What an offline scan (`scan --input`) read from one file: nothing passed over unsaid."""
+
+    path: str
+    reader: str  # how it was read: "evtx, windows-evtx", "json, windows-evtx", "json, ECS", a pipeline id
+    events: int  # became events and were matched
+    dead_letters: int  # could not become events (unreadable, rejected by the pipeline): not matched
+    skipped: int = 0  # dropped on purpose by the pipeline (a header line, a drop condition)
+    reasons: tuple[tuple[str, int], ...] = ()  # dead-letter reasons, most frequent first, with their counts
+    first: str = ""  # where the first dead letter is (line or offset)
+    lost: int = 0  # events known lost in damaged EVTX data
+
+
+@dataclass(frozen=True)
 class ScanSummary:
     id: str
     started: datetime
@@ -197,3 +211,4 @@ class ScanSummary:
     notifications: int = 0  # notifications queued (new incidents, escalations, reminders)
     unknown_agencies: tuple[str, ...] = ()  # matched events of agencies not in the config
     requests: int = 0  # search requests the rules cost
+    inputs: tuple[InputReport, ...] = ()  # offline scans: what was read from each file

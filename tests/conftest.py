@@ -24,6 +24,20 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 TEST_PORT = int(os.environ.get("SECMON_TEST_ES_PORT", "9250"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def rule_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Offline scans cache compiled rules (detect/rules/cache.py): in a folder of the test session, never
+    the user's own ~/.cache/secmon (subprocesses inherit it through the environment)."""
+    folder = tmp_path_factory.mktemp("rule-cache")
+    before = os.environ.get("SECMON_CACHE_DIR")
+    os.environ["SECMON_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("SECMON_CACHE_DIR", None)
+    else:
+        os.environ["SECMON_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     if not DATASETS.is_dir():

@@ -52,9 +52,9 @@ def main() -> None:
         candidates = matches = 0
         for doc in docs:
             view = router.view(doc)
-            entries = router.candidates(view)
-            candidates += len(entries)
-            matches += sum(1 for entry in entries if entry.predicate(view))
+            numbers = router.candidates(view)
+            candidates += len(numbers)
+            matches += sum(1 for n in numbers if router.predicate(n)(view))
         rates.append(len(docs) / (time.process_time() - started))
 
     # The same answers without the needle prefilter (logsource routing only, as before it), on a

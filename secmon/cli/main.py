@@ -30,7 +30,7 @@ from secmon.cli.run import run as run_command
 from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
-from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
 
@@ -74,21 +74,35 @@ def setup(ctx: click.Context) -> None:
 @click.option("--fail-on-findings", is_flag=True, help=f"Exit {int(ExitCode.FINDINGS)} when new incidents were found.")
 @click.option("--rule-failures", type=click.Choice(["error", "warn"]), default="error", show_default=True,
               help=f"error: exit {int(ExitCode.INPUT)} when any rule failed to load or run; warn: say so and go on.")
-@click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
+@click.option("--input", "inputs", multiple=True, metavar="PATH",
+              help="Offline: scan files, folders (recursively) or glob patterns ('logs/**/*.evtx') in-process "
+                   "(EVTX, JSON; with --source any log), no Elasticsearch. Repeatable.")
 @click.option("--agency", default=OFFLINE_AGENCY, show_default=True,
               help="With --input: the agency the events belong to (it replaces the inputs' own organization.id).")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
 @click.option("--unmapped-logsources", "unmapped", type=click.Choice(["skip", "run"]), default="skip",
               show_default=True, help="Rules whose logsource secmon does not map (`rules validate` lists them) "
                                       "select more than their events: skipped and counted, or run anyway.")
+@click.option("--dead-letters", type=click.Choice(["error", "warn"]), default="error", show_default=True,
+              help=f"With --input: error: exit {int(ExitCode.INPUT)} when a record could not be read or parsed "
+                   "(each file's count and reasons are printed either way); warn: say so and go on.")
+@click.option("--rule-cache", "rule_cache", type=click.Path(path_type=Path, file_okay=False),
+              help="With --input: folder of the compiled-rule cache (default: $SECMON_CACHE_DIR, "
+                   "$XDG_CACHE_HOME/secmon or ~/.cache/secmon).")
+@click.option("--no-rule-cache", is_flag=True, help="With --input: compile every rule, read and write no cache.")
+@click.option("--jobs", type=click.IntRange(1, 64), help="With --input: processes reading and matching the files "
+                                                         "(default: one per CPU, up to 4, for inputs over 64 MB; else 1).")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
-         inputs: tuple[Path, ...], agency: str, source: str | None, unmapped: str) -> None:
+         inputs: tuple[str, ...], agency: str, source: str | None, unmapped: str, dead_letters: str,
+         rule_cache: Path | None, no_rule_cache: bool, jobs: int | None) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped)
+        from secmon.cli.offline import offline
+
+        offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
+                dead_letters == "error", rule_cache, no_rule_cache, jobs)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -118,25 +132,6 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     if summary.deliveries_pending:
         raise Exit(ExitCode.DELIVERY)
     if fail_on_findings and summary.new_incident_ids:
-        raise Exit(ExitCode.FINDINGS)
-
-
-def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
-             source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str = "skip") -> None:
-    """`scan --input`: the offline flow, in-process, no Elasticsearch."""
-    from secmon.service.offline import scan_files
-
-    needs_settings = source is not None or not rule_paths
-    settings = settings_of(ctx) if needs_settings else None
-    known = [a.id for a in settings.agencies] if settings is not None else []
-    if not AGENCY_ID.match(agency) or (settings is not None and agency != OFFLINE_AGENCY and agency not in known):
-        raise click.BadParameter(f"{agency!r} is not an agency id" + (
-            f" of the config (agencies: {', '.join(known) or 'none configured'}; or {OFFLINE_AGENCY!r})"
-            if settings is not None else " (lower-case letters, digits, '-' and '_')"), param_hint="--agency")
-    paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), unmapped)  # type: ignore[arg-type]
-    click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
-    if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Values = dict[str, Any]
 Parsed = tuple[Values, dict[str, Any] | None]  # (values, base ECS doc from the Windows flattener)
 
@@ -58,8 +60,13 @@ def _not_json(constant: str) -> Any:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    try:  # orjson: twice as fast; it accepts a subset of what json does (no NaN, 64-bit integers, depth
+        value = orjson.loads(text)  # 1024, no lone surrogates), so json decides whatever it refuses
+    except orjson.JSONDecodeError:
+        value = None
     try:
-        value = json.loads(text, parse_constant=_not_json)
+        if value is None:
+            value = json.loads(text, parse_constant=_not_json)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"not a JSON record: {exc}") from None
     except RecursionError:

@@ -54,6 +54,8 @@ def _text(value: Any) -> Any:
 
 
 def _string(value: Any) -> str | list[str] | None:
+    if type(value) is str:  # most values
+        return value
     value = _text(value)
     if value is None:
         return None
@@ -67,11 +69,19 @@ def _string(value: Any) -> str | list[str] | None:
     return str(value)
 
 
+_NAMES: dict[str, str] = {}  # the few hundred names Windows uses, cleaned once (bounded: names are input)
+
+
 def _name(raw: str) -> str:
     # Without its whitespace (see above). A dot would make Elasticsearch read a path (a key
     # `CommandLine.x` beside `CommandLine` would get the whole event refused: a way to hide it),
     # and an empty name is refused: a dot becomes `_`, and an empty name `_`.
-    return "".join(raw.split()).replace(".", "_") or "_"
+    found = _NAMES.get(raw)
+    if found is None:
+        found = "".join(raw.split()).replace(".", "_") or "_"
+        if len(_NAMES) < 4096:
+            _NAMES[raw] = found
+    return found
 
 
 def _data_fields(node: Any) -> dict[str, Any]:
@@ -81,6 +91,9 @@ def _data_fields(node: Any) -> dict[str, Any]:
         return out
     for key, value in node.items():
         if key == "#attributes":
+            continue
+        if type(value) is str and key != "Data":  # most fields: a named text value
+            out[_name(key)] = value
             continue
         if key == "Data" and (isinstance(value, (list, str)) or (isinstance(value, Mapping) and "#text" in value)):
             unnamed = _text(value)

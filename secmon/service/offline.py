@@ -1,60 +1,241 @@
 """The offline flow (`secmon scan --input PATH`): the rules over files, in-process, without Elasticsearch.
 
 EVTX files, EVTX-style JSON ({"Event": ...}), flat NXLog/Winlogbeat JSON, ECS JSON
-documents (one per line), or, with --source, any log the pipelines parse. The same
-incident output as a cluster scan; nothing is stored and nobody is alerted.
+documents (one per line), or, with --source, any log the pipelines parse. Windows records
+go through the same pipelines as `collect` (windows-evtx, windows-json), so an event is the
+same document offline and on the cluster. The same incident output as a cluster scan;
+nothing is stored and nobody is alerted. Every record that does not become an event is a
+dead letter of its file, counted with its reason (`ScanSummary.inputs`).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from secmon.config import Settings
+from secmon.collect.evtxfiles import is_evtx, read_evtx
+from secmon.detect.rules.compiled import RuleSet, unmapped_note
+from secmon.detect.rules.offline import Matches, RuleIndex, RuleRouter, findings_of, match_documents
 from secmon.errors import InputError, Location
-from secmon.model import DeadLetter, Event, Incident, ScanSummary, stable_id
-from secmon.normalize.engine import put
-from secmon.normalize.winlog import flatten_evtx, flatten_winlogbeat_like
-from secmon.service.collect import find_pipeline
+from secmon.model import DeadLetter, Event, Incident, InputReport, ScanSummary, stable_id
+from secmon.normalize.engine import Normalizer, Result, put
+from secmon.normalize.pipeline import Pipeline, pipeline_named
+
+EVTX_PIPELINE = "windows-evtx"  # {"Event": {"System": ..., "EventData": ...}}: EVTX files and their JSON
+WINLOG_PIPELINE = "windows-json"  # flat NXLog / Winlogbeat-style JSON
+REASONS_KEPT = 20  # distinct dead-letter reasons counted per file; the rest are "other reasons"
+
+
+@dataclass(frozen=True)
+class OfflineJob:
+    """Everything one offline scan needs, decided at the edge (the CLI)."""
+
+    inputs: tuple[Path, ...]  # files (collect.inputs.expand resolved folders and globs)
+    rule_paths: tuple[Path, ...]
+    agency: str
+    timezone: str  # of the agency: local times without an offset are read in it
+    pipelines: tuple[Path, ...]  # folders with the pipelines (windows-evtx, windows-json, --source)
+    source: str | None = None  # a pipeline for every input, instead of EVTX/JSON by shape
+    unmapped: str = "skip"  # rules with an unmapped logsource: "skip" or "run"
+    cache: Path | None = None  # the rule cache folder (detect.rules.cache); None: compile every time
+    passed_over: tuple[tuple[str, str], ...] = ()  # files of folders and globs not read, and why
+    workers: int = 1  # processes reading and matching the inputs
 
 
 @dataclass
-class Tally:
-    """What reading the inputs passed over, for the summary's notes (nothing is dropped unsaid)."""
+class _FileTally:
+    path: str
+    readers: set[str] = field(default_factory=set)
+    events: int = 0
+    dead_letters: int = 0
+    skipped: int = 0
+    lost: int = 0
+    first: str = ""
+    reasons: Counter[str] = field(default_factory=Counter)
 
-    retagged: Counter[str] = field(default_factory=Counter)  # organization.id of the inputs, replaced by --agency
-    unreadable: list[str] = field(default_factory=list)  # file:line: why a record could not be read
-    lost: int = 0  # events known lost in damaged EVTX files
+    def dead(self, where: str, reason: str) -> None:
+        self.dead_letters += 1
+        self.first = self.first or where
+        key = reason[:200]
+        if key not in self.reasons and len(self.reasons) >= REASONS_KEPT:
+            key = "other reasons"
+        self.reasons[key] += 1
 
-    def notes(self, agency: str) -> tuple[str, ...]:
-        out = []
-        if self.retagged:
-            found = ", ".join(f"{k!r} ({n})" for k, n in self.retagged.most_common(5))
-            out.append(f"{sum(self.retagged.values())} events named another agency ({found}): "
-                       f"tagged with --agency {agency}")
-        if self.unreadable:
-            out.append(f"{len(self.unreadable)} record{'s' if len(self.unreadable) != 1 else ''} could not be read"
-                       + (f" ({self.lost} EVTX events lost)" if self.lost else "") + f"; first: {self.unreadable[0]}")
-        return tuple(out)
+    def report(self) -> InputReport:
+        return InputReport(self.path, ", ".join(sorted(self.readers)) or "-", self.events, self.dead_letters,
+                           self.skipped, tuple(self.reasons.most_common()), self.first, self.lost)
 
 
-def _from_json(record: Mapping[str, Any]) -> dict[str, Any]:
-    if "Event" in record or "System" in record:
-        return flatten_evtx(record)
-    if "EventID" in record and ("Channel" in record or "Hostname" in record):
-        return flatten_winlogbeat_like(record)
-    doc: dict[str, Any] = {}
-    for key, value in record.items():  # ECS JSON, nested or with dotted keys
-        put(doc, key, value) if "." in key else doc.__setitem__(key, value)
-    return doc
+class _Reader:
+    """Turns the records of the input files into (id, ECS document), counting per file."""
+
+    def __init__(self, job: OfflineJob, now: datetime):
+        self.job = job
+        self.now = now
+        self.tallies: list[_FileTally] = []
+        self.retagged: Counter[str] = Counter()  # organization.id of ECS inputs, replaced by --agency
+        self._pipelines: dict[str, Pipeline] = {}
+        self._shared: dict[str, Normalizer] = {}
+
+    def pipeline(self, pipeline_id: str) -> Pipeline:
+        found = self._pipelines.get(pipeline_id)
+        if found is None:
+            found = pipeline_named(list(self.job.pipelines), pipeline_id)
+            if found is None:
+                folders = ", ".join(map(str, self.job.pipelines)) or "none"
+                raise InputError(f"pipeline {pipeline_id!r} not found (pipeline folders: {folders})",
+                                 hint="the config's `pipelines`, or run from secmon's folder")
+            self._pipelines[pipeline_id] = found
+        return found
+
+    def normalizer(self, pipeline_id: str, path: Path) -> Normalizer:
+        pipeline = self.pipeline(pipeline_id)
+        if pipeline.format in ("evtx", "winlog"):
+            # Windows records carry their own time and ids: the normalizer keeps no state of the file
+            # (no yearless clock, no header), so one serves every file; only the name it reports moves.
+            shared = self._shared.get(pipeline_id)
+            if shared is None:
+                shared = self._shared[pipeline_id] = Normalizer(pipeline, agency=self.job.agency,
+                                                                timezone=self.job.timezone, source="", now=self.now)
+            shared.source = str(path)
+            return shared
+        return Normalizer(pipeline, agency=self.job.agency, timezone=self.job.timezone, source=str(path),
+                          now=self.now)
+
+    def documents(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        for path in self.job.inputs:
+            tally = _FileTally(str(path))
+            self.tallies.append(tally)
+            if is_evtx(path):
+                yield from self._evtx(path, tally)
+            elif self.job.source is not None:
+                yield from self._parsed(path, tally)
+            else:
+                yield from self._json(path, tally)
+
+    @staticmethod
+    def _counted(result: Result, tally: _FileTally, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        if isinstance(result, Event):
+            tally.events += 1
+            yield result.id, result.doc
+        elif isinstance(result, DeadLetter):
+            tally.dead(where, result.reason)
+        else:
+            tally.skipped += 1
+
+    def _evtx(self, path: Path, tally: _FileTally) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        tally.readers.add(f"evtx, {EVTX_PIPELINE}")
+        normalizer = self.normalizer(EVTX_PIPELINE, path)
+        for record in read_evtx(path):  # the records `collect` reads, under the same ids
+            where = f"{path}: record {record.offset}"
+            if record.problem:
+                tally.dead(where, record.problem)
+                tally.lost += record.lost
+                continue
+            yield from self._counted(normalizer.normalize(record.text, record.offset, record.record_id), tally, where)
+
+    def _parsed(self, path: Path, tally: _FileTally) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        from secmon.collect.files import read_records
+
+        assert self.job.source is not None
+        tally.readers.add(self.job.source)
+        normalizer = self.normalizer(self.job.source, path)
+        for record in read_records(path):
+            where = f"{path}: byte {record.offset}"
+            if record.problem:
+                tally.dead(where, record.problem)
+                continue
+            yield from self._counted(normalizer.normalize(record.text, record.offset, record.record_id), tally, where)
+
+    def _json(self, path: Path, tally: _FileTally) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        normalizers: dict[str, Normalizer] = {}
+        if _evtx_lines(path):
+            # One EVTX record per line (evtx_dump -o jsonl, secmon's own exports): each line goes to
+            # the pipeline as it is, read once; a line of another shape is read by its shape.
+            yield from self._evtx_lines(path, tally, normalizers)
+            return
+        for line, raw, obj in _json_records(path):
+            yield from self._record(path, line, raw, obj, tally, normalizers)
+
+    def _evtx_lines(self, path: Path, tally: _FileTally, normalizers: dict[str, Normalizer]
+                    ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.lstrip().startswith('{"Event"'):
+                    yield from self._piped(EVTX_PIPELINE, path, number, line, tally, normalizers)
+                elif line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except (ValueError, RecursionError) as exc:
+                        tally.dead(f"{path}:{number}", f"not a JSON record: {str(exc)[:200]}")
+                        continue
+                    yield from self._record(path, number, line, obj, tally, normalizers)
+
+    def _piped(self, pipeline_id: str, path: Path, line: int, raw: str, tally: _FileTally,
+               normalizers: dict[str, Normalizer]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        normalizer = normalizers.get(pipeline_id)
+        if normalizer is None:
+            normalizer = normalizers[pipeline_id] = self.normalizer(pipeline_id, path)
+            tally.readers.add(f"json, {pipeline_id}")
+        yield from self._counted(normalizer.normalize(raw, None, f"{path}:{line}"), tally, f"{path}:{line}")
+
+    def _record(self, path: Path, line: int, raw: str, obj: Any, tally: _FileTally,
+                normalizers: dict[str, Normalizer]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """One JSON record by its shape: Windows records through their pipeline, ECS documents as they are."""
+        where = f"{path}:{line}"
+        if not isinstance(obj, Mapping):
+            tally.dead(where, f"a JSON record must be an object, not {type(obj).__name__}")
+        elif "Event" in obj or "System" in obj:
+            yield from self._piped(EVTX_PIPELINE, path, line, raw, tally, normalizers)
+        elif "EventID" in obj and ("Channel" in obj or "Hostname" in obj):
+            yield from self._piped(WINLOG_PIPELINE, path, line, raw, tally, normalizers)
+        else:
+            tally.readers.add("json, ECS")
+            tally.events += 1
+            yield self._ecs(where, obj, raw)
+
+    def _ecs(self, ident: str, record: Mapping[str, Any], raw: str) -> tuple[str, dict[str, Any]]:
+        """An ECS document (nested or with dotted keys) as agency `agency`'s: its own organization.id is
+        replaced (and counted)."""
+        doc: dict[str, Any] = {}
+        for key, value in record.items():
+            put(doc, key, value) if "." in key else doc.__setitem__(key, value)
+        organization = doc.get("organization")
+        if not isinstance(organization, dict):
+            organization = doc["organization"] = {}
+        own = organization.get("id")
+        if own is not None and own != self.job.agency:
+            self.retagged[str(own)[:100]] += 1
+        organization["id"] = self.job.agency
+        event = doc.get("event")
+        if not isinstance(event, dict):
+            event = doc["event"] = {}
+        event.setdefault("original", raw)
+        return stable_id("event", self.job.agency, ident), doc
+
+def _evtx_lines(path: Path) -> bool:
+    """Whether the file's first record is an EVTX record ({"Event": ...}) on one line of its own."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                if not line.lstrip().startswith('{"Event"'):
+                    return False
+                try:
+                    return isinstance(json.loads(line), dict)
+                except (ValueError, RecursionError):
+                    return False
+    return False
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(line, text, value) of every JSON value of the file, one per line or spread over lines."""
     text = path.read_text(encoding="utf-8", errors="replace")
     decoder, i, line = json.JSONDecoder(), 0, 1
     while True:
@@ -74,91 +255,103 @@ def _json_records(path: Path) -> Iterator[tuple[int, str, Any]]:
         i = end
 
 
-def documents(paths: list[Path], agency: str, settings: Settings | None, source: str | None,
-              now: datetime, tally: Tally | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(id, ECS doc) for every record of the input files; what could not be read goes to `tally`."""
-    from secmon.collect.evtxfiles import is_evtx, read_evtx
-
-    tally = tally if tally is not None else Tally()
-    for path in paths:
-        if is_evtx(path):
-            for record in read_evtx(path):
-                if record.problem:
-                    tally.unreadable.append(f"{path}: {record.problem}")
-                    tally.lost += record.lost
-                    continue
-                yield _tagged(record.record_id, flatten_evtx(json.loads(record.text)), record.text, agency, tally)
-        elif source is not None:
-            yield from _parsed(path, agency, settings, source, now, tally)
-        else:
-            for line, raw, obj in _json_records(path):
-                if not isinstance(obj, Mapping):
-                    raise InputError("a JSON record must be an object", location=Location(str(path), line))
-                try:
-                    doc = _from_json(obj)
-                # a record of the wrong shape (hostile or broken) is said, not a crash of the whole scan
-                except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
-                    tally.unreadable.append(f"{path}:{line}: {type(exc).__name__}: {str(exc)[:200]}")
-                    continue
-                yield _tagged(f"{path}:{line}", doc, raw, agency, tally)
-
-
-def _tagged(ident: str, doc: dict[str, Any], raw: str, agency: str, tally: Tally) -> tuple[str, dict[str, Any]]:
-    """The document as agency `agency`'s: an input's own organization.id is replaced (and counted)."""
-    organization = doc.get("organization")
-    if not isinstance(organization, dict):
-        organization = doc["organization"] = {}
-    own = organization.get("id")
-    if own is not None and own != agency:
-        tally.retagged[str(own)[:100]] += 1
-    organization["id"] = agency
-    event = doc.get("event")
-    if not isinstance(event, dict):
-        event = doc["event"] = {}
-    event.setdefault("original", raw)
-    return stable_id("event", agency, ident), doc
-
-
-def _parsed(path: Path, agency: str, settings: Settings | None, source: str, now: datetime, tally: Tally
-            ) -> Iterator[tuple[str, dict[str, Any]]]:
-    from secmon.collect.files import read_records
-    from secmon.normalize.engine import Normalizer
-
-    if settings is None:
-        raise InputError("--source needs the configuration (its pipelines)")
-    normalizer = Normalizer(find_pipeline(settings, source), agency=agency, timezone="Asia/Ho_Chi_Minh",
-                            source=str(path), now=now)
-    for record in read_records(path):
-        if record.problem:
-            tally.unreadable.append(f"{path}:{record.offset}: {record.problem}")
-            continue
-        result = normalizer.normalize(record.text, record.offset, record.record_id)
-        if isinstance(result, Event):
-            yield result.id, dict(result.doc)
-        elif isinstance(result, DeadLetter):
-            tally.unreadable.append(f"{path}:{record.offset}: {result.reason}")
+def _notes(tallies: list[_FileTally], retagged: Counter[str], agency: str) -> list[str]:
+    out = []
+    if retagged:
+        found = ", ".join(f"{k!r} ({n})" for k, n in retagged.most_common(5))
+        out.append(f"{sum(retagged.values())} events named another agency ({found}): tagged with --agency {agency}")
+    dead = [t for t in tallies if t.dead_letters]
+    if dead:
+        total = sum(t.dead_letters for t in dead)
+        lost = sum(t.lost for t in dead)
+        out.append(f"{total} record{'s' if total != 1 else ''} of {len(dead)} file{'s' if len(dead) != 1 else ''}"
+                   " could not be read or parsed and were not matched" + (f" ({lost} EVTX events lost)" if lost else "")
+                   + f"; first: {dead[0].first}: {dead[0].reasons.most_common(1)[0][0]}")
+    return out
 
 
 def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str, str]], now: datetime,
-            notes: tuple[str, ...] = ()) -> ScanSummary:
+            notes: tuple[str, ...] = (), inputs: tuple[InputReport, ...] = ()) -> ScanSummary:
     first = min((i.finding.first_seen for i in incidents), default=now)
     last = max((i.finding.last_seen for i in incidents), default=now)
     return ScanSummary(id=stable_id("offline-scan", now.isoformat()), started=now, window_from=first,
                        window_to=last, rules_run=rules_run, rules_failed=tuple(failures),
                        incidents=tuple(incidents), new_incident_ids=tuple(i.id for i in incidents),
                        deliveries_sent=0, deliveries_pending=0,
-                       notes=("offline scan: nothing stored, nobody alerted", *notes))
+                       notes=("offline scan: nothing stored, nobody alerted", *notes), inputs=inputs)
 
 
-def scan_files(inputs: list[Path], rule_paths: list[Path], agency: str, settings: Settings | None,
-               source: str | None, now: datetime, unmapped: Literal["skip", "run"] = "skip") -> ScanSummary:
-    """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted."""
-    from secmon.detect.rules.load import load_rules, unmapped_note
-    from secmon.detect.rules.offline import scan_documents
+def _rules(job: OfflineJob) -> tuple[RuleSet, dict[int, RuleIndex], list[str]]:
+    """The rules, from the cache when it has them (then also what the router reads from each)."""
+    if job.cache is None:
+        from secmon.detect.rules.load import load_rules
 
-    ruleset = load_rules(rule_paths, unmapped)
-    tally = Tally()
+        return load_rules(list(job.rule_paths), job.unmapped), {}, []  # type: ignore[arg-type]
+    from secmon.detect.rules.cache import RuleCache
+
+    cache = RuleCache(job.cache)
+    ruleset = cache.load_rules(list(job.rule_paths), job.unmapped)  # type: ignore[arg-type]
+    indexes = {n: i for n, rule in enumerate(ruleset.rules) if (i := cache.index_of(rule)) is not None}
+    return ruleset, indexes, [f"rule cache: {w}" for w in cache.warnings]
+
+
+Part = tuple[list[int], list[_FileTally], Matches, Counter[str]]
+_FORKED: tuple[RuleRouter, OfflineJob, datetime] | None = None  # what a worker process inherits
+
+
+def _match_part(numbers: list[int]) -> Part:
+    """Read and match the inputs at these positions (in this process, or in a forked worker)."""
+    assert _FORKED is not None
+    router, job, now = _FORKED
+    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now)
+    return numbers, reader.tallies, match_documents(router, reader.documents()), reader.retagged
+
+
+def _parts(job: OfflineJob) -> list[list[int]]:
+    """The inputs in groups of about equal size for `job.workers` processes (a few groups each, so
+    that one large file does not leave the others idle)."""
+    sizes = sorted(((p.stat().st_size, n) for n, p in enumerate(job.inputs)), reverse=True)
+    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 4))]
+    loads = [0] * len(groups)
+    for size, number in sizes:
+        smallest = loads.index(min(loads))
+        groups[smallest].append(number)
+        loads[smallest] += size
+    return [sorted(g) for g in groups if g]
+
+
+def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
+    """Load the rules, read every input and match in-process; with `job.workers` > 1 the inputs are
+    read and matched by forked processes sharing the loaded rules, and their matches merged."""
+    global _FORKED
+    ruleset, indexes, cache_notes = _rules(job)
+    router = RuleRouter(ruleset.rules, indexes)
+    _FORKED = (router, job, now)
+    try:
+        everything = list(range(len(job.inputs)))
+        if job.workers <= 1 or len(job.inputs) <= 1:
+            parts = [_match_part(everything)]
+        else:
+            # The loaded rules stay shared with the workers: frozen, the collector never visits them in a
+            # child (which would touch, hence copy, every page of the parent's heap).
+            gc.freeze()
+            with multiprocessing.get_context("fork").Pool(job.workers) as pool:
+                parts = list(pool.imap_unordered(_match_part, _parts(job)))
+    finally:
+        _FORKED = None
+        gc.unfreeze()
+    matches, retagged = Matches(), Counter[str]()
+    tallies: dict[int, _FileTally] = {}
+    for numbers, part_tallies, part_matches, part_retagged in parts:
+        matches.add(part_matches)
+        retagged.update(part_retagged)
+        tallies.update(zip(numbers, part_tallies))
+    ordered = [tallies[n] for n in sorted(tallies)]
     failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
-    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now, tally), failures)
+    found = findings_of(router.rules, matches, failures)
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
-    return summary(incidents, len(ruleset.rules), failures, now, tally.notes(agency) + tuple(unmapped_note(ruleset)))
+    passed = [f"{len(job.passed_over)} files of the folders and patterns given were not read; first: "
+              f"{job.passed_over[0][0]}: {job.passed_over[0][1]}"] if job.passed_over else []
+    return summary(incidents, len(ruleset.rules), failures, now,
+                   (*_notes(ordered, retagged, job.agency), *passed, *unmapped_note(ruleset), *cache_notes),
+                   tuple(t.report() for t in ordered))

@@ -158,8 +158,12 @@ def test_hostile_json_offline_is_one_line_or_a_note(tmp_path) -> None:  # type: 
     odd.write_text('{"Event": 5}\n' + '{"EventID": 1, "Channel": "Security", "x": ' + "[" * 900 + "]" * 900 + "}\n"
                    + winjson("2020-01-01 00:00:00", 1102) + "\n")
     code, out, err = run_cli("scan", "--input", str(odd), "--rules", str(ROOT / "rules" / "windows"))
-    assert code == 0 and "Traceback" not in err, err
-    assert "note: 2 records could not be read; first: " in out and "incidents: 1" in out
+    assert code == 4 and "Traceback" not in err, err  # records not matched fail the scan (--dead-letters)
+    assert "note: 2 records of 1 file could not be read or parsed and were not matched; first: " in out, out
+    assert f"input {odd}: 1 events, 2 dead-lettered" in out and "incidents: 1" in out
+    code, out, err = run_cli("scan", "--input", str(odd), "--rules", str(ROOT / "rules" / "windows"),
+                             "--dead-letters", "warn")
+    assert code == 0 and "incidents: 1" in out and "2 records could not be read or parsed" in err, err
 
 
 # --- items 3 and 4: mappings and indices that cannot explode ------------------------------------------------

@@ -50,7 +50,7 @@ def test_a_probe_asks_for_new_matches_and_their_first_group_by_field(brute: Comp
     window, query = body["query"]["bool"]["filter"]
     assert window == {"range": {"event.ingested": {"gte": "2026-03-01T10:00:00Z", "lt": "2026-03-01T10:05:00Z",
                                                    "format": "strict_date_optional_time"}}}
-    assert query == brute.query
+    assert query == plan.matching(brute)  # its query, or a value too long to index (compile.py)
     assert body["aggs"]["keys"] == {"terms": {"field": "source.address", "size": plan.MAX_NARROWING_GROUPS + 1}}
     assert body["aggs"]["lacking"] == {"missing": {"field": "source.address"}}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from secmon.detect.rules.findings import findings, hits_from_docs
-from secmon.detect.rules.load import CompiledRule
+from secmon.detect.rules.compiled import CompiledRule
 from secmon.detect.rules.match import matches
 from secmon.types import AGENCY_FIELD
 from secmon.yamlio import load_all_file

@@ -9,13 +9,13 @@ through exactly the code the cluster path does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
 from secmon.detect.rules.correlate import Hit, bursts, fire
-from secmon.detect.rules.load import CompiledRule
+from secmon.detect.rules.compiled import CompiledRule
 from secmon.detect.rules.match import IGNORED, as_keyword, field_types, field_values, matches
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
@@ -31,24 +31,41 @@ def _stamp(value: Any) -> datetime:
 def hits_from_docs(rule: CompiledRule, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """(id, doc) pairs -> the hits the cluster would return for `rule.query`, oldest first."""
     leaves = rule.correlation.leaves() if rule.correlation else []
+    wanted = ("@timestamp", AGENCY_FIELD, *rule.fields)
     hits = []
-    short = _doc_value_limits(rule)
+    short = doc_value_limits(rule)
     for ident, doc in docs:
         if not matches(rule.query, doc, whole=True):  # long values read whole (compile.py, "Long values")
             continue
-        wanted = ("@timestamp", AGENCY_FIELD, *rule.fields)
-        fields = {f: [v for v in field_values(doc, f) if f not in short or len(as_keyword(v)) <= short[f]]
-                  for f in wanted}
-        if not fields["@timestamp"]:
-            continue  # every stored event has one; without it there is no window to place it in
-        hit: dict[str, Any] = {"_id": ident, "fields": {f: v for f, v in fields.items() if v}}
+        found = hit(ident, doc_values(lambda f: field_values(doc, f), short), wanted)  # noqa: B023 - called at once
+        if found is None:
+            continue
         if leaves:
-            hit["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc, whole=True)]
-        hits.append(hit)
+            found["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc, whole=True)]
+        hits.append(found)
+    return sort_hits(hits)
+
+
+def doc_values(values: Callable[[str], list[Any]], short: Mapping[str, int]) -> Callable[[str], list[Any]]:
+    """`values` as the cluster's doc values give them: without the values too long to index (`short`)."""
+    if not short:
+        return values
+    return lambda f: [v for v in values(f) if f not in short or len(as_keyword(v)) <= short[f]]
+
+
+def hit(ident: str, values: Callable[[str], list[Any]], wanted: tuple[str, ...]) -> dict[str, Any] | None:
+    """A matching document as a search hit with doc values: `_id` and `fields` (`wanted`, those it has);
+    None without a timestamp (every stored event has one; without it there is no window to place it in)."""
+    fields = {f: v for f in wanted if (v := values(f))}
+    return {"_id": ident, "fields": fields} if "@timestamp" in fields else None
+
+
+def sort_hits(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first, ties by id: the order the cluster's sorted search returns."""
     return sorted(hits, key=lambda h: (_stamp(h["fields"]["@timestamp"][0]), h["_id"]))
 
 
-def _doc_value_limits(rule: CompiledRule) -> dict[str, int]:
+def doc_value_limits(rule: CompiledRule) -> dict[str, int]:
     """A correlation groups and counts on the cluster by doc values, which a keyword value longer
     than ignore_above does not have: in-process drops such values alike (load.py notes it)."""
     if rule.kind == "single":

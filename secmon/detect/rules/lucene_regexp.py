@@ -191,10 +191,19 @@ def case_class(ch: str) -> frozenset[str]:
     return _case_classes().get(ch, frozenset({ch}))
 
 
+# Translations made so far (and those the rule cache kept from earlier runs, cache.py): the parser is
+# pure Python and a large corpus has hundreds of patterns. Bounded by the patterns of the rules loaded.
+TRANSLATED: dict[tuple[str, bool], str] = {}
+
+
 def python_source(pattern: str, case_insensitive: bool = False) -> str:
     """A Lucene `regexp` pattern (flags NONE) -> Python-dialect source for a whole-value match with
     `.` matching newlines (re.DOTALL); RE2 reads the same source (secmon.detect.rules.linear)."""
-    return _LuceneParser(pattern, case_insensitive).parse()
+    key = (pattern, case_insensitive)
+    found = TRANSLATED.get(key)
+    if found is None:
+        found = TRANSLATED[key] = _LuceneParser(pattern, case_insensitive).parse()
+    return found
 
 
 def to_python(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:

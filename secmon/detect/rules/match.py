@@ -469,6 +469,8 @@ def _parts(segments: list[str] | None, insensitive: bool) -> tuple[bytes, ...] |
 
 def _wildcard_segments(pattern: str) -> list[str] | None:
     """An Elasticsearch wildcard pattern split at its `*`s (escapes resolved); None if it has a `?`."""
+    if "\\" not in pattern:  # most patterns: no escape to resolve
+        return None if "?" in pattern else pattern.split("*")
     segments, current, i = [], [], 0
     while i < len(pattern):
         ch = pattern[i]

@@ -12,16 +12,18 @@ holds the router to trying every rule, over the whole community corpus).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from secmon.detect.rules.findings import findings, hits_from_docs
+from secmon.detect.rules.findings import doc_value_limits, doc_values, findings, hit, sort_hits
 from secmon.detect.rules.linear import RegexTimeout
-from secmon.detect.rules.load import CompiledRule
-from secmon.detect.rules.match import View, ViewPredicate, compile_view_matcher, field_types
+from secmon.detect.rules.compiled import CompiledRule
+from secmon.detect.rules.match import FieldTypes, View, ViewPredicate, compile_view_matcher, field_types
 from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
+from secmon.types import AGENCY_FIELD
 
 
 # Route fields compared case-insensitively (pipeline._channel): their route keys are lower-cased on
@@ -68,15 +70,20 @@ def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
     return alternatives
 
 
-@dataclass(frozen=True)
-class _Entry:
-    rule: CompiledRule
-    predicate: ViewPredicate
-    number: int  # position in the router's rules
-
-
 PAIR = ("winlog.channel", "winlog.event_id")
 RouteKey = tuple[str, str, str]  # ("pair", channel, event id) or (field, value, "")
+
+
+@dataclass(frozen=True)
+class RuleIndex:
+    """What the router reads from a rule's query, computed once (and kept by the rule cache, cache.py)."""
+
+    route: frozenset[RouteKey] | None  # the logsource's route keys; None: any event
+    needles: Groups  # literal conditions (prefilter.needles); [] = none known
+
+
+def rule_index(rule: CompiledRule) -> RuleIndex:
+    return RuleIndex(_route_keys(rule.query), needles(rule.query))
 
 
 def _route_keys(query: Mapping[str, Any]) -> frozenset[RouteKey] | None:
@@ -100,27 +107,37 @@ class RuleRouter:
     match contains (secmon.detect.rules.prefilter). A rule with literals is a candidate when one
     occurs in the document and its route admits it; a rule without is routed by logsource alone."""
 
-    def __init__(self, rules: Iterable[CompiledRule]):
-        self._entries: list[_Entry] = []
+    def __init__(self, rules: Iterable[CompiledRule], indexes: Mapping[int, RuleIndex] | None = None):
+        """`indexes`, by position in `rules`, saves reading each query again (the rule cache has them).
+        A rule's predicate is compiled the first time an event is a candidate for it: most rules of a
+        large corpus never are, on a given set of files."""
+        self.rules = list(rules)
+        self._predicates: list[ViewPredicate | None] = [None] * len(self.rules)
         self._routes: list[frozenset[RouteKey] | None] = []
         self._unfiltered: dict[RouteKey, list[int]] = {}
         self._always: list[int] = []
         with_needles: list[tuple[int, Groups]] = []
-        whole = field_types().whole()
-        for number, rule in enumerate(rules):
-            # In-process, long values are read whole (compile.py, "Long values").
-            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query, whole), number))
-            route = _route_keys(rule.query)
-            self._routes.append(route)
-            groups = needles(rule.query)
-            if groups:
-                with_needles.append((number, groups))
-            elif route is None:
+        for number, rule in enumerate(self.rules):
+            index = indexes.get(number) if indexes is not None else None
+            index = index or rule_index(rule)
+            self._routes.append(index.route)
+            if index.needles:
+                with_needles.append((number, index.needles))
+            elif index.route is None:
                 self._always.append(number)
             else:
-                for key in route:
+                for key in index.route:
                     self._unfiltered.setdefault(key, []).append(number)
         self._needles = NeedleIndex(with_needles)
+
+    def predicate(self, number: int) -> ViewPredicate:
+        """The rule's compiled condition (its exact `refine` when it has one), compiled once."""
+        found = self._predicates[number]
+        if found is None:
+            rule = self.rules[number]
+            # In-process, long values are read whole (compile.py, "Long values").
+            found = self._predicates[number] = compile_view_matcher(rule.refine or rule.query, _whole())
+        return found
 
     @staticmethod
     def view(doc: Mapping[str, Any]) -> View:
@@ -135,7 +152,8 @@ class RuleRouter:
                     for field in ROUTE_FIELDS for value in view.values(field))
         return keys
 
-    def candidates(self, view: View) -> list[_Entry]:
+    def candidates(self, view: View) -> list[int]:
+        """Positions (in `rules`) of the rules worth trying on the document, in order."""
         keys = self._keys(view)
         found = set(self._always)
         for key in keys:
@@ -145,56 +163,116 @@ class RuleRouter:
             route = routes[number]
             if route is None or not route.isdisjoint(keys):
                 found.add(number)
-        return [self._entries[n] for n in sorted(found)]
+        return sorted(found)
 
-    def matching(self, doc: Mapping[str, Any], timeouts: dict[int, int] | None = None) -> list[CompiledRule]:
-        """Every rule whose query matches `doc`. With `timeouts`, a rule whose bounded fallback regex
-        timed out (linear.RegexTimeout) is counted there by its position in the rules, not raised."""
-        view = self.view(doc)
+    def matching_numbers(self, view: View, timeouts: dict[int, int] | None = None) -> list[int]:
+        """Positions of every rule whose query matches the document. With `timeouts`, a rule whose
+        bounded fallback regex timed out (linear.RegexTimeout) is counted there, not raised."""
         found = []
-        for entry in self.candidates(view):
+        for number in self.candidates(view):
             try:
-                if entry.predicate(view):
-                    found.append(entry.rule)
+                if self.predicate(number)(view):
+                    found.append(number)
             except RegexTimeout:
                 if timeouts is None:
                     raise
-                timeouts[entry.number] = timeouts.get(entry.number, 0) + 1
+                timeouts[number] = timeouts.get(number, 0) + 1
         return found
+
+    def matching(self, doc: Mapping[str, Any], timeouts: dict[int, int] | None = None) -> list[CompiledRule]:
+        """Every rule whose query matches `doc` (see `matching_numbers`)."""
+        return [self.rules[n] for n in self.matching_numbers(self.view(doc), timeouts)]
 
     def matching_routed_only(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
         """`matching` without the needle prefilter: every rule whose logsource admits `doc` is tried."""
         view = self.view(doc)
         keys = self._keys(view)
-        return [e.rule for e, route in zip(self._entries, self._routes)
-                if (route is None or not route.isdisjoint(keys)) and e.predicate(view)]
+        return [self.rules[n] for n, route in enumerate(self._routes)
+                if (route is None or not route.isdisjoint(keys)) and self.predicate(n)(view)]
 
     def matching_unrouted(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
         """`matching` the slow way, every rule tried: what the routing must never change."""
         view = self.view(doc)
-        return [e.rule for e in self._entries if e.predicate(view)]
+        return [rule for n, rule in enumerate(self.rules) if self.predicate(n)(view)]
 
 
-def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]],
-                   failures: list[tuple[str, str]] | None = None) -> list[Finding]:
-    """Findings of every rule over in-memory documents: routing, matching and the same windowing
-    code as the cluster path (secmon.detect.rules.findings). A rule whose bounded fallback regex
-    timed out on some documents is reported in `failures` (rule, reason) with their count."""
-    rules = list(rules)
-    router = RuleRouter(rules)
-    matched: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-    timeouts: dict[int, int] = {}
+@functools.cache
+def _whole() -> FieldTypes:
+    return field_types().whole()
+
+
+class _Leaves:
+    """The leaf queries of the correlations that matched, compiled once each (the names a hit carries
+    in `matched_queries`, as the cluster's named queries would)."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[int, list[tuple[str, ViewPredicate]]] = {}
+
+    def names(self, number: int, rule: CompiledRule, view: View) -> list[str]:
+        leaves = self._compiled.get(number)
+        if leaves is None:
+            assert rule.correlation is not None
+            leaves = self._compiled[number] = [(leaf.name, compile_view_matcher(leaf.query, _whole()))
+                                               for leaf in rule.correlation.leaves()]
+        return [name for name, predicate in leaves if predicate(view)]
+
+
+@dataclass
+class Matches:
+    """What matching some documents found: each rule's hits (by position in the router's rules) and
+    the rules whose bounded fallback regex timed out, with how often. Parts merge (`add`), so
+    documents may be matched in several processes."""
+
+    hits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    timeouts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: Matches) -> None:
+        for number, hits in other.hits.items():
+            self.hits.setdefault(number, []).extend(hits)
+        for number, count in other.timeouts.items():
+            self.timeouts[number] = self.timeouts.get(number, 0) + count
+
+
+def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> Matches:
+    """Route and match every document; each match becomes its hit at once (the few fields the
+    windowing reads), so nothing is matched or compiled twice and no document is kept."""
+    rules = router.rules
+    wanted = [("@timestamp", AGENCY_FIELD, *rule.fields) for rule in rules]
+    short = [doc_value_limits(rule) for rule in rules]
+    leaves = _Leaves()
+    found = Matches()
     for ident, doc in docs:
-        for rule in router.matching(doc, timeouts):
-            matched.setdefault(rule.id + "\x1f" + rule.path, []).append((ident, doc))
-    for number, count in sorted(timeouts.items()):
+        view = router.view(doc)
+        for number in router.matching_numbers(view, found.timeouts):
+            rule = rules[number]
+            one = hit(ident, doc_values(view.values, short[number]), wanted[number])
+            if one is None:
+                continue
+            if rule.correlation is not None:
+                one["matched_queries"] = leaves.names(number, rule, view)
+            found.hits.setdefault(number, []).append(one)
+    return found
+
+
+def findings_of(rules: list[CompiledRule], matches: Matches, failures: list[tuple[str, str]] | None = None
+                ) -> list[Finding]:
+    """The findings of the matches, through the same windowing code as the cluster path
+    (secmon.detect.rules.findings). A rule whose bounded fallback regex timed out on some documents
+    is reported in `failures` (rule, reason) with their count."""
+    for number, count in sorted(matches.timeouts.items()):
         if failures is None:
             raise RegexTimeout(f"rule {rules[number].path}")
         failures.append((f"{rules[number].path}: {rules[number].title}",
                          f"a regex outside RE2 timed out on {count} events, which it was not matched against"))
-    found: list[Finding] = []
-    for rule in rules:
-        hits = matched.get(rule.id + "\x1f" + rule.path)
-        if hits:
-            found += findings(rule, hits_from_docs(rule, hits))
-    return sorted(found, key=lambda f: (f.first_seen, f.rule_id, f.group))
+    result: list[Finding] = []
+    for number, hits in sorted(matches.hits.items()):
+        result += findings(rules[number], sort_hits(hits))
+    return sorted(result, key=lambda f: (f.first_seen, f.rule_id, f.group))
+
+
+def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]],
+                   failures: list[tuple[str, str]] | None = None,
+                   indexes: Mapping[int, RuleIndex] | None = None) -> list[Finding]:
+    """Findings of every rule over in-memory documents (match_documents, then findings_of)."""
+    router = RuleRouter(rules, indexes)
+    return findings_of(router.rules, match_documents(router, docs), failures)

@@ -216,23 +216,34 @@ def flatten(doc: Any) -> dict[str, list[Any]]:
 
 
 def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]]) -> None:
-    # Hot path (every document of an offline scan): exact type tests first, the general ones after.
+    # Hot path (every document of an offline scan): exact type tests first, the general ones after;
+    # a list of texts or numbers (event.category, ...) without a call per item.
     for key, value in node.items():
-        path = prefix + key
         kind = type(value)
         if kind is str or kind is int:
+            path = prefix + key
             found = out.get(path)
             if found is None:
                 out[path] = [value]
             else:
                 found.append(value)
-        elif kind is dict or isinstance(value, Mapping):
-            _flatten_into(value, path + ".", out)
+        elif kind is dict:
+            _flatten_into(value, prefix + key + ".", out)
         elif kind is list:
+            path = prefix + key
             for item in value:
-                _flatten_into({key: item}, prefix, out)
+                if type(item) is str or type(item) is int:
+                    found = out.get(path)
+                    if found is None:
+                        out[path] = [item]
+                    else:
+                        found.append(item)
+                else:
+                    _flatten_into({key: item}, prefix, out)
+        elif isinstance(value, Mapping):
+            _flatten_into(value, prefix + key + ".", out)
         elif value is not None:
-            out.setdefault(path, []).append(value)
+            out.setdefault(prefix + key, []).append(value)
 
 
 class NeedleIndex:

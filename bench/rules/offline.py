@@ -1,0 +1,141 @@
+"""The whole `secmon scan --input` command, start-up included, as an analyst runs it; writes
+bench/results/offline.json and offline.md.
+
+- samples: every EVTX-ATTACK-SAMPLES file (sbousseaden/EVTX-ATTACK-SAMPLES @4ceed2f4, GPL-3.0;
+  8,255 events in 277 .evtx files) against the whole community corpus (SigmaHQ/sigma @8eaafff1,
+  DRL 1.1; ~3,750 rule files), `--input FOLDER --rules FOLDER --json`:
+  - cold: an empty rule cache (every rule file read, parsed by pySigma, compiled, indexed, cached);
+  - warm: the cache of the run before (rules read back from it; the normal case for an analyst);
+- start-up: the same command on an empty input file, warm cache: everything before the first event
+  (interpreter, imports, rules read back, router built) and the report;
+- million: the samples' JSON export (the same 8,255 events as one JSON line each) copied
+  `--copies` times into a temporary folder (not the repository), warm cache, default --jobs.
+
+Each figure is the wall-clock time of the whole process (`python -m secmon ...`: interpreter
+start, imports, rules, reading and parsing every input through the windows-evtx pipeline,
+matching, windowing, the JSON report on stdout), measured from outside with `time.perf_counter`
+around `subprocess.run`, plus the process tree's CPU seconds and peak RSS (`getrusage` of the
+children). Medians of `--runs`. Hayabusa, Chainsaw and Zircolite are run on the same files only if
+they are installed (`shutil.which`); nothing is downloaded.
+
+Run: python bench/rules/offline.py [--runs 3] [--copies 122] [--datasets ../shared/datasets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ("hayabusa", "chainsaw", "zircolite", "zircolite.py")
+
+
+def run(args: list[str], env: dict[str, str]) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "secmon", *args], env=env, capture_output=True, text=True,
+                          check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode not in (0, 4, 10):
+        raise SystemExit(f"secmon exited {done.returncode}:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    return {"seconds": round(wall, 2),
+            "cpu_seconds": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+            "peak_rss_mb": round(after.ru_maxrss / 1024, 1), "exit_code": done.returncode,
+            "events": sum(r["events"] for r in summary["inputs"]),
+            "dead_letters": sum(r["dead_letters"] for r in summary["inputs"]),
+            "incidents": len(summary["incidents"]), "rules_run": summary["rules_run"]}
+
+
+def median_of(results: list[dict[str, float]]) -> dict[str, object]:
+    out: dict[str, object] = {k: statistics.median(r[k] for r in results) for k in ("seconds", "cpu_seconds")}
+    out.update({k: results[-1][k] for k in ("events", "dead_letters", "incidents", "rules_run", "exit_code")})
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    out["runs_seconds"] = [r["seconds"] for r in results]
+    out["events_per_second"] = round(float(out["events"]) / float(out["seconds"]))  # type: ignore[arg-type]
+    out["seconds_min_max"] = [min(r["seconds"] for r in results), max(r["seconds"] for r in results)]
+    return out
+
+
+def million(jsonl: Path, folder: Path, copies: int) -> int:
+    """The samples' JSON lines, `copies` times, in 16 files (so that --jobs can share them out)."""
+    lines = [line for path in sorted(jsonl.rglob("*.jsonl")) for line in path.open(encoding="utf-8") if line.strip()]
+    outs = [(folder / f"part{n:02d}.jsonl").open("w", encoding="utf-8") for n in range(16)]
+    for copy in range(copies):
+        outs[copy % 16].writelines(lines)
+    for out in outs:
+        out.close()
+    return len(lines) * copies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=122)  # 122 x 8,255 = 1,007,110 events
+    parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "offline.json")
+    args = parser.parse_args()
+    samples = args.datasets / "evtx_attack_samples"
+    corpus = args.datasets / "sigma_rules"
+    load = os.getloadavg()
+    result: dict[str, object] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_at_start": [round(x, 2) for x in load]},
+        "command": "python -m secmon scan --input FOLDER --rules SIGMA_CORPUS --json",
+        "peers": {name: shutil.which(name) or "not installed" for name in PEERS},
+        "sources": {"events": "sbousseaden/EVTX-ATTACK-SAMPLES @4ceed2f4 (GPL-3.0)",
+                    "sigma_rules": "SigmaHQ/sigma @8eaafff1 (DRL 1.1)"},
+        "targets": {"samples_warm_seconds": 4, "million_events_per_second": 15000},
+    }
+    with tempfile.TemporaryDirectory(prefix="secmon-bench-") as scratch:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SECMON_CACHE_DIR": str(Path(scratch) / "cache")}
+        common = ["scan", "--rules", str(corpus), "--json", "--dead-letters", "warn"]
+        evtx = ["--input", str(samples / "evtx")]
+        cold = []
+        for n in range(args.runs):
+            shutil.rmtree(Path(scratch) / "cache", ignore_errors=True)
+            cold.append(run([*common, *evtx], env))
+            print("cold", n, cold[-1], flush=True)
+        warm = []
+        for n in range(args.runs):
+            warm.append(run([*common, *evtx], env))
+            print("warm", n, warm[-1], flush=True)
+        empty = Path(scratch) / "empty.jsonl"
+        empty.write_text("", encoding="utf-8")
+        start = [run([*common, "--input", str(empty)], env) for _ in range(args.runs)]
+        print("start-up", start, flush=True)
+        result["startup_warm_cache"] = {**median_of(start), "what": "the whole command on an empty input: "
+                                        "interpreter, imports, rules from the cache, router, report"}
+        result["samples_cold_cache"] = median_of(cold)
+        result["samples_warm_cache"] = median_of(warm)
+        if not args.skip_million:
+            folder = Path(scratch) / "million"
+            folder.mkdir()
+            events = million(samples / "jsonl", folder, args.copies)
+            print("million", events, "events written", flush=True)
+            big = [run([*common, "--input", str(folder)], env)]
+            print("million", big[-1], flush=True)
+            result["million_warm_cache"] = {**median_of(big), "copies": args.copies, "files": 16,
+                                            "jobs": "default (one per CPU, up to 4)"}
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # type: ignore[index]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`secmon scan --input`: the offline scan's command-line edge (inputs, settings, output, exit code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+import secmon
+from secmon.cli.context import Exit, settings_of
+from secmon.cli.output import safe, scan_text, to_json
+from secmon.config import Settings
+from secmon.errors import ExitCode
+from secmon.model import InputReport
+from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+
+
+def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
+    """The config's pipelines; without a config, ./pipelines, else the ones beside secmon's package."""
+    if settings is not None:
+        return tuple(settings.resolve(p) for p in settings.pipelines)
+    here = Path("pipelines")
+    return (here,) if here.is_dir() else (Path(secmon.__file__).resolve().parent.parent / "pipelines",)
+
+
+PARALLEL_BYTES = 64 << 20  # below this, forking workers (each compiling the rules it meets) does not pay
+
+
+def _workers(files: tuple[Path, ...]) -> int:
+    if sum(p.stat().st_size for p in files) < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4, len(files)))
+
+
+def inputs_text(reports: tuple[InputReport, ...]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"input {safe(report.path)}: {report.events} events, {report.dead_letters} dead-lettered"
+                     + (f", {report.skipped} skipped" if report.skipped else "") + f" ({safe(report.reader)})")
+        if report.dead_letters:
+            reasons = "; ".join(f"{n} x {safe(reason, 160)}" for reason, n in report.reasons[:3])
+            more = f"; {len(report.reasons) - 3} other reasons" if len(report.reasons) > 3 else ""
+            lines.append(f"  dead letters: {reasons}{more}; first at {safe(report.first)}"
+                         + (f"; {report.lost} EVTX events lost" if report.lost else ""))
+    return "\n".join(lines)
+
+
+def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rule_paths: tuple[Path, ...],
+            agency: str, source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str,
+            dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None) -> None:
+    from secmon.collect.inputs import expand
+    from secmon.detect.rules.cache import default_folder
+    from secmon.service.offline import OfflineJob, scan_files
+
+    config_path = ctx.ensure_object(dict).get("config_path")
+    has_config = config_path is not None and Path(config_path).is_file()
+    needs_settings = source is not None or not rule_paths or (agency != default_agency and has_config)
+    settings = settings_of(ctx) if needs_settings else None
+    known = [a.id for a in settings.agencies] if settings is not None else []
+    if not AGENCY_ID.match(agency) or (settings is not None and agency != default_agency and agency not in known):
+        raise click.BadParameter(f"{agency!r} is not an agency id" + (
+            f" of the config (agencies: {', '.join(known) or 'none configured'}; or {default_agency!r})"
+            if settings is not None else " (lower-case letters, digits, '-' and '_')"), param_hint="--agency")
+    timezone = settings.agency(agency).timezone if settings is not None and agency in known else DEFAULT_TIMEZONE
+    found = expand(list(specs), any_file=source is not None)
+    if not found.files:
+        raise click.UsageError(f"--input: none of the files found is EVTX or JSON (first: {found.passed_over[0][0]}); "
+                               "give --source for other logs")
+    paths = rule_paths or tuple(settings.resolve(p) for p in settings.rules)  # type: ignore[union-attr]
+    job = OfflineJob(found.files, tuple(paths), agency, timezone, _pipeline_folders(settings), source, unmapped,
+                     None if no_rule_cache else (rule_cache or default_folder()), found.passed_over,
+                     jobs or _workers(found.files))
+    result = scan_files(job, utcnow())
+    click.echo(to_json(result) if as_json else scan_text(result, timezone) + "\n" + inputs_text(result.inputs))
+    dead = [r for r in result.inputs if r.dead_letters]
+    for report in dead:
+        click.echo(f"secmon: warning: {safe(report.path)}: {report.dead_letters} records could not be read or "
+                   f"parsed and were not matched; first at {safe(report.first)}: {safe(report.reasons[0][0], 200)}",
+                   err=True)
+    for path, why in found.passed_over:
+        click.echo(f"secmon: warning: not read: {safe(path)}: {why}", err=True)
+    if dead and dead_letters_fail:
+        click.echo(f"secmon: error: {sum(r.dead_letters for r in dead)} records of {len(dead)} "
+                   f"file{'s' if len(dead) != 1 else ''} were not matched (--dead-letters warn to go on)", err=True)
+        raise Exit(ExitCode.INPUT)
+    if fail_on_findings and result.incidents:
+        raise Exit(ExitCode.FINDINGS)
