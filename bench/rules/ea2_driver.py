@@ -7,9 +7,10 @@ It builds ElastAlert 2's own `ElastAlerter` from its config and rule files, and 
 scheduler calls, `handle_rule_execution(rule)` for every rule, on a pool of `max_threads` threads
 (its setting, 10 as it ships), which is the job its APScheduler runs per rule:
 
-- backfill: once per rule with `--start T0 --end T1`, as `elastalert --start T0 --end T1` would
-  (the real command's main loop exits as soon as now + run_every is past --end, which for a past
-  day races the rule jobs it started; driving the jobs directly runs each exactly once);
+- backfill: once per rule with `--start T0 --end T1` (its run_rule then walks the span in
+  buffer_time segments). Not the `elastalert --start T0 --end T1` command itself: in its source
+  (ElastAlerter.start, add_rule) the rule jobs first run 0-15 s after start while the main loop
+  exits at once when now + run_every is past --end, as it is for a past day (read, not run here);
 - live: ElastAlert 2's clock (`ts_now`, what it takes as now) is set to T0, T0 + run_every, ...
   up to T1, and at each tick every rule's job runs once, then its pending-alerts job: the day of
   runs its scheduler makes every `run_every`, without waiting a day. Its in-memory state (sliding

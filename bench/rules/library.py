@@ -78,6 +78,7 @@ BATCH = 2000
 DAY = timedelta(hours=24)
 TICK = timedelta(minutes=5)  # secmon's schedule.scan_interval default, and ElastAlert's run_every here
 EA2_PYTHON = Path.home() / ".cache" / "secmon" / "ea2" / "bin" / "python"
+SEARCHES = ("_search", "_msearch", "_pit", "_count")  # on a scroll, clear scroll and point in time too
 WAYS = ("secmon_scheduled", "secmon_backfill", "elastalert2_live", "elastalert2_backfill")
 
 
@@ -201,7 +202,8 @@ def totals(kinds: dict[str, dict[str, float]]) -> dict[str, Any]:
                 ("requests", "bytes_out", "bytes_in", "wall_ms", "took_ms", "errors")}
     requests = {kind: row for kind, row in kinds.items() if kind.split()[0] in ("events", "context", "other")}
     return {"all": add(list(requests.values())),
-            "event_searches": add([row for kind, row in requests.items() if kind.split()[0] in ("events", "context")]),
+            "event_searches": add([row for kind, row in requests.items() if kind.split()[0] in ("events", "context")
+                                   and kind.split()[2] in SEARCHES]),
             "kinds": kinds}
 
 

@@ -61,13 +61,13 @@ class Stats:
             return {k: dict(v) for k, v in self.kinds.items()}
 
 
-def kind_of(method: str, path: str) -> str:
-    """`events|context|other METHOD _endpoint`: on the events indices, on a search context that has
-    no index in its path (scroll, clear scroll, point in time), or anything else (the tools' own
-    bookkeeping indices, cluster calls)."""
+def kind_of(method: str, path: str, body: bytes) -> str:
+    """`events|context|other METHOD _endpoint`: on the events indices (in the path, or in the header
+    lines of a multi-search), on a search context that has no index in its path (scroll, clear
+    scroll, point in time), or anything else (the tools' own bookkeeping indices, cluster calls)."""
     parts = [p for p in path.split("?", 1)[0].split("/") if p]
     named = next((p for p in reversed(parts) if p.startswith("_")), "index" if parts else "/")
-    if parts and "-events-" in parts[0]:
+    if (parts and "-events-" in parts[0]) or (named == "_msearch" and b"-events-" in body.split(b"\n", 1)[0]):
         where = "events"
     elif parts[:2] in (["_search", "scroll"], ["_pit"]):
         where = "context"
@@ -133,7 +133,7 @@ def handler(upstream: str, stats: Stats) -> type[BaseHTTPRequestHandler]:
                 raise
             wall = time.perf_counter() - started
             encoding = answer.getheader("Content-Encoding", "") or ""
-            stats.add(kind_of(self.command, self.path), len(body) + len(self.path), len(data), wall,
+            stats.add(kind_of(self.command, self.path, body), len(body) + len(self.path), len(data), wall,
                       took_of(data, encoding), answer.status)
             self.send_response(answer.status)
             for key, value in answer.getheaders():
