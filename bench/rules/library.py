@@ -1,38 +1,50 @@
-"""Our rule library over a day of one agency: secmon's scan against the ElastAlert-2 way.
+"""Our rule library over one day of one agency: secmon next to real ElastAlert 2, like for like.
 
-    python bench/rules/library.py [--events 1000000] [--runs 3] [--ea-every 1]
+    python bench/rules/library.py [--events 1000000] [--runs 3] [--es-url http://127.0.0.1:9200]
 
-It starts its own local node (`SECMON_ES_HOME=/tmp/es-bench SECMON_ES_PORT=9255 scripts/es-local start`)
-and wipes it at the end (`--keep-node` to skip both and use a running node at --es-url).
+ElastAlert 2 runs from its own virtualenv (`--ea2-python`, default ~/.cache/secmon/ea2/bin/python:
+`python -m venv ~/.cache/secmon/ea2 && ~/.cache/secmon/ea2/bin/pip install elastalert2 pytz`).
 
 1. Data: every real line of loghub Linux.log (linux-auth), web_scanner_accesslogs (apache-access) and
-   EVTX-ATTACK-SAMPLES jsonl (windows-evtx) from ../shared/datasets is normalized once by secmon's own
-   Normalizer; each source is then repeated, in its original order, until the sources hold --events
-   together (in proportion to their line counts), spread evenly over one UTC day (the copies get their
-   own @timestamp, process.pid and id), and shipped by secmon's BulkWriter (2,000 per `_bulk`) into
-   one agency of a bench index prefix; then a refresh.
-2. secmon: `service.rule_findings` for every rule of rules/ over the 24 h (the scan code path,
-   without recording incidents or mail): the requests it makes and the wall time, median of --runs.
-3. ElastAlert 2's way: one search per rule per 5-minute window (288 windows), the rule's compiled
-   query AND the window range, size 0 with a hit count (ElastAlert's use_count_query; a terms
-   aggregation on the first group-by field, its use_terms_query, for rules that group): the
-   cheapest form of its per-window query. With --ea-every K only every K-th window runs and the
-   requests and seconds are multiplied by K (the results say so).
-Every request to Elasticsearch is counted by wrapping the client's transport. Writes
-bench/results/rules-library.json and .md. Not part of the test suite.
+   EVTX-ATTACK-SAMPLES jsonl (windows-evtx) from ../shared/datasets, normalized by secmon's pipelines
+   (the collector's Normalizer); each source repeated in its order with shifted timestamps and pids
+   until the three hold --events together, spread over one UTC day (yesterday), merged in time order
+   and shipped by secmon's BulkWriter in batches of 2,000 whose `event.ingested` is the time of the
+   batch's last event + 2 s, as if a collector had shipped them during that day. Bench index prefix on
+   the node at --es-url, deleted at the end.
+2. Both tools talk to the node through `proxy.py`, a counting HTTP proxy on loopback: requests,
+   bytes and the node's `took` per request, by where they go (events indices, search contexts,
+   the tools' own bookkeeping indices).
+3. Four ways, each --runs times after one discarded warm-up, the node's request cache of the
+   bench indices cleared and each tool's own state (secmon's incidents, watermark..., ElastAlert's
+   writeback index) deleted before every run:
+   - secmon scheduled: the scheduler's scan job (`service.run.scan_due` through `run_job`, with
+     the lease kept) every 5 minutes of a fake clock over the day, on event.ingested windows, with
+     the config defaults (ingest_delay 1m, max_chunk 1h): 289 runs, in-process;
+   - secmon backfill: one `secmon scan --from D --to D+1 --no-deliver` over the day, the whole
+     command as a subprocess;
+   - ElastAlert 2 live: `ea2_driver.py --mode live`, its rule jobs every run_every (5 minutes) of
+     its own clock over the day;
+   - ElastAlert 2 backfill: `ea2_driver.py --mode backfill`, each rule once from D to D+1.
+   ElastAlert 2 runs with its defaults (buffer_time 15 minutes, max_threads 10, max_query_size
+   10,000, scroll) and its own rule files, written from the same compiled rules (see ea2_rules).
+Writes bench/results/rules-library.json and .md. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections import Counter
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -48,26 +61,25 @@ sys.path.insert(0, str(ROOT))
 from elasticsearch import Elasticsearch  # noqa: E402
 
 from secmon.collect.files import read_records  # noqa: E402
-from secmon.detect.rules.compile import and_  # noqa: E402
+from secmon.config import load_settings  # noqa: E402
 from secmon.detect.rules.load import CompiledRule, load_rules  # noqa: E402
-from secmon.errors import SecmonError  # noqa: E402
 from secmon.model import Event, stable_id  # noqa: E402
 from secmon.normalize.engine import Normalizer  # noqa: E402
 from secmon.normalize.pipeline import load_pipelines  # noqa: E402
-from secmon.service.scan import rule_findings  # noqa: E402
-from secmon.types import AGENCY_FIELD  # noqa: E402
+from secmon.service import run as jobs  # noqa: E402
 from secmon.store.indices import Indices  # noqa: E402
-from secmon.detect.rules.plan import window_filter  # noqa: E402
 from secmon.store.templates import install_templates  # noqa: E402
 from secmon.store.writer import BulkWriter, WriteStats  # noqa: E402
+from secmon.types import AGENCY_FIELD, iso  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 AGENCY = "so-bench"
-PORT = 9255
-NODE_ENV = {"SECMON_ES_HOME": "/tmp/es-bench", "SECMON_ES_PORT": str(PORT)}
 BATCH = 2000
 DAY = timedelta(hours=24)
-WINDOW = timedelta(minutes=5)
+TICK = timedelta(minutes=5)  # secmon's schedule.scan_interval default, and ElastAlert's run_every here
+EA2_PYTHON = Path.home() / ".cache" / "secmon" / "ea2" / "bin" / "python"
+SEARCHES = ("_search", "_msearch", "_pit", "_count")  # on a scroll, clear scroll and point in time too
+WAYS = ("secmon_scheduled", "secmon_backfill", "elastalert2_live", "elastalert2_backfill")
 
 
 @dataclass(frozen=True)
@@ -83,39 +95,6 @@ def sources(datasets: Path) -> list[Source]:
         Source("apache-access", tuple(sorted((datasets / "web_scanner_accesslogs").glob("*.txt")))),
         Source("windows-evtx", tuple(sorted((datasets / "evtx_attack_samples" / "jsonl").rglob("*.jsonl")))),
     ]
-
-
-# --- counting requests -------------------------------------------------------------------
-
-class RequestCounter:
-    """Counts every HTTP request the client sends, by endpoint kind.
-
-    It wraps the transport's perform_request: every API call of the client, and of
-    the copies es.options() makes (they share the transport), goes through it once.
-    """
-
-    def __init__(self, es: Elasticsearch):
-        self.kinds: Counter[str] = Counter()
-        transport = es.transport
-        inner = transport.perform_request
-
-        def counted(method: str, target: str, *args: Any, **kwargs: Any) -> Any:
-            self.kinds[f"{method} {_kind(target)}"] += 1
-            return inner(method, target, *args, **kwargs)
-
-        transport.perform_request = counted  # type: ignore[method-assign]
-
-    @property
-    def total(self) -> int:
-        return sum(self.kinds.values())
-
-    def reset(self) -> None:
-        self.kinds.clear()
-
-
-def _kind(target: str) -> str:
-    path = target.split("?", 1)[0]
-    return next((part for part in reversed(path.split("/")) if part.startswith("_")), path)
 
 
 # --- data --------------------------------------------------------------------------------
@@ -134,47 +113,45 @@ def templates(source: Source, now: datetime) -> list[bytes]:
     return docs
 
 
-def copies(pipeline: str, docs: list[bytes], count: int, start: datetime) -> Iterator[Event]:
-    """`count` events cycling through `docs` in order, spread evenly over the day from `start`."""
-    step = DAY / count
+def timeline(pipeline: str, docs: list[bytes], count: int, start: datetime, span: timedelta
+             ) -> Iterator[tuple[datetime, str, int, list[bytes]]]:
+    """(time, pipeline, j, docs) of `count` events cycling through `docs`, spread evenly over the span."""
+    step = span / count
     for j in range(count):
-        doc = orjson.loads(docs[j % len(docs)])
-        doc["@timestamp"] = (start + step * j).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        process = doc.get("process")
-        if isinstance(process, dict) and isinstance(process.get("pid"), int):
-            process["pid"] += 100_000 * (j // len(docs))  # another run of the same program
-        yield Event(id=stable_id("event", AGENCY, f"bench:{pipeline}:{j}"), doc=doc)
+        yield start + step * j, pipeline, j, docs
 
 
-def chunked(events: Iterator[Event]) -> Iterator[list[Event]]:
-    batch: list[Event] = []
-    for event in events:
-        batch.append(event)
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def event_at(when: datetime, pipeline: str, j: int, docs: list[bytes]) -> Event:
+    doc = orjson.loads(docs[j % len(docs)])
+    doc["@timestamp"] = iso(when)
+    process = doc.get("process")
+    if isinstance(process, dict) and isinstance(process.get("pid"), int):
+        process["pid"] += 100_000 * (j // len(docs))  # another run of the same program
+    return Event(id=stable_id("event", AGENCY, f"bench:{pipeline}:{j}"), doc=doc)
 
 
-def load_day(es: Elasticsearch, indices: Indices, total: int, start: datetime, datasets: Path
+def load_day(es: Elasticsearch, indices: Indices, total: int, start: datetime, span: timedelta, datasets: Path
              ) -> dict[str, Any]:
     install_templates(es, indices)
-    now = datetime.now(timezone.utc)
-    real = {s.pipeline: templates(s, now) for s in sources(datasets)}
+    real = {s.pipeline: templates(s, datetime.now(timezone.utc)) for s in sources(datasets)}
     lines = sum(len(d) for d in real.values())
     shares = {name: round(total * len(docs) / lines) for name, docs in real.items()}
-    writer = BulkWriter(es, indices)
     stats = WriteStats()
     started = time.perf_counter()
-    # Two bulk requests in flight: the node has the CPUs the generator leaves it.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    merged = heapq.merge(*(timeline(name, docs, shares[name], start, span) for name, docs in real.items()),
+                         key=lambda item: item[0])
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two bulks in flight: the node has the CPUs left
         pending: list[Future[WriteStats]] = []
-        for name, docs in real.items():
-            for batch in chunked(copies(name, docs, shares[name], start)):
-                pending.append(pool.submit(writer.send, writer.serialize(batch, AGENCY)))
+        batch: list[Event] = []
+        for when, name, j, docs in merged:
+            batch.append(event_at(when, name, j, docs))
+            if len(batch) == BATCH:
+                pending.append(pool.submit(ship, es, indices, batch, when + timedelta(seconds=2)))
+                batch = []
                 while len(pending) > 4:
                     stats.add(pending.pop(0).result())
+        if batch:
+            pending.append(pool.submit(ship, es, indices, batch, start + span))
         for future in pending:
             stats.add(future.result())
     es.indices.refresh(index=indices.events_pattern())
@@ -183,157 +160,374 @@ def load_day(es: Elasticsearch, indices: Indices, total: int, start: datetime, d
     if stats.rejected or indexed != sum(shares.values()):
         raise RuntimeError(f"indexed {indexed} of {sum(shares.values())} events; {stats.reasons}")
     return {"events": indexed, "real_lines": {k: len(v) for k, v in real.items()}, "events_per_source": shares,
-            "index_seconds": round(seconds, 1), "events_per_s": round(indexed / seconds)}
+            "index_seconds": round(seconds, 1)}
 
 
-# --- the two ways of running the library -------------------------------------------------
-
-def run_secmon(es: Elasticsearch, counter: RequestCounter, indices: Indices, rules: tuple[CompiledRule, ...],
-               start: datetime) -> dict[str, Any]:
-    counter.reset()
-    findings = 0
-    failures: list[str] = []
-    started = time.perf_counter()
-    for rule in rules:
-        try:
-            findings += len(rule_findings(es, indices, rule, start, start + DAY))
-        except SecmonError as exc:  # as in service.scan: one failing rule never stops the others
-            failures.append(f"{rule.id}: {exc}")
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "requests": counter.total, "findings": findings, "failures": failures,
-            "request_kinds": dict(counter.kinds)}
+def ship(es: Elasticsearch, indices: Indices, batch: list[Event], ingested: datetime) -> WriteStats:
+    """One batch as the collector sends it, stamped as sent at `ingested`."""
+    writer = BulkWriter(es, indices, now=lambda: ingested)
+    return writer.send(writer.serialize(batch, AGENCY))
 
 
-def elastalert_query(rule: CompiledRule, window_start: datetime) -> dict[str, Any]:
-    body: dict[str, Any] = {"query": and_([window_filter(window_start, window_start + WINDOW), rule.query]),
-                            "size": 0, "track_total_hits": True}
-    group = [f for f in rule.group_by if f != AGENCY_FIELD]
-    if group:
-        body["aggs"] = {"by": {"terms": {"field": group[0], "size": 50}}}
-    return body
+# --- the counting proxy -----------------------------------------------------------------
+
+class Proxy:
+    def __init__(self, upstream: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "rules" / "proxy.py"), "--port",
+                                      str(self.port), "--upstream", upstream], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "listening on ..." once it accepts connections
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/__bench/reset", method="POST"), timeout=30).read()
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        with urllib.request.urlopen(f"{self.url}/__bench/stats", timeout=30) as answer:
+            found: dict[str, dict[str, float]] = json.loads(answer.read())
+            return found
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
-def run_elastalert(es: Elasticsearch, counter: RequestCounter, indices: Indices, rules: tuple[CompiledRule, ...],
-                   start: datetime, every: int) -> dict[str, Any]:
-    counter.reset()
-    windows = [start + WINDOW * i for i in range(0, int(DAY / WINDOW), every)]
-    matched = 0
-    started = time.perf_counter()
-    for window_start in windows:
-        for rule in rules:
-            response = es.search(index=indices.events_pattern(), ignore_unavailable=True, allow_no_indices=True,
-                                 **elastalert_query(rule, window_start))
-            matched += response["hits"]["total"]["value"] > 0
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds * every, "requests": counter.total * every, "measured_seconds": seconds,
-            "measured_requests": counter.total, "windows_run": len(windows), "rule_windows_with_matches": matched}
+def totals(kinds: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """All requests, and those that search the events (on the events indices and their search contexts)."""
+    def add(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {key: round(sum(r[key] for r in rows), 1) for key in
+                ("requests", "bytes_out", "bytes_in", "wall_ms", "took_ms", "errors")}
+    requests = {kind: row for kind, row in kinds.items() if kind.split()[0] in ("events", "context", "other")}
+    return {"all": add(list(requests.values())),
+            "event_searches": add([row for kind, row in requests.items() if kind.split()[0] in ("events", "context")
+                                   and kind.split()[2] in SEARCHES]),
+            "kinds": kinds}
 
 
-# --- node and results --------------------------------------------------------------------
+# --- ElastAlert 2's rule files ----------------------------------------------------------
 
-def es_local(command: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), command], check=True,
-                   env={**os.environ, **NODE_ENV})
+def ea2_rules(rules: tuple[CompiledRule, ...], folder: Path, index: str) -> dict[str, int]:
+    """ElastAlert 2 rule files for the same conditions: the same compiled query as its filter.
 
+    single -> `any`; event_count >= N in T -> `frequency` (num_events N, timeframe T); value_count
+    >= N distinct in T -> `cardinality` (max_cardinality N - 1, which alerts above it); temporal_ordered
+    has no ElastAlert 2 rule type: it runs as `any` on the union of the sequence's queries (the events
+    a custom rule type would need), which does not evaluate the order. query_key = the rule's group-by
+    fields (the agency is one here). Alerter `debug` (a log line): no mail on either side.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    types: dict[str, int] = {}
+    for n, rule in enumerate(rules):
+        group = [f for f in rule.group_by if f != AGENCY_FIELD]
+        body: dict[str, Any] = {"name": f"{n:03d} {rule.title}", "index": index, "filter": [rule.query],
+                                "alert": ["debug"]}
+        if group:
+            body["query_key"] = group if len(group) > 1 else group[0]
+        seconds = int(rule.timespan.total_seconds())
+        if rule.kind == "event_count" and rule.correlation is None:
+            body |= {"type": "frequency", "num_events": rule.threshold, "timeframe": {"seconds": seconds}}
+        elif rule.kind == "value_count" and rule.condition[0] == "gte" and rule.value_field:
+            body |= {"type": "cardinality", "cardinality_field": rule.value_field,
+                     "max_cardinality": int(rule.condition[1]) - 1, "timeframe": {"seconds": seconds}}
+        elif rule.kind == "single":
+            body["type"] = "any"
+        else:
+            body["type"] = "any"
+            types[f"{rule.kind} as any"] = types.get(f"{rule.kind} as any", 0) + 1
+        types[body["type"]] = types.get(body["type"], 0) + 1
+        (folder / f"{n:03d}.yaml").write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
+    return types
+
+
+def ea2_config(path: Path, rules_folder: Path, proxy_port: int, writeback: str) -> None:
+    """Its defaults, but for the settings it has no default for (run_every, buffer_time: as its example)."""
+    path.write_text(yaml.safe_dump({
+        "rules_folder": str(rules_folder), "run_every": {"minutes": 5}, "buffer_time": {"minutes": 15},
+        "es_host": "127.0.0.1", "es_port": proxy_port, "writeback_index": writeback,
+        "alert_time_limit": {"days": 2}}), encoding="utf-8")
+
+
+# --- the four ways ----------------------------------------------------------------------
+
+def secmon_config(path: Path, proxy: str, prefix: str) -> None:
+    path.write_text(f"""\
+elasticsearch:
+  hosts: [{proxy}]
+  index_prefix: {prefix}
+  request_timeout: 300
+agencies:
+  - id: {AGENCY}
+    name: bench
+    recipients: [soc@bench.example]
+smtp:
+  host: 127.0.0.1
+  port: 9
+  sender: secmon@bench.example
+schedule:
+  scan_interval: 5m
+  lookback: 1m
+  lease: 15m
+rules: [{ROOT / 'rules'}]
+pipelines: [{ROOT / 'pipelines'}]
+""", encoding="utf-8")
+
+
+def secmon_scheduled(es: Elasticsearch, config: Path, day: datetime, span: timedelta) -> dict[str, Any]:
+    """The scheduler's scan job every 5 minutes of a fake clock: ticks at D+1m, D+6m, ... D+span+1m
+    scan event.ingested [previous end, tick - ingest_delay), the first from tick - lookback = D."""
+    settings = load_settings(config)
+    keeper = jobs.Keeper(es, settings, me="bench:scheduler")
+    stop = threading.Event()
+    outcomes: dict[str, int] = {}
+    ticks = int(span / TICK) + 1
+    for k in range(ticks):
+        now = day + timedelta(minutes=1) + TICK * k
+        keeper.keep(now)  # the lease job renews it before the scan runs
+        result = jobs.run_job(es, settings, keeper, "scan",
+                              lambda token, now=now: jobs.scan_due(es, settings, keeper, token, lambda: now, stop),
+                              lambda now=now: now)
+        outcome = result.outcome if result else "skipped"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return {"ticks": ticks, "outcomes": outcomes}
+
+
+def secmon_backfill(config: Path, day: datetime, span: timedelta) -> dict[str, Any]:
+    command = [sys.executable, "-m", "secmon", "-c", str(config), "scan", "--from", iso(day), "--to",
+               iso(day + span), "--no-deliver", "--json"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode not in (0, 1):  # 1: incidents found
+        raise RuntimeError(f"secmon scan exited {done.returncode}: {done.stderr[-2000:]}")
+    return {"exit": done.returncode, "command": " ".join(command[1:3] + command[5:])}
+
+
+def elastalert2(python: Path, config: Path, mode: str, day: datetime, span: timedelta) -> dict[str, Any]:
+    start, end = (day, day + span)
+    command = [str(python), str(ROOT / "bench" / "rules" / "ea2_driver.py"), "--config", str(config), "--mode", mode,
+               "--start", iso(start), "--end", iso(end)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ea2_driver exited {done.returncode}: {done.stderr[-3000:]}")
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def reset_state(es: Elasticsearch, indices: Indices, python: Path, ea2_cfg: Path, writeback: str) -> None:
+    """Each run starts from the same state: no incidents, watermark, lease or ElastAlert writeback,
+    and no cached search answers of the events."""
+    keep = indices.events_pattern()
+    for name in (indices.incidents, indices.alerts, indices.scans, indices.audit, indices.state,
+                 indices.exceptions):
+        es.indices.delete(index=name, ignore_unavailable=True)
+    es.indices.delete(index=f"{writeback}*", ignore_unavailable=True, allow_no_indices=True)
+    subprocess.run([str(python), "-m", "elastalert.create_index", "--config", str(ea2_cfg)], check=True,
+                   capture_output=True)
+    es.indices.clear_cache(index=keep, request=True)
+
+
+def shard_search_ms(es: Elasticsearch, pattern: str) -> dict[str, int]:
+    """The node's own time searching these indices (query and fetch phases on their shards, summed):
+    unlike `took`, it leaves out the time a search waited in the node's queue."""
+    found = es.indices.stats(index=pattern, metric="search")["_all"]["total"]["search"]
+    return {"query_ms": int(found["query_time_in_millis"]), "fetch_ms": int(found["fetch_time_in_millis"]),
+            "queries": int(found["query_total"])}
+
+
+def uptime_load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- main --------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per day")
+    parser.add_argument("--hours", type=float, default=24, help="the span measured, from 00:00 UTC yesterday")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--ea-every", type=int, default=1, help="run every K-th 5-minute window and scale by K")
+    parser.add_argument("--es-url", default="http://127.0.0.1:9200")
+    parser.add_argument("--ea2-python", type=Path, default=EA2_PYTHON)
     parser.add_argument("--datasets", type=Path, default=DATASETS)
-    parser.add_argument("--keep-node", action="store_true", help="use the node at --es-url; do not start or wipe")
-    parser.add_argument("--es-url", default=f"http://127.0.0.1:{PORT}")
+    parser.add_argument("--ways", default=",".join(WAYS), help="a subset, comma-separated (to try it out)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp") / f"rulesbench{os.getpid()}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rules-library")
+    parser.add_argument("--rewrite", action="store_true", help="only rewrite OUT.md from OUT.json")
     args = parser.parse_args()
+    if args.rewrite:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.with_suffix(".json").read_text())),
+                                               encoding="utf-8")
+        return
+    ways = [w for w in args.ways.split(",") if w]
+    span = timedelta(hours=args.hours)
 
-    machine = {"nproc": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
-               "python": platform.python_version(), "platform": platform.platform()}
-    if not args.keep_node:
-        es_local("start")
+    direct = Elasticsearch(args.es_url, request_timeout=600)
+    ea2_version = subprocess.run([str(args.ea2_python), "-c", "import importlib.metadata as m; print("
+                                  "m.version('elastalert2'), m.version('elasticsearch'))"],
+                                 check=True, capture_output=True, text=True).stdout.split()
+    machine = {"nproc": os.cpu_count(), "load_at_start": uptime_load(), "python": platform.python_version(),
+               "platform": platform.platform(), "elasticsearch": direct.info()["version"]["number"],
+               "elastalert2": ea2_version[0], "elastalert2_client": ea2_version[1]}
+    prefix = f"bench-rl{os.getpid()}"
+    indices = Indices(prefix)
+    writeback = f"{prefix}-ea2"
+    day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - DAY
+    args.work.mkdir(parents=True, exist_ok=True)
+    proxy = Proxy(args.es_url)
+    runs: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
     try:
-        es = Elasticsearch(args.es_url, request_timeout=300)
-        machine["elasticsearch"] = es.info()["version"]["number"]
-        indices = Indices(f"bench{os.getpid()}")
-        start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - DAY
-        try:
-            data = load_day(es, indices, args.events, start, args.datasets)
-            print(f"indexed {data['events']:,} events in {data['index_seconds']} s", flush=True)
-            loaded = time.perf_counter()
-            ruleset = load_rules([ROOT / "rules"])
-            compile_seconds = time.perf_counter() - loaded
-            counter = RequestCounter(es)
-            secmon_runs, ea_runs = [], []
-            for run in range(args.runs):
-                secmon_runs.append(run_secmon(es, counter, indices, ruleset.rules, start))
-                ea_runs.append(run_elastalert(es, counter, indices, ruleset.rules, start, args.ea_every))
-                print(f"run {run + 1}: secmon {secmon_runs[-1]['requests']} requests {secmon_runs[-1]['seconds']:.1f} s;"
-                      f" elastalert-way {ea_runs[-1]['requests']} requests {ea_runs[-1]['seconds']:.1f} s", flush=True)
-        finally:
-            es.indices.delete(index=f"{indices.prefix}*", ignore_unavailable=True, allow_no_indices=True)
+        data = load_day(direct, indices, round(args.events * args.hours / 24), day, span, args.datasets)
+        print(f"indexed {data['events']:,} events in {data['index_seconds']} s", flush=True)
+        ruleset = load_rules([ROOT / "rules"])
+        ea2_types = ea2_rules(ruleset.rules, args.work / "ea2-rules", indices.events_pattern())
+        ea2_cfg = args.work / "ea2.yaml"
+        ea2_config(ea2_cfg, args.work / "ea2-rules", proxy.port, writeback)
+        config = args.work / "secmon.yml"
+        secmon_config(config, proxy.url, prefix)
+        through = Elasticsearch(proxy.url, request_timeout=600)
+        for run in range(args.runs + 1):  # run 0 is the warm-up, discarded
+            for way in ways if run else [w for w in ways if w.endswith("backfill")]:  # warm-up: the short ones
+                reset_state(direct, indices, args.ea2_python, ea2_cfg, writeback)
+                load = uptime_load()
+                before = {"events": shard_search_ms(direct, indices.events_pattern()),
+                          "all": shard_search_ms(direct, f"{prefix}*")}
+                proxy.reset()
+                started = time.perf_counter()
+                if way == "secmon_scheduled":
+                    detail = secmon_scheduled(through, config, day, span)
+                elif way == "secmon_backfill":
+                    detail = secmon_backfill(config, day, span)
+                else:
+                    detail = elastalert2(args.ea2_python, ea2_cfg, way.split("_")[1], day, span)
+                wall = time.perf_counter() - started
+                counted = totals(proxy.stats())
+                for part in ("events", "all"):
+                    after = shard_search_ms(direct, indices.events_pattern() if part == "events" else f"{prefix}*")
+                    counted[f"shard_search_{part}"] = {k: after[k] - before[part][k] for k in after}
+                    counted[f"shard_search_{part}"]["ms"] = sum(counted[f"shard_search_{part}"][k]
+                                                                for k in ("query_ms", "fetch_ms"))
+                detail |= {"incidents": count_of(direct, indices.incidents)} if way.startswith("secmon") else {}
+                runs[way].append({"run": run, "load": load, "wall_s": round(wall, 1), **counted, "detail": detail})
+                print(f"run {run} {way}: {counted['all']['requests']:.0f} requests, took {counted['all']['took_ms']:.0f}"
+                      f" ms, wall {wall:.1f} s, load {load[0]}", flush=True)
     finally:
-        if not args.keep_node:
-            es_local("wipe")
-    write_results(args, machine, data, len(ruleset.rules), len(ruleset.problems), compile_seconds, start,
-                  secmon_runs, ea_runs)
+        proxy.close()
+        direct.indices.delete(index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True)
+    write_results(args, machine, data, ruleset, ea2_types, day, span, runs)
 
 
-def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[str, Any], rules: int,
-                  problems: int, compile_seconds: float, start: datetime, secmon_runs: list[dict[str, Any]],
-                  ea_runs: list[dict[str, Any]]) -> None:
-    def median(runs: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in runs)
+def count_of(es: Elasticsearch, index: str) -> int:
+    if not es.indices.exists(index=index):
+        return 0
+    es.indices.refresh(index=index)
+    return int(es.count(index=index)["count"])
 
-    secmon = {"requests": median(secmon_runs, "requests"), "seconds": round(median(secmon_runs, "seconds"), 2)}
-    ea = {"requests": median(ea_runs, "requests"), "seconds": round(median(ea_runs, "seconds"), 2)}
-    windows = int(DAY / WINDOW)
-    sampled = args.ea_every > 1
+
+def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[str, Any], ruleset: Any,
+                  ea2_types: dict[str, int], day: datetime, span: timedelta, runs: dict[str, list[dict[str, Any]]]
+                  ) -> None:
+    measured = {w: [r for r in rs if r["run"] > 0] for w, rs in runs.items()}
+    # (figure, where in a run's record): requests and node time, all and on the events only
+    keys = {"requests": ("all", "requests"), "event_search_requests": ("event_searches", "requests"),
+            "took_s": ("all", "took_ms"), "request_wall_s": ("all", "wall_ms"), "mb_received": ("all", "bytes_in"),
+            "shard_search_events_s": ("shard_search_events", "ms"), "shard_search_all_s": ("shard_search_all", "ms")}
+    scale = {"took_s": 1000, "request_wall_s": 1000, "mb_received": 1e6, "shard_search_events_s": 1000,
+             "shard_search_all_s": 1000}
+
+    def med(way: str, name: str) -> float:
+        part, key = keys[name]
+        return round(float(statistics.median(r[part][key] for r in measured[way])) / scale.get(name, 1), 2)
+
+    figures = {w: {name: med(w, name) for name in keys} | {"run_wall_s": float(statistics.median(
+        r["wall_s"] for r in measured[w]))} for w in measured if measured[w]}
+    ratios = {f"{ea} / {sm}": {name: round(figures[ea][name] / figures[sm][name], 1) if figures[sm][name] else None
+                               for name in ("requests", "event_search_requests", "took_s", "shard_search_events_s",
+                                            "shard_search_all_s", "request_wall_s")}
+              for ea, sm in (("elastalert2_live", "secmon_scheduled"), ("elastalert2_backfill", "secmon_backfill"))
+              if ea in figures and sm in figures}
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine,
-        "command": f"python bench/rules/library.py --events {args.events} --runs {args.runs} --ea-every {args.ea_every}",
-        "data": data, "day": [start.isoformat(), (start + DAY).isoformat()], "agency": AGENCY,
-        "rules": rules, "rule_problems": problems, "rules_compile_seconds": round(compile_seconds, 2),
-        "runs": args.runs, "secmon": secmon,
-        "elastalert_way": {**ea, "windows": windows, "window_minutes": int(WINDOW.total_seconds() // 60),
-                           "windows_run_per_run": ea_runs[0]["windows_run"], "extrapolated": sampled,
-                           "rule_windows_with_matches": ea_runs[0]["rule_windows_with_matches"]},
-        "ratios": {"requests": round(ea["requests"] / secmon["requests"], 1),
-                   "seconds": round(ea["seconds"] / secmon["seconds"], 1)},
-        "secmon_findings": secmon_runs[0]["findings"], "secmon_rule_failures": secmon_runs[0]["failures"],
-        "secmon_request_kinds": secmon_runs[0]["request_kinds"],
-        "raw": {"secmon": [{k: r[k] for k in ("seconds", "requests")} for r in secmon_runs],
-                "elastalert_way": [{k: v for k, v in r.items()} for r in ea_runs]},
+        "command": f"python bench/rules/library.py --events {args.events} --hours {args.hours:g} --runs {args.runs}",
+        "data": data, "span": [iso(day), iso(day + span)], "hours": args.hours, "ticks": int(span / TICK) + 1,
+        "agency": AGENCY, "rules": len(ruleset.rules), "elastalert2_rule_types": ea2_types, "runs": args.runs,
+        "medians": figures, "ratios": ratios, "raw": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    args.out.with_suffix(".md").write_text(markdown(summary), encoding="utf-8")
+    print(args.out.with_suffix(".md").read_text())
+
+
+def targets(s: dict[str, Any]) -> str:
+    """Issue 12's targets for the scheduled comparison, against each measure of node time."""
+    r = s["ratios"].get("elastalert2_live / secmon_scheduled")
+    if not r:
+        return ""
+    return (f"Issue 12's targets for scheduled runs (ElastAlert 2 at its defaults / secmon: requests >= 20x, node "
+            f"time >= 5x), over the {s['hours']:g} h measured: requests {r['requests']}x; node time "
+            f"{r['shard_search_events_s']}x by shard search time on the events ({r['shard_search_all_s']}x on all "
+            f"indices), {r['took_s']}x by the sum of took, which counts the time searches waited in the node's "
+            f"queue (ElastAlert 2 sends up to max_threads = 10 requests at once) and counts an _msearch once for "
+            f"all its searches, which the node runs side by side (secmon sends one request at a time).")
+
+
+def markdown(s: dict[str, Any]) -> str:
+    data, machine, figures = s["data"], s["machine"], s["medians"]
     per_source = ", ".join(f"{name} {count:,} (from {data['real_lines'][name]:,} real lines)"
                            for name, count in data["events_per_source"].items())
-    sample_note = (f" Only every {args.ea_every}th window ran ({ea_runs[0]['windows_run']} of {windows}); its requests "
-                   f"and seconds are multiplied by {args.ea_every}." if sampled else "")
-    args.out.with_suffix(".md").write_text(f"""# Rule library over one day of one agency
+    span = f"{s['hours']:g} h"
+    labels = {"secmon_scheduled": f"secmon scheduled: its scan job every 5 min ({s['ticks']} runs)",
+              "secmon_backfill": f"secmon backfill: one `secmon scan` over the {span}",
+              "elastalert2_live": f"ElastAlert 2 live: every rule every 5 min ({s['ticks']} runs)",
+              "elastalert2_backfill": f"ElastAlert 2 backfill: every rule once over the {span}"}
+    rows = "\n".join(
+        f"| {labels[w]} | {f['requests']:,.0f} | {f['event_search_requests']:,.0f} | {f['shard_search_events_s']:,.1f} | "
+        f"{f['shard_search_all_s']:,.1f} | {f['took_s']:,.1f} | {f['request_wall_s']:,.1f} | {f['mb_received']:,.1f} | "
+        f"{f['run_wall_s']:,.1f} |" for w, f in figures.items())
+    ratio_rows = "\n".join(
+        f"| {pair} | {r['requests']} | {r['event_search_requests']} | {r['shard_search_events_s']} | "
+        f"{r['shard_search_all_s']} | {r['took_s']} | {r['request_wall_s']} |" for pair, r in s["ratios"].items())
+    loads = {w: [r["load"][0] for r in rs] for w, rs in s["raw"].items()}
+    details = {w: s["raw"][w][-1]["detail"] for w in s["raw"]}
+    kinds = {w: {k: v["requests"] for k, v in s["raw"][w][-1]["kinds"].items()} for w in s["raw"]}
+    return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
 
-`{summary['command']}` on {summary['date']} ({machine['nproc']} CPUs, load average at start
-{machine['load_average_at_start'][0]:.2f}; Python {machine['python']}; Elasticsearch {machine['elasticsearch']}, the local
-node of `scripts/es-local` on the same machine, heap 1 GB).
+`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
+{machine['load_at_start'][0]}; Python {machine['python']}; Elasticsearch {machine['elasticsearch']} on the same
+machine; ElastAlert 2 {machine['elastalert2']} with the client it pins, elasticsearch-py {machine['elastalert2_client']}).
 
-Data: {data['events']:,} events of agency `{AGENCY}` over {start:%Y-%m-%d} (UTC, 24 h): {per_source}; real lines
-normalized by secmon's pipelines, repeated with shifted timestamps and pids, shipped by secmon's BulkWriter in
-{data['index_seconds']} s ({data['events_per_s']:,} events/s). Rules: the {rules} rules of `rules/`
-({problems} problems; compiled in {compile_seconds:.1f} s, not counted below). Medians of {args.runs} runs; every
-HTTP request to Elasticsearch is counted at the client's transport.
+Data: {data['events']:,} events of agency `{s['agency']}` over {span} from {s['span'][0]}: {per_source}; real lines
+normalized by secmon's pipelines, repeated with shifted timestamps and pids, `event.ingested` 2 s after the last
+event of each 2,000-event batch. Rules: the {s['rules']} rules of `rules/`; ElastAlert 2 runs its own rule
+files written from the same compiled queries: {json.dumps(s['elastalert2_rule_types'])}.
 
-| way | requests | seconds |
-|---|---:|---:|
-| secmon: `service.rule_findings` per rule over the 24 h (composite aggregation, then point in time + search_after on the matching groups) | {secmon['requests']:,.0f} | {secmon['seconds']:.1f} |
-| ElastAlert 2 way: one search per rule per {summary['elastalert_way']['window_minutes']}-minute window ({windows} x {rules}), size 0 + hit count (+ terms on the group-by field) | {ea['requests']:,.0f} | {ea['seconds']:.1f} |
-| ratio ElastAlert way / secmon | {summary['ratios']['requests']} | {summary['ratios']['seconds']} |
+Medians of {s['runs']} runs after a discarded warm-up; before each run the request cache of the events indices
+was cleared and each tool's state deleted. Counted at a proxy on loopback in front of the node, which both
+tools talk to. Column meanings (bench/README.md has the details):
+- requests: every HTTP request to the node; event searches: those on the events indices and their search
+  contexts (scroll, clear scroll, point in time);
+- shard search s: the node's query and fetch time on the shards (index search stats, before/after), on the
+  events indices and on all of the run's indices (with each tool's own bookkeeping indices);
+- took s: the sum of the `took` of the answers that have one (it includes time queued in the node);
+- request wall s: the sum over all requests of the time from the proxy's send to the answer's last byte.
 
-secmon found {summary['secmon_findings']:,} findings ({len(summary['secmon_rule_failures'])} rules failed). The
-ElastAlert-way queries only count: the cheapest form of that design (ElastAlert would also fetch the hits of every rule-window that matched:
-{summary['elastalert_way']['rule_windows_with_matches']:,} in the windows run, and it misses bursts that cross a
-window edge).{sample_note} Requests of one secmon run by kind: {json.dumps(summary['secmon_request_kinds'])}.
-""", encoding="utf-8")
-    print(args.out.with_suffix(".md").read_text())
+| way | requests | event searches | shard search s, events | shard search s, all | took s | request wall s | MB received | run wall s |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{rows}
+
+| ratio | requests | event searches | shard search, events | shard search, all | took | request wall |
+|---|---:|---:|---:|---:|---:|---:|
+{ratio_rows}
+
+{targets(s)}
+
+Load average (1 min) at the start of each run, warm-up first: {json.dumps(loads)}.
+
+Requests of the last run by kind: {json.dumps(kinds)}.
+
+What each side reported on the last run (not compared here: the two tools do not define an alert alike):
+{json.dumps(details)}.
+"""
 
 
 if __name__ == "__main__":
