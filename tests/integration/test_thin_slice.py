@@ -137,7 +137,10 @@ def test_smtp_down_keeps_the_alert_queued_until_it_is_back(tmp_path, es, es_url,
     # Below the hourly cap: one email per incident, each naming its incident.
     assert len(mailbox.messages) == queued
     bodies = [m.get_body(("plain",)).get_content() for m in mailbox.messages]
-    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: Tấn công dò mật khẩu SSH" in b for b in bodies)
+    # Vietnamese bodies; the library's other SSH rules fire on this log too, beside the brute force.
+    assert all("Mức độ: " in b and "Quy tắc phát hiện: " in b for b in bodies), bodies[:3]
+    assert any("Mức độ: Cao" in b.splitlines() and "Quy tắc phát hiện: Tấn công dò mật khẩu SSH" in b.splitlines()
+               for b in bodies), bodies[:3]
     assert len({m["X-Secmon-Incident"] for m in mailbox.messages}) == queued
 
 
