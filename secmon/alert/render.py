@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from secmon.config import Agency
+from secmon.detect.anomaly.explain import lines as explanation_lines
 from secmon.model import Incident, Severity
 
 TEXT = {
@@ -65,6 +66,8 @@ def render(incident: Incident, agency: Agency) -> tuple[str, str]:
     ]
     if finding.description:
         lines += ["", f"{text['description']}: {finding.description.strip()}"]
+    if finding.explanation is not None:
+        lines += ["", *explanation_lines(finding.explanation, agency.language)]
     lines += ["", "--", text["footer"]]
     return subject, "\n".join(lines) + "\n"
 

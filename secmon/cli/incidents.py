@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from secmon.cli.context import When, es_of, settings_of
+from secmon.detect.anomaly.explain import lines as explanation_lines
 from secmon.cli.output import entity, incidents_table, safe, table, to_json
 from secmon.incidents import records
 from secmon.incidents.lifecycle import RESOLUTIONS
@@ -95,6 +96,8 @@ def show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
         lines.append(f"  tags:        {safe(', '.join(f.tags))}")
     if f.description:
         lines.append(f"  description: {safe(f.description.strip())}")
+    if f.explanation is not None:
+        lines += ["", *(safe(line) for line in explanation_lines(f.explanation, "en"))]
     lines += ["", "timeline:"]
     lines += [f"  {when(c.at)}  {c.action:<12} by {safe(c.user, 40)}" + (f": {safe(c.note)}" if c.note else "")
               for c in incident.history]

@@ -19,6 +19,7 @@ from secmon import __version__
 from secmon.cli.collect import collect as collect_command
 from secmon.cli.exceptions import exceptions as exceptions_group
 from secmon.cli.incidents import incidents as incidents_group
+from secmon.cli.model import model as model_group
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
@@ -160,6 +161,7 @@ def status(ctx: click.Context) -> None:
 
 cli.add_command(collect_command)
 cli.add_command(incidents_group)
+cli.add_command(model_group)
 cli.add_command(exceptions_group)
 cli.add_command(pipelines_group)
 cli.add_command(rules_group)

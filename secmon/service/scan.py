@@ -22,6 +22,7 @@ from secmon.incidents import exceptions, records
 from secmon.incidents.grouping import Policy
 from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
 from secmon.service.common import actor, audit, indices_of
+from secmon.service.train import score_scan
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.search import group_counts, sorted_matches
@@ -134,6 +135,8 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
              for rule in ruleset.rules]
     failures = [(p.where, p.reason) for p in ruleset.problems]
     run = run_rules(es, indices, rules, ScanWindow(options.start, options.end, options.field))
+    anomalies = score_scan(es, settings, paths, ScanWindow(options.start, options.end, options.field))
+    run = replace(run, findings=run.findings + anomalies.findings, failures=run.failures + anomalies.failures)
     failures += run.failures
     known = {a.id for a in settings.agencies}
     unknown = sorted({f.agency for f in run.findings} - known)
@@ -147,6 +150,7 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
     recorded = records.record(es, indices, findings, policy, now,
                               lambda queued: enqueue(es, indices, settings, queued, now), scan_id)
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += anomalies.notes
     if suppressed:
         notes.append(f"{len(suppressed)} findings suppressed by `secmon exceptions` suppressions")
     applied = sum(1 for e in exclusions if e.kind == "exception")

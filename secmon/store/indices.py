@@ -38,6 +38,10 @@ class Indices:
         return f"{self.prefix}-exceptions"
 
     @property
+    def models(self) -> str:
+        return f"{self.prefix}-models"
+
+    @property
     def audit(self) -> str:
         return f"{self.prefix}-audit"
 

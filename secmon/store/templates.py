@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 
-TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit", "exceptions")
+TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit", "exceptions", "models")
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,11 @@ def _sigma_where(path: Path, error: Exception, start: int) -> str:
 
 
 def rule_files(root: Path) -> list[Path]:
-    return sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]) if root.is_dir() else [root]
+    """Sigma rule files; anomaly detectors (`anomaly/` folders) are not Sigma and load elsewhere."""
+    if not root.is_dir():
+        return [root]
+    return sorted(p for p in [*root.rglob("*.yml"), *root.rglob("*.yaml")]
+                  if "anomaly" not in p.relative_to(root).parts[:-1])
 
 
 def load_rules(paths: list[Path]) -> RuleSet:
