@@ -32,6 +32,8 @@ _FEATURE_KEYS = {"name", "kind", "where", "of", "field", "top", "per", "limit", 
 _NEEDS_FIELD = ("distinct", "sum", "avg", "max", "by", "new", "rare", "shape")
 
 Condition = tuple[tuple[str, tuple[str, ...]], ...]  # (field, allowed values): every field must hold one
+RANGE = re.compile(r"^(-?\d+(?:\.\d+)?)\.\.(-?\d+(?:\.\d+)?)$")  # an allowed value "400..499": a number range
+PAIR = " > "  # how the values of a two-field feature (parent > child) are joined
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Feature:
     where: Condition = ()  # count: the events counted; ratio: the numerator
     of: Condition = ()  # ratio: the denominator (empty: every event of the window)
     field: str = ""
+    also: str = ""  # by/new/rare given two fields: the second (values are "first > second")
     top: int = 20  # by: vocabulary size learned at training
     per: str = "population"  # new: values never seen for this entity, or never seen at all
     limit: int = 100  # by/new/rare/shape: distinct values read per window (the most frequent)
@@ -86,6 +89,8 @@ class Detector:
             names += [f for f, _ in feature.where] + [f for f, _ in feature.of]
             if feature.field and feature.field != TEMPLATE_FIELD:
                 names.append(feature.field)
+            if feature.also:
+                names.append(feature.also)
         if self.templates:
             names.append(self.templates)
         return tuple(dict.fromkeys(names))
@@ -153,7 +158,8 @@ def load_detector_file(path: Path) -> tuple[Detector | None, list[DetectorProble
         return None, [DetectorProblem(str(exc.location or path), exc.message)]
     check = _Checker(doc)
     detector = check.detector(path)
-    return (detector if not check.problems else None), check.problems
+    problems = sorted(check.problems, key=lambda p: [int(n) if n.isdigit() else 0 for n in p.where.split(":")[-2:]])
+    return (detector if not problems else None), problems
 
 
 class _Checker:
@@ -292,7 +298,13 @@ class _Checker:
 
     def feature(self, item: dict[str, Any], at: tuple[str | int, ...], name: str, kind: str) -> Feature | None:
         before = len(self.problems)
-        field = item.get("field", "")
+        field, also = item.get("field", ""), ""
+        if isinstance(field, list) and kind in ("by", "new", "rare"):
+            if len(field) != 2 or not all(isinstance(f, str) and f for f in field):
+                self.fail(at + ("field",), f"feature {name}: a field pair is a list of two fields")
+                field = ""
+            else:
+                field, also = field
         if kind in _NEEDS_FIELD and (not isinstance(field, str) or not field):
             self.fail(at, f"feature {name}: kind {kind} needs a `field`")
         where = self.condition(item, at + ("where",), required=kind == "ratio") if "where" in item or \
@@ -314,7 +326,7 @@ class _Checker:
             self.fail(at + ("below",), f"feature {name}: below must be a share in (0, 0.2]")
         if len(self.problems) > before:
             return None
-        return Feature(name=name, kind=kind, where=where, of=of, field=field, top=top, per=per, limit=limit,
+        return Feature(name=name, kind=kind, where=where, of=of, field=field, also=also, top=top, per=per, limit=limit,
                        below=float(below), measure=measure, stat=stat)
 
     def hours(self, value: Any) -> WorkingHours:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from secmon.detect.anomaly.detector import TEMPLATE_FIELD, Condition, Detector, Feature, WorkingHours
+from secmon.detect.anomaly.detector import PAIR, RANGE, TEMPLATE_FIELD, Condition, Detector, Feature, WorkingHours
 from secmon.detect.rules.match import as_keyword, field_types, field_values
 from secmon.types import AGENCY_FIELD, iso
 
@@ -49,7 +49,15 @@ class WindowStats:
 # --- one definition, the Elasticsearch way -------------------------------------------------
 
 def term_filter(condition: Condition) -> list[dict[str, Any]]:
-    return [{"terms": {name: list(values)}} for name, values in condition]
+    """One clause per field: its allowed values (terms) or number ranges ("400..499")."""
+    out = []
+    for name, values in condition:
+        exact = [v for v in values if not RANGE.match(v)]
+        spans = [RANGE.match(v) for v in values if RANGE.match(v)]
+        should: list[dict[str, Any]] = [{"terms": {name: exact}}] if exact else []
+        should += [{"range": {name: {"gte": float(m.group(1)), "lte": float(m.group(2))}}} for m in spans if m]
+        out.append(should[0] if len(should) == 1 else {"bool": {"should": should, "minimum_should_match": 1}})
+    return out
 
 
 def events_query(detector: Detector, agency: str | None, start: datetime, end: datetime) -> dict[str, Any]:
@@ -97,8 +105,11 @@ def _feature_aggs(feature: Feature, hours: WorkingHours, timezone_name: str) -> 
         return {name: {"date_histogram": {"field": "@timestamp", "calendar_interval": "1h", "time_zone": timezone_name,
                                           "min_doc_count": 1}}}
     # by, new, rare, shape: the window's most frequent values, as terms order them
-    return {name: {"terms": {"field": feature.field, "size": feature.limit, "order": [{"_count": "desc"},
-                                                                                       {"_key": "asc"}]}}}
+    order = [{"_count": "desc"}, {"_key": "asc"}]
+    if feature.also:
+        return {name: {"multi_terms": {"terms": [{"field": feature.field}, {"field": feature.also}],
+                                       "size": feature.limit, "order": order}}}
+    return {name: {"terms": {"field": feature.field, "size": feature.limit, "order": order}}}
 
 
 def parse_bucket(detector: Detector, agency: str, bucket: Mapping[str, Any], timezone_name: str) -> WindowStats:
@@ -134,6 +145,8 @@ def parse_bucket(detector: Detector, agency: str, bucket: Mapping[str, Any], tim
 
 
 def _key(value: Any) -> str:
+    if isinstance(value, list):  # multi_terms: the two fields' values
+        return PAIR.join(_key(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return as_keyword(value)
@@ -199,7 +212,7 @@ def _stats(detector: Detector, agency: str, entity: str, window: int, seen: list
             off = sum(1 for s in seen if is_off_hours(datetime.fromtimestamp(s.ms / 1000, zone), detector.working_hours))
             scalars[name] = _share(off, count)
         else:
-            counts = Counter(v for s in seen for v in dict.fromkeys(_values(s, feature.field)))
+            counts = Counter(v for s in seen for v in dict.fromkeys(_values(s, feature.field, feature.also)))
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             top = dict(ranked[: feature.limit])
             if kind == "shape":
@@ -212,9 +225,11 @@ def _stats(detector: Detector, agency: str, entity: str, window: int, seen: list
                        scalars=scalars, values=values, other=other)
 
 
-def _values(seen: _Seen, name: str) -> list[str]:
+def _values(seen: _Seen, name: str, also: str = "") -> list[str]:
     if name == TEMPLATE_FIELD:
         return [seen.template] if seen.template is not None else []
+    if also:
+        return [f"{a}{PAIR}{b}" for a in keywords(seen.doc, name) for b in keywords(seen.doc, also)]
     return keywords(seen.doc, name)
 
 
@@ -237,7 +252,14 @@ def keywords(doc: Mapping[str, Any], name: str) -> list[str]:
 
 def holds(condition: Condition, doc: Mapping[str, Any]) -> bool:
     """Every field of the condition has a value among the allowed ones (a term query on each)."""
-    return all(any(v in allowed for v in keywords(doc, name)) for name, allowed in condition)
+    return all(_allowed(doc, name, allowed) for name, allowed in condition)
+
+
+def _allowed(doc: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> bool:
+    spans = [(float(m.group(1)), float(m.group(2))) for m in map(RANGE.match, allowed) if m]
+    if any(v in allowed for v in keywords(doc, name)):
+        return True
+    return bool(spans) and any(lo <= n <= hi for n in numbers_of(doc, name) for lo, hi in spans)
 
 
 def numbers_of(doc: Mapping[str, Any], name: str) -> list[float]:
