@@ -106,9 +106,10 @@ def _feature_aggs(feature: Feature, hours: WorkingHours, timezone_name: str) -> 
                                           "min_doc_count": 1}}}
     # by, new, rare, shape: the window's most frequent values, as terms order them
     order = [{"_count": "desc"}, {"_key": "asc"}]
-    if feature.also:
-        return {name: {"multi_terms": {"terms": [{"field": feature.field}, {"field": feature.also}],
-                                       "size": feature.limit, "order": order}}}
+    if feature.also:  # pairs: the top first values, and under each its top second values (no multi_terms:
+        # it is an x-pack aggregation, absent from OSS-only nodes)
+        return {name: {"terms": {"field": feature.field, "size": feature.limit, "order": order},
+                       "aggs": {"also": {"terms": {"field": feature.also, "size": feature.limit, "order": order}}}}}
     return {name: {"terms": {"field": feature.field, "size": feature.limit, "order": order}}}
 
 
@@ -132,7 +133,11 @@ def parse_bucket(detector: Detector, agency: str, bucket: Mapping[str, Any], tim
                       if is_off_hours(datetime.fromtimestamp(b["key"] / 1000, zone), detector.working_hours))
             scalars[name] = _share(off, count)
         else:
-            pairs = {_key(b["key"]): int(b["doc_count"]) for b in bucket[name]["buckets"]}
+            if feature.also:
+                pairs = {f"{_key(b['key'])}{PAIR}{_key(c['key'])}": int(c["doc_count"])
+                         for b in bucket[name]["buckets"] for c in b["also"]["buckets"]}
+            else:
+                pairs = {_key(b["key"]): int(b["doc_count"]) for b in bucket[name]["buckets"]}
             if kind == "shape":
                 scalars[name] = shape(pairs, feature)
             else:
@@ -212,9 +217,12 @@ def _stats(detector: Detector, agency: str, entity: str, window: int, seen: list
             off = sum(1 for s in seen if is_off_hours(datetime.fromtimestamp(s.ms / 1000, zone), detector.working_hours))
             scalars[name] = _share(off, count)
         else:
-            counts = Counter(v for s in seen for v in dict.fromkeys(_values(s, feature.field, feature.also)))
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            ranked = _ranked(seen, feature.field)
             top = dict(ranked[: feature.limit])
+            if feature.also:
+                top = {f"{first}{PAIR}{second}": n for first in top
+                       for second, n in _ranked([s for s in seen if first in _values(s, feature.field)],
+                                                feature.also)[: feature.limit]}
             if kind == "shape":
                 scalars[name] = shape(top, feature)
             else:
@@ -225,11 +233,15 @@ def _stats(detector: Detector, agency: str, entity: str, window: int, seen: list
                        scalars=scalars, values=values, other=other)
 
 
-def _values(seen: _Seen, name: str, also: str = "") -> list[str]:
+def _ranked(seen: list[_Seen], name: str) -> list[tuple[str, int]]:
+    """Values by the number of events that have them, as terms order them (count desc, value asc)."""
+    counts = Counter(v for s in seen for v in dict.fromkeys(_values(s, name)))
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _values(seen: _Seen, name: str) -> list[str]:
     if name == TEMPLATE_FIELD:
         return [seen.template] if seen.template is not None else []
-    if also:
-        return [f"{a}{PAIR}{b}" for a in keywords(seen.doc, name) for b in keywords(seen.doc, also)]
     return keywords(seen.doc, name)
 
 
