@@ -28,7 +28,10 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _TOP = {"id", "title", "description", "vi", "severity", "tags", "events", "entity", "window", "baseline",
         "min_windows", "min_entities", "scope", "threshold", "templates", "working_hours", "features"}
-_FEATURE_KEYS = {"name", "kind", "where", "of", "field", "top", "per", "limit", "below", "measure", "stat"}
+_FEATURE_KEYS = {"name", "kind", "where", "of", "field", "top", "per", "limit", "below", "measure", "stat",
+                 "direction"}
+DIRECTIONS = ("high", "low", "both")
+TWO_SIDED = ("ratio", "avg", "off_hours", "by")  # kinds whose unusual values may be low as well as high
 _NEEDS_FIELD = ("distinct", "sum", "avg", "max", "by", "new", "rare", "shape")
 
 Condition = tuple[tuple[str, tuple[str, ...]], ...]  # (field, allowed values): every field must hold one
@@ -50,6 +53,8 @@ class Feature:
     below: float = 0.01  # rare: values seen in fewer than this share of the baseline windows
     measure: str = "length"  # shape: of each value
     stat: str = "mean"  # shape: mean over the window's events, or max
+    # which unusual values count: high (more failures than usual; fewer is not suspicious), low, or both
+    direction: str = "high"
 
 
 @dataclass(frozen=True)
@@ -324,10 +329,14 @@ class _Checker:
                 self.fail(at + (key,), f"feature {name}: {key} must be an integer from {low} to {high}")
         if isinstance(below, bool) or not isinstance(below, (int, float)) or not 0 < below <= 0.2:
             self.fail(at + ("below",), f"feature {name}: below must be a share in (0, 0.2]")
+        direction = item.get("direction", "both" if kind in TWO_SIDED else "high")
+        if direction not in DIRECTIONS:
+            self.fail(at + ("direction",), f"feature {name}: direction {direction!r} is not one of "
+                                           f"{', '.join(DIRECTIONS)}")
         if len(self.problems) > before:
             return None
         return Feature(name=name, kind=kind, where=where, of=of, field=field, also=also, top=top, per=per, limit=limit,
-                       below=float(below), measure=measure, stat=stat)
+                       below=float(below), measure=measure, stat=stat, direction=direction)
 
     def hours(self, value: Any) -> WorkingHours:
         if value is None:

@@ -18,7 +18,7 @@ import numpy as np
 from secmon.detect.anomaly import forest
 from secmon.detect.anomaly.detector import Detector
 from secmon.detect.anomaly.features import WindowStats
-from secmon.detect.anomaly.matrix import Measured, fit_scaling, learn, log_mask, measure
+from secmon.detect.anomaly.matrix import Measured, fit_scaling, learn, log_mask, measure, sides
 from secmon.detect.anomaly.trained import MAX_TYPICAL, TrainedModel
 from secmon.errors import InputError
 
@@ -50,7 +50,7 @@ def build(detector: Detector, agency: str, rows: Sequence[WindowStats], trained_
     vocab = learn(detector, rows)
     columns = vocab.columns(detector)
     raw = np.vstack([measure(detector, vocab, row, baseline=True).vector for row in rows])
-    scaling = fit_scaling(log_mask(detector, vocab), raw)
+    scaling = fit_scaling(log_mask(detector, vocab), sides(detector, vocab), raw)
     x = scaling.apply(raw)
     trees = forest.train(x, seed)
     baseline = forest.scores(trees, x).scores

@@ -6,13 +6,15 @@ pickle, and scoring needs no scikit-learn object. `plain_scores` is exactly scik
 `-score_samples` (tests hold the two equal).
 
 `scores` adds what a forest trained on the baseline cannot see by itself: a value outside the range
-the tree's samples had at a node (500 failures where the baseline never passed 50) lands in the same
-leaf as the most extreme baseline window, and plain IsolationForest scores both alike. Had the
-window been among the samples, the random split at that node would have cut it off alone with
-probability out / (out + range) along that feature; `scores` takes the expected path length under
-that process: at the top levels of each tree over every feature (their sample ranges are kept
-as boxes), below over the split feature. It is the insertion step of Robust Random Cut Forests
-(OpenSearch's anomaly detection), applied to IsolationForest's uniform choice of feature.
+the tree's samples had at a node (500 failures where the baseline never passed 50, a count the
+baseline never varied) lands in the same leaf as the most extreme baseline window, and plain
+IsolationForest scores both alike. Had the window been among the node's samples, a random cut would
+have set it apart alone with some probability; `scores` takes the expected path length under that
+process, which is the insertion step of Robust Random Cut Forests (OpenSearch's anomaly detection):
+at the top levels of each tree the cut dimension is chosen in proportion to its range over every
+feature (the samples' ranges are kept as boxes; features are robust-scaled, so ranges compare), so
+the probability is sum(out) / sum(range + out); below, along the tree's own split feature,
+out / (range + out). Inside every range it is exactly IsolationForest's path length.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ def scores(forest: Forest, x: np.ndarray) -> Scored:
                 b = tree.box[at[boxed]]
                 lo, hi, v = tree.box_low[b], tree.box_high[b], x[idx[boxed]]
                 out = np.maximum(lo - v, 0.0) + np.maximum(v - hi, 0.0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    per_feature[boxed] = np.where(out > 0, out / (out + (hi - lo)), 0.0) / width
+                # the cut dimension in proportion to its range, as random cut forests choose it: on scaled
+                # features, a value far out on one of forty columns is not drowned by the other 39
+                total = (hi - lo + out).sum(axis=1, keepdims=True)
+                per_feature[boxed] = out / np.where(total > 0, total, 1.0)
             deep = ~boxed & ~leaf
             if deep.any():
                 d_idx, d_at = idx[deep], at[deep]

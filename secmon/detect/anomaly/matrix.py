@@ -88,33 +88,45 @@ def measure(detector: Detector, vocab: Vocabulary, row: WindowStats, baseline: b
     return Measured(np.asarray(out, dtype=np.float64), novel)
 
 
+def _widths(detector: Detector, vocab: Vocabulary) -> list[int]:
+    return [len(vocab.by.get(f.name, ())) + 1 if f.kind == "by" else 1 for f in detector.features]
+
+
 def log_mask(detector: Detector, vocab: Vocabulary) -> np.ndarray:
     """Which columns are counts (log-scaled: 500 failures is not ten times stranger than 50)."""
     mask: list[bool] = []
-    for feature in detector.features:
-        width = len(vocab.by.get(feature.name, ())) + 1 if feature.kind == "by" else 1
+    for feature, width in zip(detector.features, _widths(detector, vocab)):
         scaled = feature.kind not in BOUNDED and not (feature.kind == "shape" and feature.measure != "length")
         mask += [scaled] * width
     return np.asarray(mask, dtype=bool)
 
 
+def sides(detector: Detector, vocab: Vocabulary) -> np.ndarray:
+    """Per column: +1 only high values are unusual, -1 only low ones, 0 both."""
+    side = {"high": 1, "low": -1, "both": 0}
+    return np.asarray([side[f.direction] for f, width in zip(detector.features, _widths(detector, vocab))
+                       for _ in range(width)], dtype=np.int32)
+
+
 @dataclass(frozen=True)
 class Scaling:
-    """log1p on count columns, then robust scaling (median, interquartile range) learned at training."""
+    """log1p on count columns, then robust scaling (median, interquartile range) learned at training;
+    a one-sided column is cut at its median (fewer failures than usual is not suspicious)."""
 
     log: np.ndarray  # bool per column
     center: np.ndarray
     scale: np.ndarray
+    side: np.ndarray  # int per column: +1 high only, -1 low only, 0 both
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        x = np.where(self.log, np.log1p(np.maximum(raw, 0.0)), raw)
-        return (x - self.center) / self.scale
+        x = (np.where(self.log, np.log1p(np.maximum(raw, 0.0)), raw) - self.center) / self.scale
+        return np.where(self.side > 0, np.maximum(x, 0.0), np.where(self.side < 0, np.minimum(x, 0.0), x))
 
 
-def fit_scaling(log: np.ndarray, raw: np.ndarray) -> Scaling:
+def fit_scaling(log: np.ndarray, side: np.ndarray, raw: np.ndarray) -> Scaling:
     x = np.where(log, np.log1p(np.maximum(raw, 0.0)), raw)
     center = np.median(x, axis=0)
     spread = np.percentile(x, 75, axis=0) - np.percentile(x, 25, axis=0)
     fallback = np.std(x, axis=0)
     scale = np.where(spread > 0, spread, np.where(fallback > 0, fallback, 1.0))
-    return Scaling(log, center, scale)
+    return Scaling(log, center, scale, side)
