@@ -329,7 +329,8 @@ def web(es_url: str) -> dict[str, Any]:
     ship(es, indices, normal + scanners, "a")
     found = detector(ROOT / "rules" / "anomaly" / "web-clients-per-source.yml")
     train = window_stats(es, indices, found, "a", ZONE, first, middle)
-    test = window_stats(es, indices, found, "a", ZONE, middle, last + timedelta(days=1))
+    until = max(datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00")) for d in scanners) + found.window
+    test = window_stats(es, indices, found, "a", ZONE, middle, max(last + found.window, until))
     model = fit.build(found, "a", train, first, middle, first)
     best: dict[str, float] = {}
     for scored in fit.score(model, found, test):

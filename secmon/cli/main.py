@@ -73,13 +73,15 @@ def setup(ctx: click.Context) -> None:
               help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
 @click.option("--agency", default="offline", show_default=True, help="With --input: the agency the events belong to.")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
+@click.option("--models", "model_files", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="With --input: anomaly models exported by `secmon model export`, scored in-process too.")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
-         inputs: tuple[Path, ...], agency: str, source: str | None) -> None:
+         inputs: tuple[Path, ...], agency: str, source: str | None, model_files: tuple[Path, ...]) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings)
+        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, model_files)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -113,14 +115,14 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
 
 
 def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
-             source: str | None, as_json: bool, fail_on_findings: bool) -> None:
+             source: str | None, as_json: bool, fail_on_findings: bool, model_files: tuple[Path, ...] = ()) -> None:
     """`scan --input`: the offline flow, in-process, no Elasticsearch."""
     from secmon.service.offline import scan_files
 
     needs_settings = source is not None or not rule_paths
     settings = settings_of(ctx) if needs_settings else None
     paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    result = scan_files(list(inputs), paths, agency, settings, source, utcnow())
+    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), list(model_files))
     click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)

@@ -152,3 +152,16 @@ def show(ctx: click.Context, model_id: str, as_json: bool) -> None:
         return
     for key, value in summary.items():
         click.echo(f"{key + ':':<18} {safe(value if isinstance(value, str) else to_json(value).replace(chr(10), ' '))}")
+
+
+@model.command()
+@click.argument("model_id")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def export(ctx: click.Context, model_id: str, path: Path) -> None:
+    """Write a stored model (checked first) to PATH, for offline scans: scan --input FILES --models PATH."""
+    from secmon.service.train import model_export
+
+    doc = model_export(es_of(ctx), settings_of(ctx), model_id)
+    path.write_text(to_json(doc), encoding="utf-8")
+    click.echo(f"model {model_id} written to {path}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from secmon.config import Settings
 from secmon.errors import InputError, Location
-from secmon.model import Event, Incident, ScanSummary, stable_id
+from secmon.model import Event, Finding, Incident, ScanSummary, stable_id
 from secmon.normalize.engine import put
 from secmon.normalize.winlog import flatten_evtx, flatten_winlogbeat_like
 from secmon.service.collect import find_pipeline
@@ -101,12 +101,59 @@ def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str,
 
 
 def scan_files(inputs: list[Path], rule_paths: list[Path], agency: str, settings: Settings | None,
-               source: str | None, now: datetime) -> ScanSummary:
-    """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted."""
+               source: str | None, now: datetime, model_files: list[Path] | None = None) -> ScanSummary:
+    """Load the rules, read every input and match in-process; nothing is stored and nobody is alerted.
+    With `model_files` (from `secmon model export`), their detectors score the same documents."""
     from secmon.detect.rules.load import load_rules
     from secmon.detect.rules.offline import scan_documents
 
     ruleset = load_rules(rule_paths)
-    found = scan_documents(ruleset.rules, documents(inputs, agency, settings, source, now))
+    failures = [(p.where, p.reason) for p in ruleset.problems]
+    docs: list[tuple[str, dict[str, Any]]] | None = None
+    if model_files:  # the detectors need the documents again: keep them
+        docs = list(documents(inputs, agency, settings, source, now))
+    found = scan_documents(ruleset.rules, iter(docs) if docs is not None else
+                           documents(inputs, agency, settings, source, now))
+    if model_files and docs is not None:
+        findings, problems = anomaly_findings(model_files, rule_paths, [d for _, d in docs], agency)
+        found = [*found, *findings]
+        failures += problems
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
-    return summary(incidents, len(ruleset.rules), [(p.where, p.reason) for p in ruleset.problems], now)
+    return summary(incidents, len(ruleset.rules), failures, now)
+
+
+def anomaly_findings(model_files: list[Path], rule_paths: list[Path], docs: list[dict[str, Any]], agency: str
+                     ) -> tuple[list[Finding], list[tuple[str, str]]]:
+    """Score the documents' windows with exported models (checked as when read from Elasticsearch)."""
+    from secmon.detect.anomaly import fit
+    from secmon.detect.anomaly.detector import load_detectors
+    from secmon.detect.anomaly.explain import explain
+    from secmon.detect.anomaly.features import in_process
+    from secmon.detect.anomaly.trained import from_doc
+    from secmon.types import DEFAULT_TIMEZONE
+
+    loaded = load_detectors(rule_paths, files=False)
+    problems = [(p.where, p.reason) for p in loaded.problems]
+    findings: list[Finding] = []
+    for path in model_files:
+        try:
+            model = from_doc(json.loads(path.read_text(encoding="utf-8")), str(path))
+            detector = loaded.get(model.detector)
+        except (OSError, ValueError, InputError) as exc:
+            problems.append((str(path), str(exc)))
+            continue
+        if detector.templates:
+            problems.append((str(path), f"detector {detector.id} mines log templates, whose state lives in "
+                                        "Elasticsearch: not scored offline"))
+            continue
+        rows = list(in_process(detector, docs, DEFAULT_TIMEZONE, agency=agency))
+        for scored in fit.score(model, detector, rows):
+            if scored.anomalous(model.threshold):
+                row = scored.row
+                findings.append(Finding(
+                    rule_id=detector.id, rule_title=detector.title, severity=detector.severity, agency=row.agency,
+                    group=((detector.entity, row.entity),), first_seen=row.first, last_seen=row.last,
+                    count=row.count, tags=detector.tags, description=detector.description,
+                    translations=detector.translations, detector="anomaly",
+                    explanation=explain(model, detector, scored, note=f"offline, model from {path.name}")))
+    return findings, problems

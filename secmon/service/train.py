@@ -396,3 +396,12 @@ def model_show(es: Elasticsearch, settings: Settings, ident: str) -> TrainedMode
         raise InputError(f"no model {ident!r}", hint="secmon model list shows the stored ones (detector:agency)")
     return from_doc(found[0], ident)
 
+
+
+def model_export(es: Elasticsearch, settings: Settings, ident: str) -> dict[str, Any]:
+    """The stored document, after the same checks a scan makes (a refused model is not exported)."""
+    found = stored.get(es, indices_of(settings), ident)
+    if found is None:
+        raise InputError(f"no model {ident!r}", hint="secmon model list shows the stored ones (detector:agency)")
+    from_doc(found[0], ident)
+    return found[0]

@@ -130,6 +130,14 @@ def test_train_scan_explain_and_email_once_in_both_languages(config, rules, smtp
                              "10.0.0.3", "--at", (START + timedelta(hours=9, minutes=30)).isoformat(),
                              "--detectors", str(rules / "anomaly"), "--language", "vi")
     assert code == 0 and "Vì sao bất thường" in out, (out, err)
+    exported = Path(config).parent / "model.json"  # offline: the same detector over files, no cluster
+    assert run_cli("-c", config, "model", "export", "ssh-auth-per-source:so-tttt", str(exported))[0] == 0
+    code, out, err = run_cli("-c", config, "scan", "--input", str(Path(config).parent / "auth-so-tttt.log"),
+                             "--source", "linux-auth", "--agency", "so-tttt", "--rules", str(rules), "--models",
+                             str(exported), "--json")
+    assert code == 0, (out, err)
+    offline = [i for i in json.loads(out)["incidents"] if i["finding"]["detector"] == "anomaly"]
+    assert [i["finding"]["group"][0][1] for i in offline] == [ATTACKER], offline
     code, out, err = run_cli("-c", config, "model", "score", "ssh-auth-per-source", "-a", "portal", "--from",
                              (START + timedelta(hours=9)).isoformat(), "--to",
                              (START + timedelta(hours=10)).isoformat(), "--detectors", str(rules / "anomaly"), "--json")
