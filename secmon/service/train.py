@@ -59,12 +59,14 @@ def window_stats(es: Elasticsearch, indices: Indices, detector: Detector, agency
                  end: datetime) -> list[features.WindowStats]:
     """The detector's entity-windows of one agency in [start, end), computed by Elasticsearch
     (template detectors: in-process over the events' text, the one thing an aggregation cannot do)."""
-    query = features.events_query(detector, agency, start, end)
     if detector.templates:
-        return _template_stats(es, indices, detector, agency, tz, query)
-    buckets = composite_buckets(es, indices.events_pattern(agency), query,
-                                lambda after: features.aggregation(detector, tz, after))
-    return [features.parse_bucket(detector, agency, b, tz) for b in buckets]
+        return _template_stats(es, indices, detector, agency, tz, features.events_query(detector, agency, start, end))
+    rows = []
+    for low, high in features.slices(detector, start, end):
+        buckets = composite_buckets(es, indices.events_pattern(agency), features.events_query(detector, agency, low, high),
+                                    lambda after, page: features.aggregation(detector, tz, after, page))
+        rows += [features.parse_bucket(detector, agency, b, tz) for b in buckets]
+    return rows
 
 
 def _template_stats(es: Elasticsearch, indices: Indices, detector: Detector, agency: str, tz: str,

@@ -23,7 +23,7 @@ T0 = datetime(2025, 3, 8, 0, 0, tzinfo=timezone.utc)
 ZONE = "Asia/Ho_Chi_Minh"
 DETECTOR = Detector(
     id="differential", title="d", description="", severity=Severity.LOW, tags=(),
-    events=(("event.category", ("web", "authentication")),), entity="source.ip", window=timedelta(minutes=20),
+    events=(("event.category", ("web", "authentication")),), entity="source.ip", window=timedelta(minutes=10),  # 4h slices: two of them
     path="differential.yml",
     features=(Feature("events", "count"), Feature("fails", "count", where=(("event.outcome", ("failure",)),)),
               Feature("errors", "ratio", where=(("http.response.status_code", ("400..499", "503")),),

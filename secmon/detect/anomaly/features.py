@@ -26,7 +26,8 @@ from secmon.detect.anomaly.detector import PAIR, RANGE, TEMPLATE_FIELD, Conditio
 from secmon.detect.rules.match import as_keyword, field_types, field_values
 from secmon.types import AGENCY_FIELD, iso
 
-PAGE = 250  # composite buckets per request: memory stays bounded whatever the window
+PAGE = 1000  # composite buckets per request: memory stays bounded whatever the window
+SLICE_WINDOWS = 24  # windows per time slice: each slice's pages only visit that slice's events
 DISTINCT_PRECISION = 3000  # cardinality is exact in practice below this many values
 VALUE_KINDS = ("by", "new", "rare")  # features that keep the window's values (vocabularies come at training)
 
@@ -74,11 +75,27 @@ def window_ms(detector: Detector) -> int:
     return int(detector.window.total_seconds() * 1000)
 
 
-def aggregation(detector: Detector, timezone_name: str, after: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def slices(detector: Detector, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at window boundaries into slices of SLICE_WINDOWS windows. A composite
+    aggregation visits every matching event for each page it returns, so paging over a month costs
+    pages x events; per slice it costs about one pass over the events."""
+    size = detector.window * SLICE_WINDOWS
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    cut = epoch + ((start - epoch) // size + 1) * size
+    out = []
+    while cut < end:
+        out.append((start, cut))
+        start, cut = cut, cut + size
+    out.append((start, end))
+    return out
+
+
+def aggregation(detector: Detector, timezone_name: str, after: Mapping[str, Any] | None = None,
+                page: int = PAGE) -> dict[str, Any]:
     """The `aggs` of one page: entity x window buckets with a sub-aggregation per feature."""
     sources = [{"entity": {"terms": {"field": detector.entity}}},
                {"window": {"date_histogram": {"field": "@timestamp", "fixed_interval": f"{window_ms(detector)}ms"}}}]
-    composite: dict[str, Any] = {"size": PAGE, "sources": sources}
+    composite: dict[str, Any] = {"size": page, "sources": sources}
     if after:
         composite["after"] = dict(after)
     subs: dict[str, Any] = {"first": {"min": {"field": "@timestamp"}}, "last": {"max": {"field": "@timestamp"}}}
