@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from secmon.detect.anomaly.templates import Templates
 from secmon.detect.anomaly.trained import CENTRE, ModelRefused, TrainedModel, from_doc, model_id, to_doc
 from secmon.errors import InputError, SecmonError, StoreUnavailable
 from secmon.incidents import records
-from secmon.model import Finding, ScanWindow
+from secmon.model import Explanation, Finding, ScanWindow
 from secmon.service.common import audit, actor, indices_of
 from secmon.store import models as stored
 from secmon.store.aggregate import composite_buckets
@@ -314,8 +314,6 @@ def _finding(detector: Detector, model: TrainedModel, scored: fit.ScoredWindow) 
 def _with_samples(es: Elasticsearch, indices: Indices, loaded: DetectorSet, findings: list[Finding]
                   ) -> list[Finding]:
     """A few of each anomalous window's events, for `incidents show` (at most MAX_SAMPLED windows)."""
-    from dataclasses import replace
-
     out = []
     for i, finding in enumerate(findings):
         if i >= MAX_SAMPLED:
@@ -351,8 +349,8 @@ def _event_span(es: Elasticsearch, indices: Indices, window: ScanWindow) -> tupl
 @dataclass(frozen=True)
 class Ranked:
     model: TrainedModel
+    detector: Detector
     windows: tuple[fit.ScoredWindow, ...]  # most anomalous first
-    detector: Detector = field(repr=False, default=None)  # type: ignore[assignment]
 
 
 def score_period(es: Elasticsearch, settings: Settings, detector_id: str, agency: str, start: datetime,
@@ -370,11 +368,11 @@ def score_period(es: Elasticsearch, settings: Settings, detector_id: str, agency
                           hint=f"train it first: secmon model train {detector_id}")
     rows = window_stats(es, indices, detector, agency, _timezone(settings, agency), start, end)
     ranked = sorted(fit.score(model, detector, rows), key=lambda s: -s.score)
-    return Ranked(model, tuple(ranked), detector)
+    return Ranked(model, detector, tuple(ranked))
 
 
 def explain(es: Elasticsearch, settings: Settings, detector_id: str, agency: str, entity: str, at: datetime,
-            paths: Sequence[Path] = ()) -> tuple[Ranked, Any]:
+            paths: Sequence[Path] = ()) -> tuple[Ranked, Explanation]:
     """The window of `entity` containing `at`, scored and explained whatever its score."""
     detector = detectors_of(settings, paths).get(detector_id)
     size = detector.window

@@ -255,7 +255,7 @@ class _Checker:
 
     def condition(self, data: Mapping[str, Any], at: tuple[str | int, ...], required: bool = True) -> Condition:
         """`data[at[-1]]` as a condition; `at` is its full key path (for positions)."""
-        value = data.get(at[-1]) if isinstance(data, Mapping) else None
+        value = data.get(str(at[-1])) if isinstance(data, Mapping) else None
         if value is None:
             if required:
                 self.fail(at[:-1], f"missing required key {at[-1]!r} (a mapping of ECS field: value or [values])")
