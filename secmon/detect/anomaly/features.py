@@ -27,7 +27,7 @@ from secmon.detect.rules.match import as_keyword, field_types, field_values
 from secmon.types import AGENCY_FIELD, iso
 
 PAGE = 1000  # composite buckets per request: memory stays bounded whatever the window
-SLICE_WINDOWS = 24  # windows per time slice: each slice's pages only visit that slice's events
+SLICE_WINDOWS = 6  # windows per time slice: each slice's pages only visit that slice's events
 DISTINCT_PRECISION = 3000  # cardinality is exact in practice below this many values
 VALUE_KINDS = ("by", "new", "rare")  # features that keep the window's values (vocabularies come at training)
 

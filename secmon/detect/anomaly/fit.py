@@ -43,6 +43,7 @@ def shortfall(detector: Detector, rows: Sequence[WindowStats]) -> str:
 def build(detector: Detector, agency: str, rows: Sequence[WindowStats], trained_from: datetime,
           trained_to: datetime, created: datetime, excluded: int = 0, seed: int = 0,
           detector_sha256: str = "") -> TrainedModel:
+    rows = sorted(rows, key=lambda r: (r.agency, r.entity, r.start))  # the same model whatever order pages came in
     missing = shortfall(detector, rows)
     if missing:
         raise NotEnoughData(f"detector {detector.id}, agency {agency}: not enough baseline ({missing})",
