@@ -51,14 +51,16 @@ def kql(detector: Detector, agency: str, entity: str, start: datetime, end: date
 
 TEXT = {
     "en": {"why": "Why it is anomalous", "score": "anomaly score {score:.3f} (threshold {threshold:.3f}, model {model})",
-           "row": "- {feature}: {actual} (usually {typical} for this entity; higher than {percentile:.0f}% of "
-                  "baseline windows; {share:.0%} of the isolation)",
-           "no_history": "no history", "new": "- never seen before in {feature}: {values}",
+           "row": "- {feature}: {actual} ({usual}; above {percentile:.0f}% of baseline windows; {share:.0%} of the "
+                  "isolation)",
+           "usual": "usually {typical} for this entity", "no_history": "an entity with no history",
+           "new": "- never seen before in {feature}: {values}",
            "query": "Raw events (Kibana query)"},
     "vi": {"why": "Vì sao bất thường", "score": "điểm bất thường {score:.3f} (ngưỡng {threshold:.3f}, mô hình {model})",
-           "row": "- {feature}: {actual} (thường là {typical} với đối tượng này; cao hơn {percentile:.0f}% cửa sổ "
-                  "dữ liệu nền; đóng góp {share:.0%})",
-           "no_history": "chưa có lịch sử", "new": "- giá trị chưa từng thấy ở {feature}: {values}",
+           "row": "- {feature}: {actual} ({usual}; cao hơn {percentile:.0f}% cửa sổ dữ liệu nền; đóng góp "
+                  "{share:.0%})",
+           "usual": "thường là {typical} với đối tượng này", "no_history": "đối tượng chưa có lịch sử",
+           "new": "- giá trị chưa từng thấy ở {feature}: {values}",
            "query": "Sự kiện gốc (truy vấn Kibana)"},
 }
 
@@ -72,8 +74,8 @@ def lines(explanation: Explanation, language: str) -> list[str]:
     out = [f"{text['why']}: " + text["score"].format(score=explanation.score, threshold=explanation.threshold,
                                                     model=explanation.model)]
     for c in explanation.contributions:
-        out.append(text["row"].format(feature=c.feature, actual=_number(c.actual),
-                                      typical=_number(c.typical) if c.typical is not None else text["no_history"],
+        usual = text["usual"].format(typical=_number(c.typical)) if c.typical is not None else text["no_history"]
+        out.append(text["row"].format(feature=c.feature, actual=_number(c.actual), usual=usual,
                                       percentile=c.percentile, share=c.share))
     for feature, values in explanation.new_values:
         out.append(text["new"].format(feature=feature, values=", ".join(values)))

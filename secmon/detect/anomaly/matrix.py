@@ -20,6 +20,7 @@ from secmon.detect.anomaly.features import WindowStats
 
 MAX_SEEN = 50_000  # values (or entity-value pairs) remembered per new/rare feature
 BOUNDED = ("ratio", "off_hours")  # already shares: not log-scaled
+TINY = 1e-9
 
 
 @dataclass(frozen=True)
@@ -128,5 +129,6 @@ def fit_scaling(log: np.ndarray, side: np.ndarray, raw: np.ndarray) -> Scaling:
     center = np.median(x, axis=0)
     spread = np.percentile(x, 75, axis=0) - np.percentile(x, 25, axis=0)
     fallback = np.std(x, axis=0)
-    scale = np.where(spread > 0, spread, np.where(fallback > 0, fallback, 1.0))
+    # a column the baseline never varied keeps unit scale (std is ~1e-16 there, not 0: floating point)
+    scale = np.where(spread > TINY, spread, np.where(fallback > TINY, fallback, 1.0))
     return Scaling(log, center, scale, side)
