@@ -18,10 +18,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from secmon.errors import ConfigError, InputError
-from secmon.types import DEFAULT_TIMEZONE, parse_duration
+from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, parse_duration
 from secmon.yamlio import Located, load_file
 
-_AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -62,6 +61,7 @@ class Agency:
     recipients: tuple[str, ...] = ()
     min_severity: Literal["informational", "low", "medium", "high", "critical"] = "low"  # floor for its emails
     retention: str = "365d"  # event indices older than this are deleted by the retention job
+    future_skew: str = "1d"  # collect stores no event older than `retention` or further ahead than this
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def _build(cls: type, data: Any, doc: Located, at: tuple[str | int, ...]) -> Any
 def _check(settings: Settings, doc: Located) -> None:
     seen: set[str] = set()
     for i, agency in enumerate(settings.agencies):
-        if not _AGENCY_ID.match(agency.id):
+        if not AGENCY_ID.match(agency.id):
             raise ConfigError(
                 f"agencies[{i}].id {agency.id!r} is not a valid agency id",
                 location=doc.loc("agencies", i, "id"),
@@ -258,13 +258,21 @@ def _check(settings: Settings, doc: Located) -> None:
         except ValueError as exc:
             raise ConfigError(f"{section}.{key}: {exc}", location=doc.loc(section, key)) from None
     for i, agency in enumerate(settings.agencies):
-        try:
-            parse_duration(agency.retention)
-        except ValueError as exc:
-            raise ConfigError(f"agencies[{i}].retention: {exc}", location=doc.loc("agencies", i, "retention")) from None
+        for key in ("retention", "future_skew"):
+            try:
+                parse_duration(getattr(agency, key))
+            except ValueError as exc:
+                raise ConfigError(f"agencies[{i}].{key}: {exc}", location=doc.loc("agencies", i, key)) from None
     if settings.alerts.daily_digest and not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", settings.alerts.daily_digest):
         raise ConfigError(f"alerts.daily_digest {settings.alerts.daily_digest!r} is not a time of day like 08:00",
                           location=doc.loc("alerts", "daily_digest"), hint='"" turns the daily digest off')
+    if parse_duration(settings.alerts.claim_timeout).total_seconds() <= settings.smtp.timeout:
+        raise ConfigError(f"alerts.claim_timeout {settings.alerts.claim_timeout!r} must be longer than smtp.timeout "
+                          f"({settings.smtp.timeout}s): a claim that expires mid-send lets another deliverer send "
+                          "the same email again", location=doc.loc("alerts", "claim_timeout"))
+    if settings.alerts.kibana_url and not re.match(r"^https?://[^\s'()]+$", settings.alerts.kibana_url):
+        raise ConfigError(f"alerts.kibana_url {settings.alerts.kibana_url!r} is not an http(s) URL",
+                          location=doc.loc("alerts", "kibana_url"), hint="for example https://kibana.example.vn:5601")
     if settings.alerts.hourly_cap < 1:
         raise ConfigError("alerts.hourly_cap must be at least 1", location=doc.loc("alerts", "hourly_cap"))
     known = {a.id for a in settings.agencies}

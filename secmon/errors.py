@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     INPUT = 4  # a rule, pipeline or input file is wrong
     ELASTICSEARCH = 5  # Elasticsearch unreachable or refused a request
     DELIVERY = 6  # some alerts could not be sent now; they stay queued
+    UNHEALTHY = 7  # `status`: no active scheduler, scans behind, failed alerts or failing rules
     FINDINGS = 10  # only with --fail-on-findings: the scan found incidents
 
 
@@ -73,5 +74,21 @@ class StoreUnavailable(SecmonError):
     exit_code = ExitCode.ELASTICSEARCH
 
 
+class RequestRefused(StoreUnavailable):
+    """Elasticsearch refused a request for what it holds (400, 413): sending it again as it is cannot help."""
+
+
 class DeliveryError(SecmonError):
     exit_code = ExitCode.DELIVERY
+
+
+class KibanaUnavailable(SecmonError):
+    """Kibana could not be reached or refused what we asked (the same exit code as Elasticsearch: the stack)."""
+
+    exit_code = ExitCode.ELASTICSEARCH
+
+
+class LeaseLost(SecmonError):
+    """This scheduler is no longer the active one (its lease expired or a newer holder exists): commit nothing."""
+
+    exit_code = ExitCode.UNHEALTHY

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, Mapping
 
-from secmon.types import DeliveryStatus, Detector, IncidentStatus
+from secmon.types import DeliveryKind, DeliveryStatus, Detector, IncidentStatus
 
 
 class Severity(str, Enum):
@@ -58,6 +58,7 @@ class DeadLetter:
     source: str  # file path, syslog peer, ...
     offset: int | None
     agency: str
+    length: int | None = None  # bytes of the record as written, when `raw` is only its head
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Explanation:
     new_values: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (feature, values new or rare to the baseline)
     query: str = ""  # a Kibana (KQL) query showing the window's raw events
     note: str = ""
+    # Scored by the centre-wide model because the agency has too little baseline of its own:
+    # said in every rendering (in the reader's language, so a flag rather than a sentence).
+    centre_wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,20 +171,27 @@ class Notification:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One alert email to one recipient about one or more incidents (the outbox entry)."""
+    """One email to one recipient (an outbox document), rendered when queued, so a resend is the same email."""
 
     id: str
-    incident_ids: tuple[str, ...]
-    agency: str
-    recipients: tuple[str, ...]
+    kind: DeliveryKind
+    agencies: tuple[str, ...]
+    recipient: str
     language: str
+    timezone: str
     subject: str
-    body: str
+    text: str
+    html: str
+    message_id: str  # derived from the id: a resend after a crash carries the same Message-ID
+    incident_ids: tuple[str, ...] = ()
     status: DeliveryStatus = "pending"
     attempts: int = 0
+    queued: datetime | None = None  # when queued or re-queued by `secmon alerts retry`: max_age counts from here
+    next_attempt: datetime | None = None
+    sent_at: datetime | None = None
     last_error: str = ""
-    html: str = ""
-    created: datetime | None = None
+    smtp_code: int | None = None
+    digest_id: str = ""  # an alert folded into an overflow digest by the hourly cap: that digest's id
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ from typing import Literal
 
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"  # agency local time unless the config says otherwise
 AGENCY_FIELD = "organization.id"  # every event, incident and alert names its agency here
+AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # agency ids go into index names
 
 RuleKind = Literal["single", "event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg"]
 Detector = Literal["rule", "anomaly"]
 IncidentStatus = Literal["open", "acknowledged", "closed"]
 Resolution = Literal["true_positive", "benign", "false_positive"]
 DeliveryStatus = Literal["pending", "sending", "sent", "failed"]
+DeliveryKind = Literal["alert", "overflow", "daily"]  # one incident; the hourly cap's overflow; the daily digest
 Language = Literal["vi", "en"]
 
 _DURATION = re.compile(r"^(\d{1,9})(s|m|h|d)$")

@@ -3,6 +3,13 @@
 Config, pipelines and rules are user input; an error in them must name the file,
 line and column. PyYAML's node tree has those marks, its `safe_load` drops them,
 so we walk the nodes ourselves and keep a map from key path to position.
+
+The files can be hostile (community rules, a config from a careless admin), and
+walking nodes copies what an alias points to: nine levels of nine aliases
+("billion laughs") would be 387 million nodes. So the loader counts, while
+composing and before building anything, the nodes each alias would add, and
+refuses the file past a cap with the alias's position; it also refuses
+recursive aliases and nesting deeper than any real config, rule or pipeline.
 """
 
 from __future__ import annotations
@@ -10,13 +17,83 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from secmon.errors import InputError, Location
 
 KeyPath = tuple[str | int, ...]
+
+MAX_ALIAS_NODES = 50_000  # nodes that all aliases of one file may add; real files use a handful
+MAX_DEPTH = 100  # nesting of mappings and lists; building and matching walk it recursively
+
+
+class Refused(yaml.YAMLError):
+    """A file we will not build: an alias bomb, a recursive alias, or absurd nesting."""
+
+    def __init__(self, problem: str, mark: Any):  # a yaml Mark (pure-Python or libyaml's)
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+def _size(node: yaml.Node, memo: dict[int, tuple[yaml.Node, int]]) -> int:
+    """Nodes in the tree that `node` expands to (aliases copied out), memoized: linear in distinct nodes."""
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        if id(current) in memo:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(current, yaml.SequenceNode):
+            children = list(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            children = [n for pair in current.value for n in pair]
+        if children_done or not children:
+            # the node is kept in the memo so that its id cannot be reused by another node
+            memo[id(current)] = (current, 1 + sum(memo[id(c)][1] for c in children))
+            continue
+        stack.append((current, True))
+        stack.extend((c, False) for c in children if id(c) not in memo)
+    return memo[id(node)][1]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that counts what aliases expand to while composing, and refuses bombs early."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self._memo: dict[int, tuple[yaml.Node, int]] = {}
+        self._added = 0
+        self._open: set[str] = set()  # anchors of the nodes being composed (an alias to one is a cycle)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise Refused(f"alias *{event.anchor} refers to a node that contains it (a recursive structure)",
+                              event.start_mark)
+            node = cast(yaml.Node, super().compose_node(parent, index))
+            self._added += _size(node, self._memo)
+            if self._added > MAX_ALIAS_NODES:
+                raise Refused(f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes (an alias bomb, "
+                              f"\"billion laughs\"?): write the values out or use fewer aliases",
+                              event.start_mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        if event.anchor is not None:
+            self._open.add(event.anchor)
+        try:
+            node = cast(yaml.Node, super().compose_node(parent, index))
+        finally:
+            self._depth -= 1
+            if event.anchor is not None:
+                self._open.discard(event.anchor)
+        return node
 
 
 @dataclass(frozen=True)
@@ -42,7 +119,7 @@ def _build(node: yaml.Node, at: KeyPath, marks: dict[KeyPath, tuple[int, int]], 
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             if isinstance(key, (list, dict)):
                 where = Location(path, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 raise InputError("a mapping key must be a scalar", location=where)
@@ -52,7 +129,7 @@ def _build(node: yaml.Node, at: KeyPath, marks: dict[KeyPath, tuple[int, int]], 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, at + (i,), marks, loader, path) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node, deep=True)
 
 
 def _error_location(path: str, exc: yaml.YAMLError) -> Location:
@@ -64,7 +141,13 @@ def _error_location(path: str, exc: yaml.YAMLError) -> Location:
 
 def load_all_text(text: str, path: str) -> Iterator[Located]:
     """Every document in `text`; raises InputError with the position of a syntax error."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here, before any parsing
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise InputError(f"invalid YAML: character {exc.character!r} is not allowed (a binary file?)",
+                         location=Location(path, line, column)) from None
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -72,6 +155,8 @@ def load_all_text(text: str, path: str) -> Iterator[Located]:
             if node is None:
                 continue
             yield Located(_build(node, (), marks, loader, path), path, marks)
+    except Refused as exc:
+        raise InputError(exc.problem, location=_error_location(path, exc)) from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"invalid YAML: {problem}", location=_error_location(path, exc)) from None
@@ -87,9 +172,20 @@ def load_file(path: Path) -> Located:
     return docs[0]
 
 
-def load_all_file(path: Path) -> list[Located]:
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text; a binary or mis-encoded file is an InputError at the line of the first bad byte."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read file: {exc}", location=Location(str(path))) from None
-    return list(load_all_text(text, str(path)))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", location=Location(str(path))) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}): is it a binary file?",
+                         location=Location(str(path), line, column)) from None
+
+
+def load_all_file(path: Path) -> list[Located]:
+    return list(load_all_text(read_text(path), str(path)))

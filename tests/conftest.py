@@ -113,6 +113,16 @@ def smtp() -> Iterator[tuple[str, int, Mailbox]]:
         controller.stop()
 
 
+def es_local(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `scripts/es-local ARGS`; with `check`, a failure is an AssertionError that shows what it said."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), *args], env=env, capture_output=True,
+                            text=True, timeout=900, check=False)
+    if check:
+        assert result.returncode == 0, (f"es-local {' '.join(args)} exited {result.returncode}:\n"
+                                        f"{result.stdout}\n{result.stderr}")
+    return result
+
+
 def free_port() -> int:
     import socket
 
@@ -131,10 +141,12 @@ agencies:
     name: "Sở Thông tin và Truyền thông"
     language: vi
     recipients: [soc@so-tttt.example.vn]
+    retention: 36500d  # the tests load real logs of 2005 and later: none is too old to collect
   - id: portal
     name: Provincial public portal
     language: en
     recipients: [admin@portal.example.vn]
+    retention: 36500d
 smtp:
   host: 127.0.0.1
   port: {smtp_port}

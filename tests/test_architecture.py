@@ -6,15 +6,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_contracts_hold() -> None:
     lint = shutil.which("lint-imports")
-    if lint is None:
-        pytest.skip("import-linter is not installed (pip install -e .[test])")
+    assert lint is not None, "import-linter is not installed: pip install -e .[test] (scripts/bootstrap does it)"
     result = subprocess.run([lint, str(ROOT / "setup.cfg")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -59,7 +59,7 @@ def make_log(path: Path, count: int) -> None:
 
 def config(path: Path, url: str, prefix: str) -> Path:
     path.write_text(f"""elasticsearch: {{hosts: [{url}], index_prefix: {prefix}}}
-agencies: [{{id: {AGENCY}, name: bench, language: en, recipients: [a@b.example]}}]
+agencies: [{{id: {AGENCY}, name: bench, language: en, recipients: [a@b.example], retention: 36500d}}]
 smtp: {{host: 127.0.0.1, port: 25, sender: s@b.example}}
 rules: [{ROOT / 'rules'}]
 pipelines: [{ROOT / 'pipelines'}]
@@ -75,7 +75,8 @@ def serialized(es: Elasticsearch, log: Path, prefix: str) -> list[list[bytes]]:
     writer = BulkWriter(es, Indices(prefix))
     items = [i for i in (normalizer.normalize(r.text, r.offset, r.record_id) for r in read_records(log))
              if not isinstance(i, Skipped)]
-    return [writer.serialize(items[i:i + BATCH], AGENCY) for i in range(0, len(items), BATCH)]
+    return [[part for doc in writer.serialize(items[i:i + BATCH], AGENCY) for part in (doc.head, doc.body)]
+            for i in range(0, len(items), BATCH)]
 
 
 def count(es: Elasticsearch, index: str) -> int:

@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
-from secmon.cli.context import es_of, settings_of
-from secmon.collect.syslog import Address, Listener, tls_context
-from secmon.errors import InputError
-from secmon.service.collect import CollectOptions, CollectReport, collect_files, collect_stream
+from secmon.cli.context import Exit, agency_option, es_of, settings_of
+from secmon.collect.syslog import Address, Limits, Listener, tls_context
+from secmon.config import Settings
+from secmon.errors import ExitCode, InputError
+from secmon.service.collect import CollectOptions, CollectReport, collect_files, collect_stream, source_hint
 from secmon.service.follow import FollowSpec, collect_follow
 from secmon.store.writer import WriteStats
 from secmon.types import utcnow
@@ -35,14 +36,36 @@ def _counts(stats: WriteStats) -> str:
             f"{stats.skipped} skipped")
     if stats.retries:
         text += f", {stats.retries} retries"
+    if stats.rejected:
+        text += f" ({stats.rejected} of them refused by Elasticsearch)"
     if stats.spooled_batches:
         text += f", {stats.spooled_batches} batches went through the spool"
     return text
 
 
+def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, source: str) -> None:
+    """Warn about inputs that lost data or were dead-lettered whole, and exit 4 if any did."""
+    bad = False
+    for name, report in reports:
+        lost = sum(c.lost for c in report.sources.values())
+        if report.damaged:
+            bad = True
+            counted = f"{lost} events" if lost else "events"
+            click.echo(f"secmon: warning: {name}: {counted} could not be read (the data is damaged); the dead-letter "
+                       f"index names each stretch that was lost", err=True)
+        if report.all_dead:
+            bad = True
+            samples = [s for c in report.sources.values() for s in c.samples]
+            hint = source_hint(settings, samples, source, utcnow())
+            dead = report.stats.dead_letters + report.stats.rejected
+            click.echo(f"secmon: warning: {name}: every record was dead-lettered ({dead}); {hint}", err=True)
+    if bad:
+        raise Exit(ExitCode.INPUT)
+
+
 @click.command()
 @click.argument("files", nargs=-1)
-@click.option("--agency", "-a", required=True, help="Agency id from the config.")
+@agency_option(required=True)
 @click.option("--source", "-s", required=True, help="Pipeline id (pipelines/<id>.yml), e.g. linux-auth.")
 @click.option("--year", type=click.IntRange(1990, 2100),
               help="Year of the first line, for archived logs whose timestamps carry none.")
@@ -53,6 +76,10 @@ def _counts(stats: WriteStats) -> str:
 @click.option("--syslog-tls", metavar="HOST:PORT", help="With --follow: receive syslog over TLS (RFC 5425).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Certificate (PEM) for --syslog-tls.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key (PEM) for --syslog-tls.")
+@click.option("--syslog-max-connections", type=click.IntRange(1, 100_000), default=Limits.max_connections,
+              show_default=True, metavar="N", help="TCP/TLS syslog connections at once; more are closed and counted.")
+@click.option("--syslog-idle-timeout", type=click.FloatRange(1, 7 * 86400), default=Limits.idle_timeout,
+              show_default=True, metavar="SECONDS", help="Close a TCP/TLS syslog connection silent this long.")
 @click.option("--from-end", is_flag=True, help="With --follow: files never seen before start at their end.")
 @click.option("--multiline-start", metavar="REGEX",
               help="A line matching REGEX starts a record; other lines continue the one before.")
@@ -65,15 +92,19 @@ def _counts(stats: WriteStats) -> str:
               help="Events per bulk request.")
 @click.option("--batch-wait", type=click.FloatRange(0.05, 60), default=1.0, show_default=True, metavar="SECONDS",
               help="Ship a partial batch after this long.")
+@click.option("--max-line", type=click.IntRange(1, 1 << 20), default=1024, show_default=True, metavar="KIB",
+              help="A longer record becomes a dead letter keeping its first 64 KiB and its length.")
 @click.pass_context
 def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
             syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
-            tls_key: str | None, from_end: bool, multiline_start: str | None, state: Path | None, spool_max: int,
-            batch_size: int, batch_wait: float) -> None:
+            tls_key: str | None, syslog_max_connections: int, syslog_idle_timeout: float, from_end: bool,
+            multiline_start: str | None, state: Path | None, spool_max: int, batch_size: int, batch_wait: float,
+            max_line: int) -> None:
     """Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin).
 
     Prints, per file, the events shipped, the lines dead-lettered (in the dead-letter
     index with the reason) and the lines skipped (blank or dropped by the pipeline).
+    Exits 4 when an input lost data (a damaged EVTX file) or had every record dead-lettered.
     """
     listening = syslog_udp or syslog_tcp or syslog_tls
     if not follow and (listening or from_end):
@@ -84,24 +115,30 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
         raise click.UsageError("--follow reads files and syslog, not stdin")
     options = CollectOptions(state_dir=_state_dir(state, follow), multiline_start=multiline_start,
                              from_end=from_end, spool_max_bytes=spool_max << 20, batch_events=batch_size,
-                             batch_wait=batch_wait)
+                             batch_wait=batch_wait, max_line=max_line << 10)
     if follow:
-        _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key)
+        limits = Limits(max_connections=syslog_max_connections, idle_timeout=syslog_idle_timeout)
+        _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key,
+                limits)
         return
     es, settings = es_of(ctx), settings_of(ctx)
     paths = [Path(name) for name in files if name != "-"]
     for path in paths:
         if not path.is_file():
             raise InputError("no such file" if not path.exists() else "not a regular file", hint=str(path))
+    reports: list[tuple[str, CollectReport]] = []
     if "-" in files:
-        stats = collect_stream(es, settings, sys.stdin.buffer, agency, source, utcnow(), year, options)
-        click.echo(f"-: {_counts(stats)}")
+        report = collect_stream(es, settings, sys.stdin.buffer, agency, source, utcnow(), year, options)
+        click.echo(f"-: {_counts(report.stats)}")
+        reports.append(("-", report))
     bars = _ProgressBars() if sys.stderr.isatty() else None
-    for path, stats in collect_files(es, settings, paths, agency, source, utcnow(), year, options,
-                                             bars.start if bars else None):
+    for path, report in collect_files(es, settings, paths, agency, source, utcnow(), year, options,
+                                      bars.start if bars else None):
         if bars:
             bars.finish()
-        click.echo(f"{path}: {_counts(stats)}")
+        click.echo(f"{path}: {_counts(report.stats)}")
+        reports.append((str(path), report))
+    _verdict(reports, settings, source)
 
 
 class _ProgressBars:
@@ -130,17 +167,16 @@ class _ProgressBars:
 
 def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: str, year: int | None,
             options: CollectOptions, listen: tuple[str | None, str | None, str | None],
-            tls_cert: str | None, tls_key: str | None) -> None:
+            tls_cert: str | None, tls_key: str | None, limits: Limits) -> None:
     udp, tcp, tls = (Address.parse(text, flag) if text else None
                      for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
     if tls and not (tls_cert and tls_key):
         raise click.UsageError("--syslog-tls needs --tls-cert and --tls-key")
     es, settings = es_of(ctx), settings_of(ctx)
-    settings.agency(agency)
     listener = None
     if udp or tcp or tls:
         context = tls_context(tls_cert, tls_key) if tls and tls_cert and tls_key else None
-        listener = Listener(udp=udp, tcp=tcp, tls=tls, tls_context=context).start()
+        listener = Listener(udp=udp, tcp=tcp, tls=tls, tls_context=context, limits=limits).start()
         for kind, (host, port) in listener.addresses.items():
             click.echo(f"listening for syslog on {kind} {host}:{port}", err=True)
     stop = threading.Event()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,6 +11,10 @@ import click
 from secmon.config import DEFAULT_TIMEZONE, Settings, load_settings, parse_duration
 from secmon.errors import ExitCode
 from secmon.store.client import connect
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 class When(click.ParamType):
@@ -25,7 +29,15 @@ class When(click.ParamType):
             moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not a time like 2005-06-14 or 2005-06-14T15:16:01+07:00", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(DEFAULT_TIMEZONE))
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(DEFAULT_TIMEZONE))
+        try:  # windows reach back from a time (lookbacks, correlation spans): keep far from datetime's edges
+            inside = EARLIEST <= moment.astimezone(timezone.utc) < LATEST
+        except OverflowError:  # 0001-01-01 in a zone east of UTC
+            inside = False
+        if not inside:
+            self.fail(f"{value!r} is outside the times secmon handles ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})",
+                      param, ctx)
+        return moment
 
 
 class Duration(click.ParamType):
@@ -36,6 +48,19 @@ class Duration(click.ParamType):
             return parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def agency_option(required: bool = False, help: str = "Agency id from the config.") -> Any:
+    """`--agency/-a`, checked against the config's agencies when the command line is read ('' is no agency)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = [a.id for a in settings_of(ctx).agencies]
+        if value not in known:
+            raise click.BadParameter(f"unknown agency {value!r}; agencies in the config: "
+                                     f"{', '.join(known) or 'none configured'}")
+        return value
+    return click.option("--agency", "-a", required=required, callback=check, help=help)
 
 
 def settings_of(ctx: click.Context) -> Settings:

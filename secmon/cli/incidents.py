@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from secmon.cli.context import When, es_of, settings_of
+from secmon.cli.context import When, agency_option, es_of, settings_of
 from secmon.detect.anomaly.explain import lines as explanation_lines
 from secmon.cli.output import entity, incidents_table, safe, table, to_json
 from secmon.incidents import records
@@ -40,7 +40,7 @@ def _list(ctx: click.Context, agency: str | None, status: str | None, since: dat
 
 
 @click.group(invoke_without_command=True)
-@click.option("--agency", "-a", help="Only this agency.")
+@agency_option(help="Only this agency.")
 @click.option("--since", type=When(), help="Incidents active since this time.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True)
@@ -52,7 +52,7 @@ def incidents(ctx: click.Context, agency: str | None, since: datetime | None, li
 
 
 @incidents.command("list")
-@click.option("--agency", "-a", help="Only this agency.")
+@agency_option(help="Only this agency.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only incidents in this state.")
 @click.option("--since", type=When(), help="Incidents active since this time.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000), help="Incidents per page.")

@@ -16,18 +16,24 @@ from pathlib import Path
 import click
 
 from secmon import __version__
+from secmon.cli.alerts import alerts as alerts_group, deliver as deliver_command
 from secmon.cli.collect import collect as collect_command
 from secmon.cli.exceptions import exceptions as exceptions_group
 from secmon.cli.incidents import incidents as incidents_group
+from secmon.cli.kibana import kibana as kibana_group
 from secmon.cli.model import model as model_group
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
+from secmon.cli.report import report as report_command
 from secmon.cli.rules import rules as rules_group
+from secmon.cli.run import run as run_command
+from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
 from secmon.service.common import setup as setup_flow
-from secmon.store.client import check, reporting
-from secmon.types import DEFAULT_TIMEZONE, utcnow
+from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+
+OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,17 +77,22 @@ def setup(ctx: click.Context) -> None:
               help=f"error: exit {int(ExitCode.INPUT)} when any rule failed to load or run; warn: say so and go on.")
 @click.option("--input", "inputs", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Offline: scan these files in-process (EVTX, JSON; with --source any log), no Elasticsearch.")
-@click.option("--agency", default="offline", show_default=True, help="With --input: the agency the events belong to.")
+@click.option("--agency", default=OFFLINE_AGENCY, show_default=True,
+              help="With --input: the agency the events belong to (it replaces the inputs' own organization.id).")
 @click.option("--source", help="With --input: pipeline id that parses the files (default: EVTX/JSON).")
+@click.option("--unmapped-logsources", "unmapped", type=click.Choice(["skip", "run"]), default="skip",
+              show_default=True, help="Rules whose logsource secmon does not map (`rules validate` lists them) "
+                                      "select more than their events: skipped and counted, or run anyway.")
 @click.option("--models", "model_files", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="With --input: anomaly models exported by `secmon model export`, scored in-process too.")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
-         inputs: tuple[Path, ...], agency: str, source: str | None, model_files: tuple[Path, ...]) -> None:
+         inputs: tuple[Path, ...], agency: str, source: str | None, unmapped: str, model_files: tuple[Path, ...]
+         ) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
-        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, model_files)
+        _offline(ctx, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped, model_files)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -93,7 +104,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
     es, settings = es_of(ctx), settings_of(ctx)
-    summary = scan_flow(es, settings, ScanOptions(start, end, rule_paths), now)
+    summary = scan_flow(es, settings, ScanOptions(start, end, rule_paths, unmapped=unmapped), now)  # type: ignore[arg-type]
     if not no_deliver:  # the scan only queues; sending is the deliver flow's job, here run at once
         from secmon.service.deliver import deliver as deliver_flow
 
@@ -115,58 +126,39 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
 
 
 def _offline(ctx: click.Context, inputs: tuple[Path, ...], rule_paths: tuple[Path, ...], agency: str,
-             source: str | None, as_json: bool, fail_on_findings: bool, model_files: tuple[Path, ...] = ()) -> None:
+             source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str = "skip",
+             model_files: tuple[Path, ...] = ()) -> None:
     """`scan --input`: the offline flow, in-process, no Elasticsearch."""
     from secmon.service.offline import scan_files
 
     needs_settings = source is not None or not rule_paths
     settings = settings_of(ctx) if needs_settings else None
+    known = [a.id for a in settings.agencies] if settings is not None else []
+    if not AGENCY_ID.match(agency) or (settings is not None and agency != OFFLINE_AGENCY and agency not in known):
+        raise click.BadParameter(f"{agency!r} is not an agency id" + (
+            f" of the config (agencies: {', '.join(known) or 'none configured'}; or {OFFLINE_AGENCY!r})"
+            if settings is not None else " (lower-case letters, digits, '-' and '_')"), param_hint="--agency")
     paths = list(rule_paths) or [settings.resolve(p) for p in settings.rules]  # type: ignore[union-attr]
-    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), list(model_files))
+    result = scan_files(list(inputs), paths, agency, settings, source, utcnow(), unmapped,  # type: ignore[arg-type]
+                        list(model_files))
     click.echo(to_json(result) if as_json else scan_text(result, DEFAULT_TIMEZONE))
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)
 
 
-@cli.command()
-@click.pass_context
-def deliver(ctx: click.Context) -> None:
-    """Send queued alerts now (the scheduler does this every minute)."""
-    from secmon.service.deliver import deliver as deliver_flow
-
-    report = deliver_flow(es_of(ctx), settings_of(ctx), utcnow())
-    click.echo(f"alerts sent: {report.sent}, still queued: {report.pending}, given up: {report.failed}")
-    for error in report.errors:
-        click.echo(f"delivery error: {error}", err=True)
-    if report.pending or report.failed:
-        raise Exit(ExitCode.DELIVERY)
-
-
-@cli.command()
-@click.pass_context
-def schedule(ctx: click.Context) -> None:
-    """Run the scheduler: periodic scans and alert delivery, until stopped."""
-    from secmon.scheduler import run_forever
-
-    run_forever(es_of(ctx), settings_of(ctx))
-
-
-@cli.command()
-@click.pass_context
-def status(ctx: click.Context) -> None:
-    """Check the connection to Elasticsearch."""
-    es = es_of(ctx)
-    with reporting(es, "read cluster health"):
-        health = es.cluster.health()
-    click.echo(f"Elasticsearch {check(es)}, cluster {health['cluster_name']}: {health['status']}")
-
-
+cli.add_command(alerts_group)
 cli.add_command(collect_command)
-cli.add_command(incidents_group)
-cli.add_command(model_group)
+cli.add_command(deliver_command)
 cli.add_command(exceptions_group)
+cli.add_command(incidents_group)
+cli.add_command(kibana_group)
+cli.add_command(model_group)
 cli.add_command(pipelines_group)
+cli.add_command(report_command)
 cli.add_command(rules_group)
+cli.add_command(run_command)
+cli.add_command(run_command, name="schedule")  # its old name
+cli.add_command(status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -104,7 +104,11 @@ def test_pipeline(ctx: click.Context, file: Path, source: str, year: int | None,
     for number, record in enumerate(records, start=1):
         if limit is not None and number > limit:
             break
-        result = normalizer.normalize(record.text, record.offset, record.record_id)
+        if record.problem:  # too long, or unreadable EVTX data: never reaches the pipeline
+            result: Event | DeadLetter | Skipped = normalizer.refuse(record.text, record.problem, record.offset,
+                                                                     record.record_id, record.length or None)
+        else:
+            result = normalizer.normalize(record.text, record.offset, record.record_id)
         line = record.text.rstrip("\r\n")
         if isinstance(result, Event):
             counts["events"] += 1

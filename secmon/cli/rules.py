@@ -2,7 +2,9 @@
 
 Every command takes files or folders (default: the config's `rules`), reports every
 problem as `file:line:column: rule: reason` on stderr, never stops at the first,
-and exits 4 (ExitCode.INPUT) when there was any.
+and exits 4 (ExitCode.INPUT) when there was any. `validate` also names the rules whose
+logsource is not mapped (scans skip them unless told to run them) and the rules with notes
+(kinds of event they cannot run on, regexes outside RE2).
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import yaml
 
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import table
-from secmon.errors import ExitCode
+from secmon.errors import ExitCode, InputError
 
 if TYPE_CHECKING:  # commands import detect (pySigma) when they run: other commands start faster
     from secmon.detect.rules.load import RuleSet
@@ -48,23 +49,37 @@ def rules() -> None:
 
 @rules.command("validate")
 @PATHS
-@click.option("--quiet", "-q", is_flag=True, help="Only problems and totals, not one line per rule.")
+@click.option("--quiet", "-q", is_flag=True, help="Only problems, notes, unmapped logsources and totals.")
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...], quiet: bool) -> None:
-    """Load and compile rules; report a result per rule and every problem."""
+    """Load and compile rules; report a result per rule, every problem, and what will not run."""
     from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.match import regex_fallbacks
 
     ruleset = load_rules(_targets(ctx, paths))
-    if not quiet:
-        for rule in ruleset.rules:
+    noted = 0
+    for rule in ruleset.rules:
+        notes = [*rule.notes, *(f"runs a regex outside RE2, bounded in time: {why}"
+                                for why in regex_fallbacks(rule.refine or rule.query))]
+        noted += bool(notes)
+        if not quiet:
             click.echo(f"ok      {rule.path}: {rule.title} [{rule.kind}]")
+        for note in notes:
+            click.echo(f"NOTE    {rule.path}: {rule.title}: {note}")
+    for rule in ruleset.skipped:
+        click.echo(f"UNMAPPED {rule.path}: {rule.title}: logsource {rule.unmapped} is not mapped "
+                   "(it would select more than its events): not run")
+    if not quiet:
         for problem in ruleset.problems:
             click.echo(f"FAILED  {problem.where}: {problem.reason}")
     else:
         _report([(p.where, p.reason) for p in ruleset.problems])
-    total = len(ruleset.rules) + len(ruleset.problems)
-    share = 100.0 * len(ruleset.rules) / total if total else 100.0
-    click.echo(f"{total} rules: {len(ruleset.rules)} compiled ({share:.1f}%), {len(ruleset.problems)} problems")
+    compiled = len(ruleset.rules) + len(ruleset.skipped)
+    total = compiled + len(ruleset.problems)
+    share = 100.0 * compiled / total if total else 100.0
+    click.echo(f"{total} rules: {compiled} compiled ({share:.1f}%), {len(ruleset.problems)} problems, "
+               f"{len(ruleset.skipped)} with an unmapped logsource (not run; `scan --unmapped-logsources run` "
+               f"runs them), {noted} with notes")
     if ruleset.problems:
         raise Exit(ExitCode.INPUT)
 
@@ -76,9 +91,10 @@ def list_rules(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """List the rules that compile: id, kind, severity, title."""
     from secmon.detect.rules.load import load_rules
 
-    ruleset = load_rules(_targets(ctx, paths))
+    ruleset = load_rules(_targets(ctx, paths), unmapped="run")
     click.echo(table(["rule", "kind", "severity", "title"],
-                     [[r.id, r.kind, r.severity.value, r.title] for r in ruleset.rules]))
+                     [[r.id, r.kind + (" (unmapped logsource: not run)" if r.unmapped else ""), r.severity.value,
+                       r.title] for r in ruleset.rules]))
     _report_and_exit(ruleset)
 
 
@@ -89,9 +105,13 @@ def show(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Print each rule's compiled Query DSL as JSON (and its in-process refinement, if any)."""
     from secmon.detect.rules.load import load_rules
 
-    ruleset = load_rules(_targets(ctx, paths))
+    ruleset = load_rules(_targets(ctx, paths), unmapped="run")
     for rule in ruleset.rules:
         shown: dict[str, object] = {"id": rule.id, "title": rule.title, "path": rule.path, "kind": rule.kind, "query": rule.query}
+        if rule.unmapped:
+            shown["unmapped_logsource"] = rule.unmapped  # not run by scans unless asked
+        if rule.notes:
+            shown["notes"] = list(rule.notes)
         if rule.refine is not None:
             shown["refine_in_process"] = rule.refine
         if rule.group_by:
@@ -120,9 +140,8 @@ def test(ctx: click.Context, paths: tuple[Path, ...]) -> None:
             problems += [(p.where, p.reason) for p in ruleset.problems]
             try:
                 examples = examples_of(path)
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                problems.append((str(path), f"cannot read the examples: {exc}"))
-                continue
+            except InputError:
+                continue  # the same problem is already in ruleset.problems
             if examples is None:
                 problems.append((str(path), "no secmon.examples in the first document"))
                 continue

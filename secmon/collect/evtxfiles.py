@@ -7,19 +7,30 @@ share their first kilobytes (a mostly constant header), so a file fingerprint
 would give two different files the same ids; and the same event exported twice
 is stored once. (The record header's time is no help: crafted or re-exported
 files often carry 1601-01-01 there.)
+
+A damaged chunk costs records, and the parser skips them without a word. The
+chunk headers say which record numbers each chunk holds; every number they
+promise (and every number between the lowest and the highest read: records are
+numbered without gaps) that was not read is reported as a record naming the
+missing range (`problem`, `lost`), which the collector stores as a dead letter.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 from secmon.collect.files import Record, digest
 from secmon.errors import InputError, Location
 
-
 MAX_BROKEN_CHUNKS = 100
+FILE_HEADER = 4096
+CHUNK = 64 * 1024
+MAX_CHUNK_RECORDS = CHUNK // 24  # a record takes at least 24 bytes: a header promising more is damaged
+_RECORD_ERROR = re.compile(r"record number (\d+)")
 
 
 def read_evtx(path: Path) -> Iterator[Record]:
@@ -31,24 +42,78 @@ def read_evtx(path: Path) -> Iterator[Record]:
         raise InputError(f"cannot read EVTX file: {exc}", location=Location(str(path))) from None
     records = parser.records_json()
     errors = 0
+    seen: set[int] = set()
+    why: dict[int, str] = {}  # record number -> the parser's complaint about it
     while True:
         try:
             raw = next(records)
         except StopIteration:
-            return
-        except RuntimeError as exc:  # a damaged chunk: say so in the dead-letter index, read on
+            break
+        except RuntimeError as exc:  # damaged data: said in the dead-letter index, reading goes on
+            found = _RECORD_ERROR.search(str(exc))
+            if found is not None:  # one record: reported with the gap it leaves, below
+                why.setdefault(int(found.group(1)), str(exc))
+                continue
             errors += 1
             if errors > MAX_BROKEN_CHUNKS:
                 raise InputError(f"EVTX file too damaged to read on: {exc}", location=Location(str(path))) from None
-            yield Record(-errors, f"unreadable EVTX data in {path}: {exc}", f"evtx-error:{path}:{errors}", 0)
+            yield Record(-errors, "", f"evtx-error:{path}:{errors}", 0,
+                         problem=f"unreadable EVTX data, its events are lost: {exc}")
             continue
         assert raw is not None  # typed Optional by the binding; records are dicts
         number = int(raw["event_record_id"])
+        seen.add(number)
         data = json.loads(raw["data"])
         system = data.get("Event", {}).get("System", {}) if isinstance(data, dict) else {}
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         key = f"evtx:{system.get('Computer', '')}:{system.get('Channel', '')}:{number}:{digest(text.encode())}"
         yield Record(number, text, key, number)  # no checkpoint: a re-read overwrites, by id
+    for first, last in missing(promised(path) + [(n, n) for n in why], seen):
+        count = last - first + 1
+        span = f"record {first}" if count == 1 else f"records {first}-{last}"
+        detail = next((why[n] for n in sorted(why) if first <= n <= last), "the file is damaged there")
+        yield Record(-first, "", f"evtx-gap:{path}:{first}-{last}", 0, lost=count,
+                     problem=f"EVTX {span} could not be read ({count} events lost): {detail}")
+
+
+def promised(path: Path) -> list[tuple[int, int]]:
+    """(first, last) record number of every chunk whose header is intact."""
+    ranges = []
+    try:
+        with path.open("rb") as handle:
+            handle.seek(FILE_HEADER)
+            while len(header := handle.read(CHUNK)) >= 40:
+                if header[:8] == b"ElfChnk\0":
+                    first, last = struct.unpack_from("<QQ", header, 24)  # first and last record identifier
+                    if first <= last < first + MAX_CHUNK_RECORDS:
+                        ranges.append((first, last))
+    except OSError:
+        return []
+    return ranges
+
+
+def missing(ranges: list[tuple[int, int]], seen: set[int]) -> list[tuple[int, int]]:
+    """Ranges of record numbers promised (or lying between two that were read) that were not read."""
+    if not ranges and not seen:
+        return []
+    numbers = set(seen)
+    for first, last in ranges:
+        numbers.update((first, last))
+    low, high = min(numbers), max(numbers)
+    if high - low > 50_000_000:  # a header from another universe: trust only what was read
+        low, high = min(seen, default=0), max(seen, default=-1)
+    gaps: list[tuple[int, int]] = []
+    start: int | None = None
+    for number in range(low, high + 1):
+        if number in seen:
+            if start is not None:
+                gaps.append((start, number - 1))
+                start = None
+        elif start is None:
+            start = number
+    if start is not None:
+        gaps.append((start, high))
+    return gaps
 
 
 def is_evtx(path: Path) -> bool:

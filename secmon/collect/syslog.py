@@ -10,6 +10,13 @@ Messages wait in a bounded queue. When it is full (Elasticsearch slow and the
 spool full), TCP peers are simply not read any more, which slows them down
 (backpressure); UDP has no way to say "wait", so datagrams are counted as
 dropped.
+
+Every TCP/TLS connection has a thread of its own, so a slow peer slows only
+itself; the TLS handshake runs in that thread too, never in the accept loop.
+What one peer can hold is bounded (`Limits`): a connection cap (past it new
+connections are closed at once and counted), a handshake deadline, a deadline
+for finishing a message once it has started (slowloris) and an idle timeout.
+A message cut by a deadline is still delivered, so nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from secmon.collect.files import Record
 from secmon.errors import InputError
@@ -31,6 +39,31 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 64 * 1024  # RFC 5425 asks receivers to take at least 8 KiB; larger frames are cut
 QUEUE_SIZE = 50_000
 UDP_BUFFER = 8 * 1024 * 1024  # bytes asked for; the kernel caps it at net.core.rmem_max
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one TCP/TLS peer may hold of the listener."""
+
+    max_connections: int = 512  # at once, over TCP and TLS together; each is a thread
+    handshake_timeout: float = 10.0  # seconds for the TLS handshake
+    message_timeout: float = 60.0  # seconds to finish a message once its first byte came (slowloris)
+    idle_timeout: float = 3600.0  # seconds without a byte; senders such as rsyslog reconnect
+
+
+@dataclass
+class ConnectionCounts:
+    """Counted, never silent: what happened to TCP/TLS connections."""
+
+    accepted: int = 0
+    refused: int = 0  # the connection cap was reached: closed at once
+    timed_out: int = 0  # handshake, message or idle deadline passed: closed
+    failed: int = 0  # TLS handshake or socket errors
+    active: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.accepted} connections accepted, {self.refused} refused (connection limit), "
+                f"{self.timed_out} closed by a timeout, {self.failed} failed")
 
 
 @dataclass(frozen=True)
@@ -77,7 +110,7 @@ class Listener:
     """Receives syslog on the given addresses; `records()` hands out what arrived."""
 
     def __init__(self, *, udp: Address | None = None, tcp: Address | None = None, tls: Address | None = None,
-                 tls_context: ssl.SSLContext | None = None, queue_size: int = QUEUE_SIZE):
+                 tls_context: ssl.SSLContext | None = None, queue_size: int = QUEUE_SIZE, limits: Limits = Limits()):
         self._queue: queue.Queue[tuple[str, bytes, int]] = queue.Queue(queue_size)
         self._specs = (udp, tcp, tls)
         self._tls_context = tls_context
@@ -86,6 +119,9 @@ class Listener:
         self._seq_lock = threading.Lock()
         self.dropped = 0
         self.received = 0
+        self.limits = limits
+        self.connections = ConnectionCounts()
+        self._conn_lock = threading.Lock()
         self.addresses: dict[str, tuple[str, int]] = {}  # kind -> bound address (port 0 = any free port)
 
     def start(self) -> Listener:
@@ -99,18 +135,7 @@ class Listener:
 
         class Stream(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                peer = f"{'tls' if isinstance(self.request, ssl.SSLSocket) else 'tcp'}:{self.client_address[0]}"
-                rest = b""
-                while chunk := self.request.recv(65536):
-                    try:
-                        messages, rest = frames(rest + chunk)
-                    except ValueError as exc:
-                        log.warning("syslog peer %s: %s; connection closed", peer, exc)
-                        return
-                    for message in messages:
-                        listener._put(peer, message, block=True)
-                if rest.strip(b"\r\n\0 "):
-                    listener._put(peer, rest.rstrip(b"\r\n\0"), block=True)
+                listener._serve(self.request, self.client_address[0], tls=isinstance(self.server, TLSServer))
 
         class UDPServer(socketserver.ThreadingUDPServer):
             def server_bind(self) -> None:
@@ -119,15 +144,19 @@ class Listener:
                 self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
                 super().server_bind()
 
-        class TLSServer(socketserver.ThreadingTCPServer):
-            def get_request(self) -> tuple[socket.socket, object]:
-                sock, address = super().get_request()
-                assert listener._tls_context is not None
-                return listener._tls_context.wrap_socket(sock, server_side=True), address
+        class StreamServer(socketserver.ThreadingTCPServer):
+            request_queue_size = 128  # backlog: a burst of connects waits for the accept loop
+
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                # Admitted: Listener._serve releases the slot. Refused: socketserver closes it at once.
+                return listener._admit(client_address[0])
+
+        class TLSServer(StreamServer):
+            pass  # the handshake runs in the connection's thread (Listener._serve), with a deadline
 
         for kind, address, server_class, handler in (
                 ("udp", udp, UDPServer, Datagram),
-                ("tcp", tcp, socketserver.ThreadingTCPServer, Stream),
+                ("tcp", tcp, StreamServer, Stream),
                 ("tls", tls, TLSServer, Stream)):
             if address is None:
                 continue
@@ -147,6 +176,82 @@ class Listener:
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
                              name=f"syslog-{kind}").start()
         return self
+
+    def _admit(self, peer: str) -> bool:
+        with self._conn_lock:
+            counts = self.connections
+            if counts.active >= self.limits.max_connections:
+                counts.refused += 1
+                refused = counts.refused
+            else:
+                counts.active += 1
+                counts.accepted += 1
+                return True
+        if refused in (1, 10, 100) or refused % 1000 == 0:
+            log.warning("syslog: connection from %s refused: %d connections open, the limit; %d refused so far",
+                        peer, self.limits.max_connections, refused)
+        return False
+
+    def _release(self) -> None:
+        with self._conn_lock:
+            self.connections.active -= 1
+
+    def _count(self, what: str) -> None:
+        with self._conn_lock:
+            setattr(self.connections, what, getattr(self.connections, what) + 1)
+
+    def _serve(self, sock: socket.socket, address: str, *, tls: bool) -> None:
+        """One admitted connection, in its own thread: handshake, then frames until EOF or a deadline."""
+        peer = f"{'tls' if tls else 'tcp'}:{address}"
+        try:
+            if tls:
+                assert self._tls_context is not None
+                sock.settimeout(self.limits.handshake_timeout)
+                sock = self._tls_context.wrap_socket(sock, server_side=True)
+            self._read(sock, peer)
+        except TimeoutError:
+            self._count("timed_out")
+            log.info("syslog peer %s: no TLS handshake within %gs; closed", peer, self.limits.handshake_timeout)
+        except (ssl.SSLError, OSError) as exc:
+            self._count("failed")
+            log.info("syslog peer %s: TLS handshake failed: %s", peer, exc)
+        finally:
+            self._release()  # before the close: a peer that sees it closed may connect again at once
+            sock.close()
+
+    def _read(self, sock: socket.socket, peer: str) -> None:
+        limits = self.limits
+        rest = b""
+        started = 0.0  # when the unfinished message in `rest` got its first byte
+        try:
+            while True:
+                if rest:
+                    sock.settimeout(max(0.01, started + limits.message_timeout - time.monotonic()))
+                else:
+                    sock.settimeout(limits.idle_timeout)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                had_rest = bool(rest)
+                try:
+                    messages, rest = frames(rest + chunk)
+                except ValueError as exc:
+                    self._count("failed")
+                    log.warning("syslog peer %s: %s; connection closed", peer, exc)
+                    return
+                for message in messages:
+                    self._put(peer, message, block=True)
+                if rest and (messages or not had_rest):
+                    started = time.monotonic()
+        except TimeoutError:
+            self._count("timed_out")
+            log.info("syslog peer %s: %s; closed", peer, f"a message unfinished after {limits.message_timeout:g}s"
+                     if rest else f"idle for {limits.idle_timeout:g}s")
+        except OSError as exc:  # reset by the peer, TLS errors mid-stream
+            self._count("failed")
+            log.info("syslog peer %s: %s; closed", peer, exc)
+        if rest.strip(b"\r\n\0 "):  # what came of a message cut short is still delivered
+            self._put(peer, rest.rstrip(b"\r\n\0"), block=True)
 
     def _put(self, peer: str, message: bytes, *, block: bool) -> None:
         item = (peer, message, time.time_ns())

@@ -96,7 +96,7 @@ def decide_all(groups: dict[str, list[State]], findings: Iterable[Finding], poli
                                 _unique(earlier.notifications + decision.notifications))
         decisions[decision.state.incident.id] = decision
         states[:] = [s for s in states if s.incident.id != decision.state.incident.id] + [decision.state]
-    return [d for d in decisions.values() if d.changed or d.notifications]
+    return list(decisions.values())  # unchanged ones too: the scan reports every incident its findings belong to
 
 
 def _touches(state: State, finding: Finding, policy: Policy) -> bool:

@@ -76,6 +76,7 @@ def to_doc(state: State, scan_id: str = "") -> dict[str, Any]:
 
 def explanation_doc(e: Explanation) -> dict[str, Any]:
     return {"score": e.score, "threshold": e.threshold, "model": e.model, "query": e.query, "note": e.note,
+            "centre_wide": e.centre_wide,
             "contributions": [{"feature": c.feature, "actual": c.actual, "typical": c.typical,
                                "percentile": c.percentile, "share": c.share} for c in e.contributions],
             "new_values": [{"feature": f, "values": list(v)} for f, v in e.new_values]}
@@ -86,7 +87,8 @@ def explanation_from(d: dict[str, Any]) -> Explanation:
                        contributions=tuple(Contribution(c["feature"], c["actual"], c.get("typical"), c["percentile"],
                                                         c["share"]) for c in d.get("contributions", ())),
                        new_values=tuple((n["feature"], tuple(n["values"])) for n in d.get("new_values", ())),
-                       query=d.get("query", ""), note=d.get("note", ""))
+                       query=d.get("query", ""), note=d.get("note", ""),
+                       centre_wide=bool(d.get("centre_wide", False)))
 
 
 def from_doc(incident_id: str, doc: dict[str, Any]) -> State:
@@ -160,8 +162,8 @@ def record(es: Elasticsearch, indices: Indices, findings: Sequence[Finding], pol
             if decision.state.incident.id not in conflicted:
                 done[decision.state.incident.id] = decision
                 notifications.update({(n.incident.id, n.key): n for n in decision.notifications})
-        groups = {d.state.group_key for d in decisions if d.state.incident.id in conflicted}
-        pending = [f for f in pending if f.group_key in groups]
+        again = {d.state.group_key for d in decisions if d.state.incident.id in conflicted}
+        pending = [f for f in pending if f.group_key in again]
         if pending:  # the other writer's document exists but a search may not see it before a refresh
             with reporting(es, "refresh the incidents"):
                 es.indices.refresh(index=indices.incidents)

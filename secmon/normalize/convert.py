@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 ISO8601 = "ISO8601"
 UNIX = "UNIX"
@@ -21,9 +21,27 @@ UNIX_MS = "UNIX_MS"
 SPECIAL_FORMATS = (ISO8601, UNIX, UNIX_MS)
 
 
+_T = TypeVar("_T")
+MAX_DEPTH = 8  # levels a JSON value may bring into a document (Elasticsearch's own limit is 20 in all)
+
+
+def _shallow(value: _T) -> _T:
+    """`value` itself, when its arrays and objects nest at most MAX_DEPTH levels deep."""
+    level = 0
+    current: list[Any] = [value]
+    while current:
+        level += 1
+        if level > MAX_DEPTH:
+            raise ValueError(f"a JSON value nested more than {MAX_DEPTH} levels deep")
+        current = [child for item in current if isinstance(item, (list, dict))
+                   for child in (item.values() if isinstance(item, dict) else item)
+                   if isinstance(child, (list, dict))]
+    return value
+
+
 def to_string(value: Any) -> Any:
     if isinstance(value, (list, dict)):
-        return value  # a JSON array or object stays structured (e.g. Zeek `answers`)
+        return _shallow(value)  # a JSON array or object stays structured (e.g. Zeek `answers`)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -44,7 +62,7 @@ def to_long(value: Any) -> int:
             raise ValueError(f"{str(value)[:80]!r} is not an integer") from None
     if value not in _LONG:
         raise ValueError(f"{value} is out of range for a long")
-    return value
+    return int(value)
 
 
 def to_float(value: Any) -> float:
@@ -98,7 +116,7 @@ def to_uppercase(value: Any) -> str:
 def to_list(value: Any) -> list[Any]:
     """A JSON array as it is; text split on commas (Zeek sets, CEF lists)."""
     if isinstance(value, list):
-        return value
+        return _shallow(value)
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
@@ -206,9 +224,14 @@ def parse_timestamp(value: Any, formats: tuple[str, ...], tz: tzinfo, clock: Yea
         text = repr(value)
     else:
         text = " ".join(str(value).split())  # syslog pads single-digit days with a space
+    overflow = False
     for fmt in formats:
         try:
             return _parse_one(text, fmt, tz, clock)
-        except (ValueError, OverflowError):  # OverflowError: year 1 shifted out of range by its offset
+        except OverflowError:  # year 1 or 9999 shifted out of range by its offset
+            overflow = True
+        except ValueError:
             continue
+    if overflow:
+        raise ValueError(f"timestamp {text[:80]!r} is out of the range of times (years 1 to 9999 in UTC)")
     raise ValueError(f"timestamp {text[:80]!r} matches none of the formats {list(formats)}")

@@ -7,10 +7,11 @@ the stream opens, and a record is never deep-copied.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from secmon.model import DeadLetter, Event, stable_id
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
+from secmon.types import format_duration, iso, utcnow
 
 
 def put(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -72,6 +74,31 @@ class Skipped:
 
 
 Result = Event | DeadLetter | Skipped
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The event times a collector stores: none older than the agency's retention (the retention job
+    would delete it at once, after it had created an index for a month long gone) and none further
+    ahead than `future` (a wrong clock, or a crafted record). Every monthly index an agency can get
+    is then inside this window, so hostile timestamps cannot create indices without end."""
+
+    retention: timedelta
+    future: timedelta = timedelta(days=1)
+    clock: Callable[[], datetime] = field(default=utcnow, compare=False)
+
+    def window(self) -> tuple[str, str]:
+        """(oldest, newest) accepted, as the first 19 characters of an ISO time in UTC (they sort as text)."""
+        now = self.clock()
+        return iso(now - self.retention)[:19], iso(now + self.future)[:19]
+
+    def refuse(self, stamp: str, window: tuple[str, str]) -> str:
+        if stamp[:19] < window[0]:
+            return (f"event time {stamp} is older than the agency's retention ({format_duration(self.retention)}, "
+                    f"before {window[0]}Z): not stored (agencies[].retention keeps older logs)")
+        return (f"event time {stamp} is more than {format_duration(self.future)} ahead of now "
+                f"(after {window[1]}Z): a wrong clock or a crafted record; not stored")
+
 
 
 def _holds(condition: Condition, values: Values) -> bool:
@@ -128,11 +155,14 @@ class Normalizer:
     """
 
     def __init__(self, pipeline: Pipeline, *, agency: str, timezone: str, source: str,
-                 now: datetime, year: int | None = None):
+                 now: datetime, year: int | None = None, bounds: TimeBounds | None = None):
         self.pipeline = pipeline
         self.agency = agency
         self.source = source
         self.skipped = 0
+        self._bounds = bounds
+        self._window = ("", "")
+        self._window_until = 0.0  # monotonic time the window is recomputed (a follower runs for months)
         self._now = now.astimezone(dt_timezone.utc)
         stamp = pipeline.timestamp
         self._tz = ZoneInfo(stamp.timezone if stamp and stamp.timezone else timezone)
@@ -158,6 +188,25 @@ class Normalizer:
             return Skipped(doc, offset)
         return Event(id=stable_id("event", self.agency, record_id), doc=doc)
 
+    def refuse(self, raw: str, reason: str, offset: int | None, record_id: str, length: int | None = None
+               ) -> DeadLetter:
+        """A record that never reaches the pipeline (too long, unreadable): a dead letter with the reason."""
+        return DeadLetter(id=stable_id("dead", self.agency, record_id), raw=raw.rstrip("\r\n"), reason=reason,
+                          pipeline=self.pipeline.id, source=self.source, offset=offset, agency=self.agency,
+                          length=length)
+
+    def _check_time(self, stamp: str) -> None:
+        bounds = self._bounds
+        assert bounds is not None
+        if time.monotonic() >= self._window_until:
+            self._window, self._window_until = bounds.window(), time.monotonic() + 10
+        if len(stamp) < 20 or stamp[4] != "-" or stamp[10] != "T":  # pipelines write iso(): 2005-06-14T15:16:01Z
+            raise ValueError(f"event time {stamp[:80]!r} is not an ISO time")
+        if not self._window[0] <= stamp[:19] <= self._window[1]:
+            self._window = bounds.window()  # the edge moved with the clock: decide on the current one
+            if not self._window[0] <= stamp[:19] <= self._window[1]:
+                raise ValueError(bounds.refuse(stamp, self._window))
+
     def _to_doc(self, line: str) -> dict[str, Any] | str:
         """The ECS document, or the reason the record is skipped."""
         pipeline = self.pipeline
@@ -172,6 +221,8 @@ class Normalizer:
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
             doc["@timestamp"] = self._timestamp(values)
+        if self._bounds is not None:
+            self._check_time(doc["@timestamp"])
         self._set(doc)
         _apply_fields(doc, pipeline.fields, values)
         texts: dict[str, str] = {}  # the searched value of each field, read once

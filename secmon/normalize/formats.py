@@ -261,8 +261,10 @@ def _windows(flatten: Callable[[Mapping[str, Any]], dict[str, Any]]) -> Callable
             doc = flatten(record)
         # The flattener meets whatever JSON arrives; a record of the wrong shape is a
         # bad record (dead letter), not a crash of the whole collection.
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            raise ValueError(f"not a Windows event record: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:  # the flattener's own words (a time out of range)
+            raise ValueError(f"Windows event record: {exc}") from None
+        except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+            raise ValueError(f"not a Windows event record: {type(exc).__name__}: {str(exc)[:200]}") from None
         # Conditions and fields may name raw record keys or the flattened fields
         # (winlog.channel, winlog.event_data.X): a shallow merge, no copy of the tree.
         values = {**record, **doc}

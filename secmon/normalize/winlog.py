@@ -68,7 +68,10 @@ def _string(value: Any) -> str | list[str] | None:
 
 
 def _name(raw: str) -> str:
-    return raw.replace(" ", "")
+    # Without its whitespace (see above). A dot would make Elasticsearch read a path (a key
+    # `CommandLine.x` beside `CommandLine` would get the whole event refused: a way to hide it),
+    # and an empty name is refused: a dot becomes `_`, and an empty name `_`.
+    return "".join(raw.split()).replace(".", "_") or "_"
 
 
 def _data_fields(node: Any) -> dict[str, Any]:
@@ -94,10 +97,13 @@ def _data_fields(node: Any) -> dict[str, Any]:
 
 def _utc(stamp: str) -> str:
     text = stamp.strip().replace(" ", "T")
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # evtx SystemTime and NXLog TimeCreated are UTC
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # evtx SystemTime and NXLog TimeCreated are UTC
+        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 pushed out of range by its offset
+        raise ValueError(f"timestamp {stamp[:80]!r} is not a time Python can represent in UTC") from None
 
 
 def flatten_evtx(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The collect flow: files, EVTX files or stdin -> pipeline -> bulk batches -> Elasticsearch -> checkpoints.
 
 It wires the stages (collect, normalize, store) and owns no policy of its own
-beyond batching. `collect_files` ships inputs to their end; `service.follow`
+beyond batching and the time window of the agency's indices (`time_bounds`).
+A record the readers could not take whole (over the line cap, unreadable EVTX
+data) becomes a dead letter here, with the reader's reason. `collect_files` ships inputs to their end; `service.follow`
 reuses the batching and state here for the long-running mode. With a state
 folder, a checkpoint registry lets a restarted collector resume exactly, and a
 bounded spool keeps batches while Elasticsearch is unreachable.
@@ -24,25 +26,28 @@ from elasticsearch import Elasticsearch
 from secmon.collect.evtxfiles import is_evtx, read_evtx
 from secmon.collect.files import (
     FINGERPRINT_BYTES,
+    MAX_LINE,
     FileReader,
     Record,
+    digest,
     open_log,
     read_records,
     stream_identity,
 )
-from secmon.collect.registry import Registry
-from secmon.config import Settings
+from secmon.collect.registry import Mark, Registry
+from secmon.config import Agency, Settings
 from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
-from secmon.normalize.engine import Normalizer, Result, Skipped
-from secmon.normalize.pipeline import Pipeline, pipeline_named
+from secmon.normalize.engine import Normalizer, Result, Skipped, TimeBounds
+from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
 from secmon.service.common import audit, indices_of
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.ship import Batch, Shipper
 from secmon.store.spool import Spool
 from secmon.store.templates import install_templates
-from secmon.store.writer import BulkWriter, WriteStats
+from secmon.store.writer import BulkWriter, Origin, WriteStats
+from secmon.types import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class CollectOptions:
     batch_bytes: int = 8 * MB
     batch_wait: float = 1.0  # seconds: a partial batch is shipped after this long
     poll_interval: float = 0.25
+    max_line: int = MAX_LINE  # bytes: a longer record becomes a dead letter keeping its head
 
     def multiline(self) -> re.Pattern[str] | None:
         if not self.multiline_start:
@@ -69,11 +75,17 @@ class CollectOptions:
             raise InputError(f"--multiline-start: invalid regular expression: {exc}") from None
 
 
+SAMPLES = 20  # dead-lettered lines kept per input, to guess the source they belong to
+
+
 @dataclass
 class SourceCounts:
     events: int = 0
     dead_letters: int = 0
     skipped: int = 0
+    lost: int = 0  # events known lost in unreadable data (damaged EVTX)
+    unreadable: int = 0  # stretches of unreadable data (each a dead letter)
+    samples: list[tuple[str, str]] = field(default_factory=list)  # (line, reason) of the first dead letters
 
 
 @dataclass
@@ -82,6 +94,21 @@ class CollectReport:
     sources: dict[str, SourceCounts] = field(default_factory=dict)  # per file / syslog peer, as normalized
     syslog_dropped: int = 0
     notes: list[str] = field(default_factory=list)
+    pipeline: str = ""
+
+    @property
+    def damaged(self) -> bool:
+        """Data could not be read: events were lost (their dead letters say where)."""
+        return any(c.lost or c.unreadable for c in self.sources.values())
+
+    @property
+    def all_dead(self) -> bool:
+        """Not one record became an event, and some were dead-lettered: the wrong source, most likely."""
+        return self.stats.events == 0 and bool(self.stats.dead_letters + self.stats.rejected)
+
+
+def time_bounds(agency: Agency) -> TimeBounds:
+    return TimeBounds(parse_duration(agency.retention), parse_duration(agency.future_skew))
 
 
 def find_pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
@@ -96,19 +123,22 @@ def find_pipeline(settings: Settings, pipeline_id: str) -> Pipeline:
 class Batcher:
     """Collects normalized items into batches by count, bytes and age; ships them through the shipper."""
 
-    def __init__(self, writer: BulkWriter, shipper: Shipper, agency: str, options: CollectOptions,
+    def __init__(self, writer: BulkWriter, shipper: Shipper, agency: str, pipeline: str, options: CollectOptions,
                  marks_of: Callable[[dict[str, int]], Any]):
         self._writer = writer
         self._shipper = shipper
         self._agency = agency
+        self._pipeline = pipeline
         self._options = options
         self._marks_of = marks_of
         self._items: list[Event | DeadLetter] = []
+        self._origins: list[Origin] = []
         self._bytes = 0
         self._ends: dict[str, int] = {}
         self._since = 0.0
 
-    def add(self, item: Result, record: Record) -> None:
+    def add(self, item: Result, record: Record, name: str) -> None:
+        """`name`: the file or peer the record came from, for the dead letter should Elasticsearch refuse it."""
         if record.source:  # a skipped record moves the checkpoint too
             self._ends[record.source] = max(record.end, self._ends.get(record.source, 0))
         if isinstance(item, Skipped):
@@ -116,6 +146,7 @@ class Batcher:
         if not self._items:
             self._since = time.monotonic()
         self._items.append(item)
+        self._origins.append(Origin("event", self._agency, name, record.offset, self._pipeline))
         self._bytes += len(record.text) * 3  # the document is about three times its line
         if len(self._items) >= self._options.batch_events or self._bytes >= self._options.batch_bytes:
             self.flush()
@@ -126,9 +157,9 @@ class Batcher:
     def flush(self) -> None:
         if not self._items and not self._ends:
             return
-        lines = self._writer.serialize(self._items, self._agency)
-        self._shipper.submit(Batch(lines, self._marks_of(self._ends)))
-        self._items, self._bytes, self._ends = [], 0, {}
+        docs = self._writer.serialize(self._items, self._agency, self._origins)
+        self._shipper.submit(Batch(docs, self._marks_of(self._ends)))
+        self._items, self._origins, self._bytes, self._ends = [], [], 0, {}
 
 
 class CollectorState:
@@ -169,21 +200,46 @@ def _refresh(es: Elasticsearch, indices: Indices, agency: str) -> None:
                            ignore_unavailable=True, allow_no_indices=True)
 
 
-def _normalized(records: Iterable[Record], normalizer: Normalizer, counts: SourceCounts
-                ) -> Iterator[tuple[Result, Record]]:
-    for record in records:
+def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCounts) -> Result:
+    """The event, dead letter or skip a record becomes, counted."""
+    if record.problem:  # the reader could not take it whole: its reason, and what there is of it
+        item: Result = normalizer.refuse(record.text, record.problem, record.offset if record.offset >= 0 else None,
+                                         record.record_id, record.length or None)
+        if not record.length:
+            counts.unreadable += 1
+            counts.lost += record.lost
+    else:
         item = normalizer.normalize(record.text, record.offset, record.record_id)
-        count_item(item, counts)
-        yield item, record
-
-
-def count_item(item: Result, counts: SourceCounts) -> None:
     if isinstance(item, Event):
         counts.events += 1
     elif isinstance(item, DeadLetter):
         counts.dead_letters += 1
+        if len(counts.samples) < SAMPLES and not record.problem:
+            counts.samples.append((item.raw[:4096], item.reason))
     else:
         counts.skipped += 1
+    return item
+
+
+def source_hint(settings: Settings, samples: list[tuple[str, str]], tried: str, now: datetime) -> str:
+    """What to say when every record of an input was dead-lettered: the pipeline that parses most of the
+    sample lines, if one does better than `tried` (which is given the same chance, time window aside)."""
+    if not samples:
+        return "wrong --source?"
+    lines, first = [line for line, _ in samples], samples[0][1]
+    try:
+        pipelines = load_pipelines([settings.resolve(p) for p in settings.pipelines])
+    except InputError:  # a broken pipeline file elsewhere: no guess
+        return f"wrong --source? the first reason: {first}"
+    scores: dict[str, int] = {}
+    for pipeline in pipelines.values():
+        normalizer = Normalizer(pipeline, agency="guess", timezone="UTC", source="-", now=now)
+        scores[pipeline.id] = sum(isinstance(normalizer.normalize(line, 0, str(i)), Event)
+                                  for i, line in enumerate(lines))
+    best = max((p for p in scores if p != tried), key=lambda p: scores[p], default=None)
+    if best is None or scores[best] == 0 or scores.get(tried, 0) >= scores[best]:
+        return f"the first reason: {first}" if scores.get(tried, 0) else f"wrong --source? the first reason: {first}"
+    return f"wrong --source? the lines look like {best} ({scores[best]} of {len(lines)} sampled lines parse)"
 
 
 def collect_once(es: Elasticsearch, settings: Settings, path: Path | None, agency_id: str, source: str,
@@ -211,12 +267,13 @@ def collect_inputs(es: Elasticsearch, settings: Settings, inputs: list[Path | No
     pipeline = find_pipeline(settings, source)
     multiline = options.multiline()
     indices = prepare(es, settings)
+    bounds = time_bounds(agency)
     state = CollectorState(options.state_dir, agency.id, source, options) if options.state_dir else None
     try:
         for path in inputs:
             name = str(path) if path is not None else "-"
             normalizer = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name, now=now,
-                                    year=year)
+                                    year=year, bounds=bounds)
             progress = progress_for(path) if progress_for and path is not None else None
             yield name, _ship_once(es, indices, agency.id, path, stream, normalizer, state, options, multiline,
                                    progress)
@@ -232,33 +289,27 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
     name = normalizer.source
     writer = BulkWriter(es, indices, unreachable_attempts=2 if state else None)
 
-    def durable(marks: dict[str, tuple[int, int, str]]) -> None:
+    def durable(marks: dict[str, Mark]) -> None:
         if state and marks:
             state.registry.advance(marks)
             state.registry.save()
 
     shipper = Shipper(writer, state.spool if state else None, durable).start()
-    length = min(FINGERPRINT_BYTES, path.stat().st_size) if path is not None and path.is_file() else FINGERPRINT_BYTES
-    batcher = Batcher(writer, shipper, agency, options, lambda ends: {k: (v, length, name) for k, v in ends.items()})
     counts = SourceCounts()
-    report = CollectReport(WriteStats(), {name: counts})
+    report = CollectReport(WriteStats(), {name: counts}, pipeline=normalizer.pipeline.id)
     reader: FileReader | None = None
     handle: BinaryIO | None = None
     try:
+        mark: Mark = (0, FINGERPRINT_BYTES, name, "")
         if path is not None and is_evtx(path):
             records: Iterable[Record] = read_evtx(path)
         else:
-            handle, ident, head = _open_input(path, stream)
-            start = 0
-            if state and path is not None and (known := state.registry.get(ident)) is not None:
-                start = known.offset
-                replay(normalizer, path, start, multiline)
-                handle.seek(start)
-            reader = FileReader(name, start=start, multiline=multiline)
-            records = reader.records(_prefixed(head, handle), ident)
+            handle, records, reader, mark = _text_records(path, stream, normalizer, state, options, multiline)
+        batcher = Batcher(writer, shipper, agency, normalizer.pipeline.id, options,
+                          lambda ends: {k: (v, *mark[1:]) for k, v in ends.items()})
         last = 0.0
-        for item, record in _normalized(records, normalizer, counts):
-            batcher.add(item, record)
+        for record in records:
+            batcher.add(normalize_record(normalizer, record, counts), record, name)
             if progress and reader and time.monotonic() - last > 0.2:
                 last = time.monotonic()
                 progress(reader.position)
@@ -279,7 +330,29 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
     return report
 
 
-def replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None) -> None:
+def _text_records(path: Path | None, stream: BinaryIO | None, normalizer: Normalizer, state: CollectorState | None,
+                  options: CollectOptions, multiline: re.Pattern[str] | None
+                  ) -> tuple[BinaryIO, Iterator[Record], FileReader, Mark]:
+    """A text input opened at its checkpoint (found by content: a copy of a file read before resumes too):
+    the handle, its records, their reader, and the checkpoint mark (offset, length, path, ident)."""
+    handle, ident, head = _open_input(path, stream)
+    if path is None:  # a stream: its first bytes, read to name it, are given back first
+        reader = FileReader("-", multiline=multiline, max_line=options.max_line)
+        return handle, reader.records(_prefixed(head, handle), ident), reader, (0, FINGERPRINT_BYTES, "-", ident)
+    size = path.stat().st_size
+    start, length = 0, min(FINGERPRINT_BYTES, size)
+    key = digest(head[:length])
+    known = state.registry.find(head, size) if state else None
+    if known is not None:
+        start, key, length, ident = known.offset, known.key, known.length, known.ident
+        replay(normalizer, path, start, multiline, options.max_line)
+    handle.seek(start)
+    reader = FileReader(str(path), start=start, multiline=multiline, max_line=options.max_line)
+    return handle, reader.records(handle, ident, key), reader, (0, length, str(path), ident)
+
+
+def replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[str] | None,
+           max_line: int = MAX_LINE) -> None:
     """Run the records before a checkpoint through the pipeline again, shipping nothing.
 
     A stream's state depends on what came before: the year of yearless syslog
@@ -287,10 +360,11 @@ def replay(normalizer: Normalizer, path: Path, upto: int, multiline: re.Pattern[
     without it would give the same record another timestamp (another index: a
     duplicate) or no columns at all.
     """
-    for record in read_records(path, multiline=multiline):
+    for record in read_records(path, multiline=multiline, max_line=max_line):
         if record.offset >= upto:
             return
-        normalizer.normalize(record.text, record.offset, record.record_id)
+        if not record.problem:
+            normalizer.normalize(record.text, record.offset, record.record_id)
 
 
 class _Prefixed:
@@ -308,9 +382,9 @@ class _Prefixed:
 
 
 def _open_input(path: Path | None, stream: BinaryIO | None) -> tuple[BinaryIO, str, bytes]:
+    """The input, its identity, and its first KiB (a stream: read already, given back by _prefixed)."""
     if path is not None:
-        handle, ident = open_log(path)
-        return handle, ident, b""
+        return open_log(path)
     assert stream is not None
     head, ident = stream_identity(stream)
     return stream, ident, head
@@ -325,29 +399,30 @@ def _prefixed(head: bytes, handle: BinaryIO) -> Any:
 def collect_files(es: Elasticsearch, settings: Settings, paths: list[Path], agency_id: str, source: str,
                   now: datetime, year: int | None = None, options: CollectOptions | None = None,
                   progress_for: Callable[[Path], Callable[[int], None] | None] | None = None
-                  ) -> Iterator[tuple[Path, WriteStats]]:
-    """Ship log files one after the other, yielding each one's counts as it is done."""
+                  ) -> Iterator[tuple[Path, CollectReport]]:
+    """Ship log files one after the other, yielding each one's report as it is done."""
     reports = collect_inputs(es, settings, list(paths), agency_id, source, now, year,
                              options or CollectOptions(), progress_for)
     by_name = {str(path): path for path in paths}
     for name, report in reports:  # driven to its end, so that its final refresh runs
         audit_collect(es, settings, report, {"file": name, "source": source}, now, agency_id)
-        yield by_name[name], report.stats
+        yield by_name[name], report
 
 
 def collect_stream(es: Elasticsearch, settings: Settings, stream: BinaryIO, agency_id: str, source: str,
                    now: datetime, year: int | None = None, options: CollectOptions | None = None
-                   ) -> WriteStats:
+                   ) -> CollectReport:
     """Ship a stream (stdin) to its end."""
     report = collect_once(es, settings, None, agency_id, source, now, year, options or CollectOptions(),
                           stream=stream)
     audit_collect(es, settings, report, {"file": "-", "source": source}, now, agency_id)
-    return report.stats
+    return report
 
 
 def audit_collect(es: Elasticsearch, settings: Settings, report: CollectReport, details: dict[str, Any],
                   now: datetime, agency_id: str) -> None:
     stats = report.stats
-    audit(es, indices_of(settings), "collect", "success", now,
+    lost = sum(c.lost for c in report.sources.values())
+    audit(es, indices_of(settings), "collect", "failure" if report.damaged or report.all_dead else "success", now,
           {**details, "events": stats.events, "dead_letters": stats.dead_letters + stats.rejected,
-           "skipped": stats.skipped}, settings.agency(agency_id).id)
+           "rejected": stats.rejected, "skipped": stats.skipped, "lost": lost}, settings.agency(agency_id).id)

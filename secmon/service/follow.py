@@ -16,6 +16,7 @@ from pathlib import Path
 from elasticsearch import Elasticsearch
 
 from secmon.collect.files import Record
+from secmon.collect.registry import Mark
 from secmon.collect.syslog import Listener
 from secmon.collect.tail import Follower
 from secmon.config import Settings
@@ -28,10 +29,11 @@ from secmon.service.collect import (
     CollectReport,
     SourceCounts,
     audit_collect,
-    count_item,
     find_pipeline,
+    normalize_record,
     prepare,
     replay,
+    time_bounds,
 )
 from secmon.store.ship import Shipper
 from secmon.store.writer import BulkWriter, WriteStats
@@ -61,27 +63,29 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
     multiline = options.multiline()
     indices = prepare(es, settings)
     state = CollectorState(options.state_dir, agency.id, source, options)
-    follower = Follower(list(spec.patterns), state.registry, from_end=options.from_end, multiline=multiline)
+    follower = Follower(list(spec.patterns), state.registry, from_end=options.from_end, multiline=multiline,
+                        max_line=options.max_line)
+    bounds = time_bounds(agency)
 
-    def durable(marks: dict[str, tuple[int, int, str]]) -> None:
+    def durable(marks: dict[str, Mark]) -> None:
         if marks:
             state.registry.advance(marks)
             state.registry.save()
 
     writer = BulkWriter(es, indices, unreachable_attempts=2)
     shipper = Shipper(writer, state.spool, durable).start()
-    batcher = Batcher(writer, shipper, agency.id, options,
-                       lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
-    report = CollectReport(WriteStats())
+    batcher = Batcher(writer, shipper, agency.id, pipeline.id, options,
+                      lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
+    report = CollectReport(WriteStats(), pipeline=pipeline.id)
     normalizers: dict[str, Normalizer] = {}
 
     def normalizer_for(key: str, name: str, first: Record | None = None) -> Normalizer:
         if key not in normalizers:  # one per stream: each has its own year for yearless timestamps
             normalizers[key] = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name,
-                                          now=now, year=year)
+                                          now=now, year=year, bounds=bounds)
             report.sources.setdefault(name, SourceCounts())
-            if first is not None and first.offset > 0 and Path(name).is_file():
-                replay(normalizers[key], Path(name), first.offset, multiline)  # resumed: rebuild the state
+            if first is not None and first.offset > 0 and Path(name).is_file():  # resumed: rebuild the state
+                replay(normalizers[key], Path(name), first.offset, multiline, options.max_line)
         return normalizers[key]
 
     next_report = time.monotonic() + report_every
@@ -90,13 +94,13 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
             records = follower.poll() if spec.patterns else []
             for record in records:
                 name = follower.marks_path(record.source)[1] or record.source
-                _add(batcher, normalizer_for(record.source, name, record), record,
+                _add(batcher, normalizer_for(record.source, name, record), record, name,
                      report.sources.setdefault(name, SourceCounts()))  # a renamed file counts under its new name
             if spec.listener is not None:
                 wait = 0.0 if records else options.poll_interval
                 for record in spec.listener.records(options.batch_events, wait):
                     name = record.record_id.split(":")[1] + ":" + record.record_id.split(":")[2]
-                    _add(batcher, normalizer_for(name, name), record, report.sources[name])
+                    _add(batcher, normalizer_for(name, name), record, name, report.sources[name])
             elif not records:
                 stop.wait(options.poll_interval)
             if batcher.due():
@@ -116,20 +120,21 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
     report.stats = shipper.stats
     report.stats.skipped += follower.skipped + sum(c.skipped for c in report.sources.values())
     report.syslog_dropped = spec.listener.dropped if spec.listener else 0
+    if spec.listener and spec.listener.connections.accepted + spec.listener.connections.refused:
+        report.notes.append(f"syslog: {spec.listener.connections.summary()}")
     return report
 
 
-def _add(batcher: Batcher, normalizer: Normalizer, record: Record, counts: SourceCounts) -> None:
-    item = normalizer.normalize(record.text, record.offset, record.record_id)
-    count_item(item, counts)
-    batcher.add(item, record)
+def _add(batcher: Batcher, normalizer: Normalizer, record: Record, name: str, counts: SourceCounts) -> None:
+    batcher.add(normalize_record(normalizer, record, counts), record, name)
 
 
 def _log_counts(report: CollectReport, shipper: Shipper, listener: Listener | None) -> None:
     stats = shipper.stats
     log.info("shipped %d events, %d dead letters; %d batches spooled%s", stats.events,
              stats.dead_letters + stats.rejected, stats.spooled_batches,
-             f"; syslog: {listener.received} received, {listener.dropped} dropped" if listener else "")
+             f"; syslog: {listener.received} received, {listener.dropped} dropped; "
+             f"{listener.connections.summary()}" if listener else "")
     for name, counts in sorted(report.sources.items()):
         log.info("  %s: %d events, %d dead letters", name, counts.events, counts.dead_letters)
 

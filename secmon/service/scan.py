@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from elasticsearch import Elasticsearch
 
-from secmon.alert.outbox import enqueue
+from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
 from secmon.errors import SecmonError
 from secmon.incidents import exceptions, records
@@ -49,10 +49,10 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     if not candidates:
         return []
     narrowed = plan.narrowed_query(rule, query, candidates)
-    hits = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
-                          candidates)
+    grouped = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
+                             candidates)
     # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
-    return rule_hit_findings(rule, hits, start)
+    return rule_hit_findings(rule, grouped, start)
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class ScanOptions:
     deliver: bool = True
     trigger: str = "cli"
     field: Literal["@timestamp", "event.ingested"] = "@timestamp"  # see model.ScanWindow
+    unmapped: Literal["skip", "run"] = "skip"  # rules whose logsource secmon does not map (load.load_rules)
 
 
 def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datetime) -> ScanSummary:
@@ -126,10 +127,10 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
 
 def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: ScanOptions, now: datetime,
           scan_id: str) -> ScanSummary:
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.rules.load import load_rules, unmapped_note
 
     paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
-    ruleset: RuleSet = load_rules(paths)
+    ruleset: RuleSet = load_rules(paths, options.unmapped)
     exclusions = exceptions.load(es, indices, now)
     rules = [replace(rule, query=exceptions.exclude_query(rule.query, rule.id, exclusions))
              for rule in ruleset.rules]
@@ -147,10 +148,19 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
                     parse_duration(settings.incidents.renotify_interval) if settings.incidents.renotify_interval
                     else None, user=f"scan:{options.trigger}",
                     window=f"{options.field}:{iso(options.start)}:{iso(options.end)}")
+    queued: list[EnqueueReport] = []
     recorded = records.record(es, indices, findings, policy, now,
-                              lambda queued: enqueue(es, indices, settings, queued, now), scan_id)
+                              lambda told: queued.append(enqueue(es, indices, settings, told, now)), scan_id)
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
     notes += anomalies.notes
+    notes += unmapped_note(ruleset)
+    notes += [f"no alert: {why}" for report in queued for why in report.unrouted]
+    below = sum(report.below_floor for report in queued)
+    if below:
+        notes.append(f"{below} notifications are below every recipient's severity floor: no email")
+    unrendered = sum(report.render_failed for report in queued)
+    if unrendered:
+        notes.append(f"{unrendered} alerts could not be rendered: queued as failed (secmon alerts outbox)")
     if suppressed:
         notes.append(f"{len(suppressed)} findings suppressed by `secmon exceptions` suppressions")
     applied = sum(1 for e in exclusions if e.kind == "exception")

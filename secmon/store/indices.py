@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+
+_MONTH = re.compile(r"^(\d{4})\.(\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,18 @@ class Indices:
 
     def events_pattern(self, agency: str = "*") -> str:
         return f"{self.prefix}-events-{agency}-*"
+
+    def events_month(self, name: str, agency: str) -> datetime | None:
+        """The first instant (UTC) of the month an event index of `agency` holds; None if `name` is not one.
+
+        The pattern of agency `a` also matches agency `a-b`'s indices: only an exact
+        `<yyyy.mm>` after `{prefix}-events-{agency}-` counts.
+        """
+        head = f"{self.prefix}-events-{agency}-"
+        match = _MONTH.match(name[len(head):]) if name.startswith(head) else None
+        if match is None or not 1 <= int(match.group(2)) <= 12:
+            return None
+        return datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=timezone.utc)
 
     def deadletter(self, agency: str) -> str:
         return f"{self.prefix}-deadletter-{agency}"
@@ -44,6 +59,11 @@ class Indices:
     @property
     def audit(self) -> str:
         return f"{self.prefix}-audit"
+
+    @property
+    def state(self) -> str:
+        """The scheduler's lease and its jobs' watermarks."""
+        return f"{self.prefix}-state"
 
     def all_patterns(self) -> list[str]:
         return [f"{self.prefix}-*"]

@@ -22,14 +22,14 @@ from typing import Any
 
 from secmon.errors import SecmonError, StoreUnavailable
 from secmon.store.spool import Spool
-from secmon.store.writer import BulkWriter, WriteStats
+from secmon.store.writer import BulkWriter, Doc, WriteStats
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Batch:
-    lines: list[bytes]
+    docs: list[Doc]
     marks: Any  # opaque to the shipper: what `on_durable` needs to checkpoint
 
 
@@ -126,7 +126,7 @@ class Shipper:
                 self._drain(force=False)
             if self._down_since is None and (self._spool is None or not len(self._spool)):
                 try:
-                    self._count(self._writer.send(batch.lines))
+                    self._count(self._writer.send(batch.docs))
                     self._on_durable(batch.marks)
                     return
                 except StoreUnavailable as exc:
@@ -134,7 +134,7 @@ class Shipper:
                         raise
                     self._went_down(exc)
             assert self._spool is not None
-            if self._spool.append(batch.lines):
+            if self._spool.append(batch.docs):
                 with self._lock:
                     self.stats.spooled_batches += 1
                 self._on_durable(batch.marks)
@@ -159,9 +159,9 @@ class Shipper:
         if not force and self._down_since is not None and time.monotonic() < self._next_try:
             return
         while (oldest := self._spool.oldest()) is not None:
-            path, lines = oldest
+            path, docs = oldest
             try:
-                self._count(self._writer.send(lines))
+                self._count(self._writer.send(docs))
             except StoreUnavailable as exc:
                 self._went_down(exc)
                 return

@@ -3,9 +3,17 @@
 Ids come from the record's identity, and writes use `index` (not `create`), so
 shipping the same record twice leaves one document. Documents are serialized
 once, to NDJSON lines, so the same bytes go to Elasticsearch or to the spool.
-Rejections are sorted per item: 429/5xx items are retried with backoff; an
-item Elasticsearch cannot accept (a mapping conflict, say) becomes a dead
-letter with the reason, never a loss.
+Beside its two lines each document keeps its `Origin` (file, offset, pipeline),
+which is never sent: a document Elasticsearch refuses becomes a dead letter
+that names where it came from.
+
+Refusals are sorted. 429/5xx items are retried with backoff. An item
+Elasticsearch cannot accept (a mapping conflict, say) becomes a dead letter with
+the reason, never a loss. A whole request refused for its content (413: too
+large; 400: malformed) is split in halves until each part goes through or holds
+one document, which then becomes a dead letter too: one bad document never holds
+back the others, the spool, or the checkpoints. Each document is counted once,
+when it is stored: as an event, a dead letter, or an event Elasticsearch refused.
 
 `event.ingested` is the time a document was *sent*, stamped into the bytes at
 each attempt (a placeholder until then): the scheduler scans by ingest time,
@@ -15,18 +23,19 @@ it was read, or a scan that already passed that time would never see it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from elasticsearch import Elasticsearch
 
-from secmon.errors import StoreUnavailable
+from secmon.errors import RequestRefused, StoreUnavailable
 from secmon.model import DeadLetter, Event
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
@@ -37,17 +46,54 @@ ITEM_OUTCOME = "items.*.status,items.*.error"
 # quotes unescaped cannot come from inside a string value, and no real time looks like this.
 INGESTED_PLACEHOLDER = "\u0000secmon-ingested\u0000"
 _PLACEHOLDER_BYTES = b'"ingested":"\\u0000secmon-ingested\\u0000"'
+RAW_HEAD = 64 << 10  # characters of a refused document's original line its dead letter keeps
+LAST_RESORT_RAW = 1024  # ... and of a dead letter the dead-letter index refused
+
+Kind = Literal["event", "dead_letter", "rejected"]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a document came from; kept beside its bulk lines, never sent."""
+
+    kind: Kind = "event"  # what it counts as once stored; `rejected`: the dead letter of a refused event
+    agency: str = ""
+    source: str = ""  # file path, syslog peer
+    offset: int | None = None
+    pipeline: str = ""
+    last_resort: bool = False  # a dead letter cut down because the dead-letter index refused it whole
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @staticmethod
+    def decode(data: bytes) -> Origin:
+        try:
+            fields = orjson.loads(data)
+            return Origin(**{k: v for k, v in fields.items() if k in Origin.__dataclass_fields__})
+        except (orjson.JSONDecodeError, AttributeError, TypeError):  # damaged: the document still goes out
+            return Origin()
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One document as sent: its bulk action line, its body, and where it came from."""
+
+    head: bytes
+    body: bytes
+    origin: Origin
 
 
 @dataclass
 class WriteStats:
     events: int = 0
     dead_letters: int = 0
-    rejected: int = 0  # events Elasticsearch refused, now dead letters
+    rejected: int = 0  # events Elasticsearch refused, stored as dead letters (not counted in dead_letters)
     retries: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # blank lines, and records before the checkpoint when resuming
     spooled_batches: int = 0  # batches written to the spool while Elasticsearch was unreachable
+    splits: int = 0  # requests refused for their size or content, sent again in halves
 
     def add(self, other: WriteStats) -> None:
         self.events += other.events
@@ -56,6 +102,7 @@ class WriteStats:
         self.retries += other.retries
         self.skipped += other.skipped
         self.spooled_batches += other.spooled_batches
+        self.splits += other.splits
         for reason, count in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + count
 
@@ -73,6 +120,15 @@ def _dumps(value: Any) -> bytes:
         return orjson.dumps(value)  # ten times faster than json: serialization is a third of the hot path
     except TypeError:  # what orjson refuses (an integer beyond 64 bits, say) json writes, or names
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+
+class _Refused(Exception):
+    """A request refused for its content: these documents must be sent another way."""
+
+    def __init__(self, docs: list[Doc], reason: str):
+        super().__init__(reason)
+        self.docs = docs
+        self.reason = reason
 
 
 class BulkWriter:
@@ -97,14 +153,20 @@ class BulkWriter:
             stats.add(self.send(self.serialize(chunk, agency)))
         return stats
 
-    def serialize(self, items: Iterable[Event | DeadLetter], agency: str) -> list[bytes]:
-        """NDJSON bulk lines (action, document) for `items`; `send` stamps the ingest time."""
+    def serialize(self, items: Iterable[Event | DeadLetter], agency: str,
+                  origins: Sequence[Origin] | None = None) -> list[Doc]:
+        """Bulk documents for `items` (`origins[i]` says where event i came from); `send` stamps the ingest
+        time. A dead letter carries its own origin."""
         read = _iso(self._now())
-        lines: list[bytes] = []
-        for item in items:
+        docs: list[Doc] = []
+        for i, item in enumerate(items):
             head, doc = self._action(item, agency, read)
-            lines += (_dumps(head), _dumps(doc))
-        return lines
+            if isinstance(item, DeadLetter):
+                origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
+            else:
+                origin = origins[i] if origins is not None else Origin("event", agency)
+            docs.append(Doc(_dumps(head), _dumps(doc), origin))
+        return docs
 
     def _action(self, item: Event | DeadLetter, agency: str, read: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(item, Event):
@@ -119,6 +181,8 @@ class BulkWriter:
                 "error": {"message": item.reason},
                 "secmon": {"pipeline": item.pipeline, "source": item.source, "offset": item.offset},
             }
+            if item.length is not None:
+                doc["secmon"]["length"] = item.length
             index = self._indices.deadletter(agency)
         return {"index": {"_index": index, "_id": item.id}}, doc
 
@@ -133,15 +197,32 @@ class BulkWriter:
             index = self._index_names[key] = self._indices.events(agency, _moment(stamp))
         return index
 
-    def send(self, lines: list[bytes]) -> WriteStats:
-        """Write serialized lines; retry what can be retried. StoreUnavailable if it never goes through."""
+    def send(self, docs: list[Doc]) -> WriteStats:
+        """Write documents; retry what can be retried, split what is refused for its content.
+        StoreUnavailable if it never goes through (nothing is counted then: the caller sends it again)."""
         stats = WriteStats()
-        pending = [(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
+        parts = [docs]
+        while parts:
+            try:
+                self._send_part(parts.pop(), stats)
+            except _Refused as refused:
+                if len(refused.docs) > 1:
+                    half = len(refused.docs) // 2
+                    parts += [refused.docs[half:], refused.docs[:half]]  # the first half goes first
+                    stats.splits += 1
+                else:
+                    parts.append([self._instead(refused.docs[0], f"a bulk request of it alone was refused: "
+                                                                 f"{refused.reason}", stats)])
+        return stats
+
+    def _send_part(self, docs: list[Doc], stats: WriteStats) -> None:
+        pending = docs
         unreachable = 0
+        wait = False  # only a retry waits: refused documents go again at once, as dead letters
         for attempt in range(self._max_attempts):
             if not pending:
-                return stats
-            if attempt:
+                return
+            if wait:
                 stats.retries += 1
                 self._sleep(min(30.0, 0.5 * 2 ** attempt))
             stamp = b'"ingested":"' + _iso(self._now()).encode() + b'"'
@@ -150,49 +231,84 @@ class BulkWriter:
                     # pre-serialized NDJSON lines: the client sends bytes as they are
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
-                    response = self._es.bulk(operations=[part for head, body in pending  # type: ignore[misc]
-                                                         for part in (head, body.replace(_PLACEHOLDER_BYTES, stamp))],
+                    response = self._es.bulk(operations=[part for doc in pending  # type: ignore[misc]
+                                                         for part in (doc.head,
+                                                                      doc.body.replace(_PLACEHOLDER_BYTES, stamp))],
                                              filter_path=ITEM_OUTCOME)
+            except RequestRefused as exc:
+                raise _Refused(pending, exc.message.removeprefix("Elasticsearch refused to write events: ")) from None
             except StoreUnavailable:
                 unreachable += 1
                 if attempt + 1 == self._max_attempts or unreachable >= self._unreachable_attempts:
                     raise
+                wait = True
                 continue
-            pending = self._sort(pending, response["items"], stats)
-        raise StoreUnavailable(
-            f"Elasticsearch kept refusing {len(pending)} documents after {self._max_attempts} attempts")
+            pending, wait = self._sort(pending, response["items"], stats)
+        if pending:
+            raise StoreUnavailable(
+                f"Elasticsearch kept refusing {len(pending)} documents after {self._max_attempts} attempts")
 
-    def _sort(self, pending: list[tuple[bytes, bytes]], results: list[dict[str, Any]], stats: WriteStats
-              ) -> list[tuple[bytes, bytes]]:
-        """Count what was written; return what to send again (retryable, or rejected as dead letters)."""
+    def _sort(self, pending: list[Doc], results: list[dict[str, Any]], stats: WriteStats) -> tuple[list[Doc], bool]:
+        """Count what was written; return what to send again (retryable, or refused: as dead letters), and
+        whether any of it is a retry (which waits first)."""
         retry = []
-        dead_marker = b'"_index":"' + self._indices.deadletter("").encode()  # our own action line says where it went
-        for (head, body), result in zip(pending, results):
+        retryable = False
+        for doc, result in zip(pending, results):
             outcome = result["index"]
             status = outcome.get("status", 500)
-            is_dead = dead_marker in head
             if status < 300:
-                if is_dead:
-                    stats.dead_letters += 1
-                else:
-                    stats.events += 1
+                self._stored(doc.origin, stats)
             elif status in RETRYABLE:
-                retry.append((head, body))
-            elif not is_dead:
-                letter = self._rejected(head, body, outcome.get("error", {}))
-                stats.rejected += 1
-                stats.reasons[letter.reason] = stats.reasons.get(letter.reason, 0) + 1
-                dead_head, dead_doc = self._action(letter, letter.agency, _iso(self._now()))
-                retry.append((_dumps(dead_head), _dumps(dead_doc)))
+                retry.append(doc)
+                retryable = True
             else:
-                raise StoreUnavailable(f"the dead-letter index refused a record: {outcome.get('error')}")
-        return retry
+                error = outcome.get("error", {})
+                reason = (f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict) else str(error))
+                retry.append(self._instead(doc, reason, stats))
+        return retry, retryable
 
     @staticmethod
-    def _rejected(head: bytes, body: bytes, error: dict[str, Any]) -> DeadLetter:
-        doc = json.loads(body)
-        event = doc.get("event", {})
-        agency = str(doc.get("organization", {}).get("id", ""))
-        reason = f"elasticsearch rejected the event: {error.get('type')}: {error.get('reason')}"
-        return DeadLetter(id=json.loads(head)["index"]["_id"], raw=str(event.get("original", "")), reason=reason,
-                          pipeline=str(event.get("dataset", "")), source="", offset=None, agency=agency)
+    def _stored(origin: Origin, stats: WriteStats) -> None:
+        if origin.kind == "event":
+            stats.events += 1
+        elif origin.kind == "dead_letter":
+            stats.dead_letters += 1
+        else:
+            stats.rejected += 1
+
+    def _instead(self, doc: Doc, reason: str, stats: WriteStats) -> Doc:
+        """What to store in place of a document Elasticsearch refused: a refused event becomes a dead letter
+        naming its origin; a refused dead letter, a cut-down one. A cut-down one refused: the index is broken."""
+        origin = doc.origin
+        if origin.last_resort:
+            raise StoreUnavailable(f"the dead-letter index refused even a cut-down record: {reason}")
+        try:
+            body = orjson.loads(doc.body)
+            raw = str((body.get("event") or {}).get("original", ""))
+        except (orjson.JSONDecodeError, AttributeError):  # a damaged spool line: keep what there is
+            body, raw = {}, doc.body.decode("utf-8", "replace")
+        ident = _document_id(doc.head)
+        if origin.kind == "event":
+            why = f"elasticsearch rejected the event: {reason}"
+            stats.reasons[why] = stats.reasons.get(why, 0) + 1
+            letter = DeadLetter(id=ident, raw=raw[:RAW_HEAD], reason=why, pipeline=origin.pipeline,
+                                source=origin.source, offset=origin.offset, agency=origin.agency,
+                                length=len(raw.encode()) if len(raw) > RAW_HEAD else None)
+            kind: Kind = "rejected"
+        else:
+            previous = str((body.get("error") or {}).get("message", "")) if isinstance(body, dict) else ""
+            letter = DeadLetter(id=ident, raw=raw[:LAST_RESORT_RAW],
+                                reason=f"{previous[:1000]}; the dead-letter index refused the record: {reason[:1000]}",
+                                pipeline=origin.pipeline, source=origin.source, offset=origin.offset,
+                                agency=origin.agency, length=len(raw.encode()))
+            kind = origin.kind
+        head, letter_doc = self._action(letter, origin.agency, _iso(self._now()))
+        return Doc(_dumps(head), _dumps(letter_doc), Origin(kind, origin.agency, origin.source, origin.offset,
+                                                            origin.pipeline, last_resort=origin.kind != "event"))
+
+
+def _document_id(head: bytes) -> str:
+    try:
+        return str(orjson.loads(head)["index"]["_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # a damaged spool line: named by its bytes
+        return "unreadable-" + hashlib.sha256(head).hexdigest()[:32]

@@ -20,7 +20,7 @@ import pytest
 from secmon.collect.files import read_records
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import load_pipelines
-from tests.conftest import ROOT, free_port, write_config
+from tests.conftest import ROOT, es_local, free_port, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
 
@@ -109,12 +109,11 @@ def own_node(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A node of this test's own, so it can be stopped without disturbing the others."""
     port = int(os.environ.get("SECMON_TEST_STOP_ES_PORT", "9263"))
     env = {**os.environ, "SECMON_ES_HOME": str(tmp_path / "es-node"), "SECMON_ES_PORT": str(port)}
-    subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env, capture_output=True)
+    es_local(env, "start")
     try:
         yield f"http://127.0.0.1:{port}", env
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "wipe"], check=False, env=env,
-                       capture_output=True)
+        es_local(env, "wipe", check=False)
 
 
 def wait_for_count(es, index: str, wanted: int, timeout: float, proc: subprocess.Popen[bytes]  # type: ignore[no-untyped-def]
@@ -150,7 +149,7 @@ def test_node_stopped_mid_stream_spools_then_ships_everything_once(tmp_path, dat
         assert wait_for_count(es, index, 10_000, 120, follower) == 10_000
         make_log(datasets, log, 5_000, first=10_000)
         time.sleep(0.3)  # some of these are in flight when the node goes
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "stop"], check=True, env=env, capture_output=True)
+        es_local(env, "stop")
         stopped = time.monotonic()
         for part in range(3):  # the log keeps growing while the node is down
             make_log(datasets, log, 5_000, first=15_000 + part * 5_000)
@@ -159,7 +158,7 @@ def test_node_stopped_mid_stream_spools_then_ships_everything_once(tmp_path, dat
             assert time.monotonic() - stopped < 60, "nothing was spooled while the node was down"
             time.sleep(0.2)
         time.sleep(max(0.0, DOWNTIME - (time.monotonic() - stopped)))
-        subprocess.run(["bash", str(ROOT / "scripts" / "es-local"), "start"], check=True, env=env, capture_output=True)
+        es_local(env, "start")
         assert wait_for_count(es, index, 30_000, 90, follower) == 30_000
     finally:
         follower.send_signal(signal.SIGTERM)

@@ -164,3 +164,14 @@ def test_offline_router_only_skips_rules_that_cannot_match(corpus: RuleSet,
         if [rule.path for rule in router.matching(doc)] != expected:
             wrong.append(ident)
     assert fired >= len(docs) // 2 and not wrong, wrong[:5]
+
+
+def test_every_windows_field_the_community_rules_read_is_mapped(corpus: RuleSet) -> None:
+    # The events template is `dynamic: false` (made-up field names cannot grow it): a Windows field a
+    # rule reads must be mapped, or the node would never match it while the in-process matcher would.
+    from tests.unit.test_events_template import mapped, rule_fields
+
+    known = mapped()
+    missing = {field: rule.path for rule in corpus.rules for field in rule_fields(rule)
+               if field.startswith("winlog.") and field not in known}
+    assert not missing, f"add these to secmon/store/templates/events.json: {missing}"

@@ -42,16 +42,31 @@ def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix,
     stored = es.count(index=f"{prefix}-incidents")["count"]
     assert stored == len(first["incidents"])
 
-    # Hundreds of new incidents for one agency: one real MIME digest email, in Vietnamese,
-    # times in Asia/Ho_Chi_Minh, naming every incident.
-    assert len(mailbox.messages) == 1
-    message = mailbox.messages[0]
-    assert message["To"] == "soc@so-tttt.example.vn"
-    assert str(message["Subject"]).startswith("[secmon][Cao] Cảnh báo an ninh: ")
-    body = message.get_payload(decode=True).decode("utf-8")
-    assert "[Cao] SSH password brute force" in body and "+07" in body
-    assert sorted(message["X-Secmon-Incident"].split()) == sorted(first["new_incident_ids"])
-    assert all(incident_id in body for incident_id in first["new_incident_ids"])
+    # Hundreds of new incidents for one agency: an email per incident up to the recipient's hourly cap
+    # (alerts.hourly_cap, 20), then ONE overflow digest naming the rest; real MIME, in Vietnamese, times in
+    # Asia/Ho_Chi_Minh. Every incident is named exactly once.
+    cap = 20
+    new_ids = first["new_incident_ids"]
+    assert len(new_ids) > cap and len(mailbox.messages) == cap + 1
+    assert all(m["To"] == "soc@so-tttt.example.vn" for m in mailbox.messages)
+    singles = [m for m in mailbox.messages if len(m["X-Secmon-Incident"].split()) == 1]
+    (digest,) = [m for m in mailbox.messages if len(m["X-Secmon-Incident"].split()) > 1]
+    assert len(singles) == cap
+    # The rule's Vietnamese title (rules/linux/ssh-password-brute-force.yml, secmon.vi.title).
+    brute_mail = [m for m in singles if "Tấn công dò mật khẩu SSH" in str(m["Subject"])]
+    assert brute_mail and str(brute_mail[0]["Subject"]).startswith("[secmon][Cao] Cảnh báo an ninh: ")
+    body = brute_mail[0].get_body(("plain",)).get_content()
+    assert "Mức độ: Cao" in body and "+07" in body
+    rest = set(new_ids) - {m["X-Secmon-Incident"] for m in singles}
+    assert len(rest) == len(new_ids) - cap
+    assert str(digest["Subject"]).startswith(f"[secmon] {len(rest)} cảnh báo được gộp")
+    assert set(digest["X-Secmon-Incident"].split()) <= rest
+    digest_body = digest.get_body(("plain",)).get_content()
+    listed = 200  # lines in one digest; the rest are counted, and each is in the outbox with its digest_id
+    assert sum(1 for i in rest if i in digest_body) == min(len(rest), listed)
+    assert len(rest) <= listed or f"... và {len(rest) - listed} sự cố khác" in digest_body
+    es.indices.refresh(index=f"{prefix}-alerts")
+    assert es.count(index=f"{prefix}-alerts", query={"exists": {"field": "secmon.digest_id"}})["count"] == len(rest)
 
     # The same scan again: the same incident ids, nothing new, no second email.
     code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01", "--json")
@@ -59,13 +74,14 @@ def test_brute_force_found_stored_and_emailed_once(tmp_path, es, es_url, prefix,
     second = json.loads(out)
     assert sorted(i["id"] for i in second["incidents"]) == sorted(i["id"] for i in first["incidents"])
     assert second["new_incident_ids"] == []
-    assert len(mailbox.messages) == 1
+    assert len(mailbox.messages) == cap + 1
     assert es.count(index=f"{prefix}-incidents")["count"] == stored
 
     # The run is auditable: scan runs, deliveries and the audit trail are in Elasticsearch.
     es.indices.refresh(index=f"{prefix}-*")
     assert es.count(index=f"{prefix}-scans")["count"] == 2
-    assert es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "sent"}})["count"] == 1
+    # Every alert is accounted for: sent one by one, or folded (sent, with digest_id), plus the digest.
+    assert es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "sent"}})["count"] == len(new_ids) + 1
     actions = {h["_source"]["event"]["action"] for h in es.search(index=f"{prefix}-audit", size=50)["hits"]["hits"]}
     assert {"setup", "collect", "scan"} <= actions
 
@@ -106,20 +122,22 @@ def test_smtp_down_keeps_the_alert_queued_until_it_is_back(tmp_path, es, es_url,
     down = free_port()
     sample = tmp_path / "auth.log"
     sample.write_text("".join(auth_log.read_text(errors="replace").splitlines(keepends=True)[:6000]))
-    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, down, digest_over=1000))
+    no_cap = "alerts:\n  hourly_cap: 1000\n"
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, down, extra=no_cap))
     run_cli("-c", config, "collect", str(sample), "-a", "so-tttt", "-s", "linux-auth", "--year", "2005")
     code, out, err = run_cli("-c", config, "scan", "--from", "2005-06-01", "--to", "2006-03-01")
     assert code == 6, (out, err)
     assert "alert delivery failed" in out
     queued = es.count(index=f"{prefix}-alerts", query={"term": {"secmon.status": "pending"}})["count"]
     assert queued >= 1 and mailbox.messages == []
-    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port, digest_over=1000))
-    code, out, err = run_cli("-c", config, "deliver")
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, port, extra=no_cap))
+    # SMTP is back: send now, not at each alert's next retry time.
+    code, out, err = run_cli("-c", config, "deliver", "--retry-now")
     assert code == 0, (out, err)
-    # Below the digest threshold: one email per incident, each naming its incident.
+    # Below the hourly cap: one email per incident, each naming its incident.
     assert len(mailbox.messages) == queued
-    bodies = [m.get_payload(decode=True).decode("utf-8") for m in mailbox.messages]
-    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: SSH password brute force" in b for b in bodies)
+    bodies = [m.get_body(("plain",)).get_content() for m in mailbox.messages]
+    assert all("Mức độ: Cao" in b and "Quy tắc phát hiện: Tấn công dò mật khẩu SSH" in b for b in bodies)
     assert len({m["X-Secmon-Incident"] for m in mailbox.messages}) == queued
 
 

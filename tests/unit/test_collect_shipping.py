@@ -16,7 +16,7 @@ import pytest
 from secmon.errors import StoreUnavailable
 from secmon.store.ship import Batch, Shipper
 from secmon.store.spool import Spool
-from secmon.store.writer import WriteStats
+from secmon.store.writer import Doc, Origin, WriteStats
 
 
 class ScriptedWriter:
@@ -24,34 +24,47 @@ class ScriptedWriter:
 
     def __init__(self) -> None:
         self.up = threading.Event()
-        self.shipped: list[bytes] = []
+        self.shipped: list[Doc] = []
 
-    def send(self, lines: list[bytes]) -> WriteStats:
+    def send(self, docs: list[Doc]) -> WriteStats:
         if not self.up.is_set():
             raise StoreUnavailable("cannot write events: Elasticsearch at http://x is unreachable")
-        self.shipped += lines
-        return WriteStats(events=len(lines) // 2)
+        self.shipped += docs
+        return WriteStats(events=len(docs))
 
 
 def batch(i: int) -> Batch:
-    return Batch([b'{"index":{"_id":"%d"}}' % i, b'{"n":%d}' % i], marks=i)
+    return Batch([Doc(b'{"index":{"_id":"%d"}}' % i, b'{"n":%d}' % i, Origin("event", "a", "f.log", i))], marks=i)
+
+
+SIZE = 141  # bytes of one batch in the spool (a version line, then three lines a document)
 
 
 def test_spool_is_bounded_durable_and_reopens(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool", max_bytes=100).open()
-    assert spool.append(batch(1).lines) and spool.append(batch(2).lines)
-    assert not spool.append(batch(3).lines * 3)  # would pass the bound: refused, nothing written
+    spool = Spool(tmp_path / "spool", max_bytes=2 * SIZE).open()
+    assert spool.append(batch(1).docs) and spool.append(batch(2).docs)
+    assert spool.size <= 2 * SIZE
+    assert not spool.append(batch(3).docs * 3)  # would pass the bound: refused, nothing written
     (tmp_path / "spool" / "000000000009.tmp").write_bytes(b"torn")
-    again = Spool(tmp_path / "spool", max_bytes=100).open()
+    again = Spool(tmp_path / "spool", max_bytes=2 * SIZE).open()
     assert len(again) == 2 and not list((tmp_path / "spool").glob("*.tmp"))
     oldest = again.oldest()
-    assert oldest is not None and oldest[1] == batch(1).lines
+    assert oldest is not None and oldest[1] == batch(1).docs  # the origin comes back too
+
+
+def test_spool_segments_of_an_older_secmon_are_read(tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "000000000001.ndjson").write_bytes(
+        b'{"index":{"_index":"s-events-a-2005.06","_id":"1"}}\n{"n":1}\n'
+        b'{"index":{"_index":"s-deadletter-a","_id":"2"}}\n{"n":2}\n')
+    oldest = Spool(tmp_path / "spool", max_bytes=1 << 20).open().oldest()
+    assert oldest is not None and [d.origin.kind for d in oldest[1]] == ["event", "dead_letter"]
 
 
 def test_outage_spools_then_backpressure_then_everything_ships(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                                ) -> None:
     writer = ScriptedWriter()
-    spool = Spool(tmp_path / "spool", max_bytes=3 * 40).open()  # room for three or four batches
+    spool = Spool(tmp_path / "spool", max_bytes=3 * SIZE + SIZE // 2).open()  # room for three batches
     durable: list[int] = []
     shipper = Shipper(writer, spool, durable.append, in_flight=1, retry_every=0.05).start()  # type: ignore[arg-type]
     caplog.set_level(logging.WARNING)
@@ -75,7 +88,7 @@ def test_outage_spools_then_backpressure_then_everything_ships(tmp_path: Path, c
     thread.join()
     shipper.close()
     assert durable == list(range(8)) and len(spool) == 0
-    assert writer.shipped == [line for i in range(8) for line in batch(i).lines]
+    assert writer.shipped == [doc for i in range(8) for doc in batch(i).docs]
     assert shipper.stats.events == 8 and shipper.stats.spooled_batches >= 3
 
 
@@ -96,4 +109,4 @@ def test_spool_left_over_is_reported_and_shipped_by_the_next_run(tmp_path: Path)
     writer.up.set()
     later = Shipper(writer, Spool(tmp_path / "spool", max_bytes=1 << 20).open(), lambda marks: None).start()  # type: ignore[arg-type]
     later.close()
-    assert writer.shipped == batch(1).lines
+    assert writer.shipped == batch(1).docs

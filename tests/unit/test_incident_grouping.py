@@ -110,7 +110,7 @@ def test_merged_bursts_are_disjoint_and_cover_every_input(spans) -> None:  # typ
         merged = merge_bursts(merged, Burst(T0 + timedelta(minutes=start), T0 + timedelta(minutes=start + length),
                                             count))
     assert all(a.end < b.start for a, b in zip(merged, merged[1:]))
-    for start, length, _ in spans:
+    for start, _, _ in spans:
         begin = T0 + timedelta(minutes=start)
         assert any(b.start <= begin <= b.end for b in merged)
 

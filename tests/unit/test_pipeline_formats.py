@@ -161,7 +161,7 @@ def test_timestamps_of_every_kind() -> None:
     assert parse_timestamp("2022-07-10T23:50:05.5+0000", ("ISO8601",), hcm, clock).hour == 23
     assert parse_timestamp("Jun  9 06:06:20", ("%b %d %H:%M:%S",), hcm, clock).isoformat() == "2005-06-08T23:06:20+00:00"
     for bad in ("nan", "1e400", "", "0001-01-01T00:00:00+05:00"):
-        with pytest.raises(ValueError, match="matches none"):
+        with pytest.raises(ValueError, match="matches none|out of the range"):
             parse_timestamp(bad, ("UNIX", "ISO8601"), hcm, clock)
 
 

@@ -27,12 +27,11 @@ def explain(model: TrainedModel, detector: Detector, scored: ScoredWindow, note:
                      share=round(float(scored.attribution[c]), 3))
         for c in order[:TOP] if scored.attribution[c] >= MIN_SHARE)
     novel = tuple((name, values[:MAX_NEW]) for name, values in scored.measured.novel.items() if values)
-    if model.agency == CENTRE and detector.scope == "agency" and not note:
-        note = "scored by the centre-wide model (this agency has too little baseline of its own)"
     return Explanation(score=round(scored.score, 4), threshold=round(model.threshold, 4), model=model.id,
                        contributions=contributions, new_values=novel,
                        query=kql(detector, scored.row.agency, scored.row.entity, scored.row.start,
-                                 scored.row.start + detector.window), note=note)
+                                 scored.row.start + detector.window), note=note,
+                       centre_wide=model.agency == CENTRE and detector.scope == "agency")
 
 
 def _quoted(value: str) -> str:
@@ -55,13 +54,15 @@ TEXT = {
                   "isolation)",
            "usual": "usually {typical} for this entity", "no_history": "an entity with no history",
            "new": "- never seen before in {feature}: {values}",
-           "query": "Raw events (Kibana query)"},
+           "query": "Raw events (Kibana query)",
+           "centre": "scored by the centre-wide model (this agency has too little baseline of its own)"},
     "vi": {"why": "Vì sao bất thường", "score": "điểm bất thường {score:.3f} (ngưỡng {threshold:.3f}, mô hình {model})",
            "row": "- {feature}: {actual} ({usual}; cao hơn {percentile:.0f}% cửa sổ dữ liệu nền; đóng góp "
                   "{share:.0%})",
            "usual": "thường là {typical} với đối tượng này", "no_history": "đối tượng chưa có lịch sử",
            "new": "- giá trị chưa từng thấy ở {feature}: {values}",
-           "query": "Sự kiện gốc (truy vấn Kibana)"},
+           "query": "Sự kiện gốc (truy vấn Kibana)",
+           "centre": "chấm điểm bằng mô hình chung của trung tâm (đơn vị chưa đủ dữ liệu nền riêng)"},
 }
 
 
@@ -79,6 +80,8 @@ def lines(explanation: Explanation, language: str) -> list[str]:
                                       percentile=c.percentile, share=c.share))
     for feature, values in explanation.new_values:
         out.append(text["new"].format(feature=feature, values=", ".join(values)))
+    if explanation.centre_wide:
+        out.append(text["centre"])
     if explanation.note:
         out.append(explanation.note)
     if explanation.query:

@@ -5,7 +5,8 @@ exists queries as data, so nothing in a rule can be misread as query syntax. Sig
 matches strings case-insensitively unless `|cased`, hence `case_insensitive: true`
 (only where a value has letters, so numeric and ip fields never see the flag, which
 they reject). The field's type (fieldtypes.yml) decides what a value may become:
-CIDR is a term on an ip field and prefixes on a keyword field; wildcards or regexes
+CIDR is a term on an ip field and, on a keyword field, regexps accepting exactly the
+textual forms of the network's addresses (cidr.py); wildcards or regexes
 on ip/long fields are refused with the reason, since Elasticsearch would fail the
 whole search.
 
@@ -22,7 +23,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sigma.conditions import (
     ConditionAND,
@@ -49,6 +50,7 @@ from sigma.types import (
     SpecialChars,
 )
 
+from secmon.detect.rules.cidr import address_regexps, as_ip_term
 from secmon.detect.rules.lucene_regexp import UnsupportedRegex, from_sigma
 from secmon.detect.rules.match import FieldTypes, field_types
 
@@ -79,6 +81,30 @@ def _escape_wildcard(text: str) -> str:
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
 
 
+Token = str | SpecialChars  # one character of a Sigma string, or a wildcard
+Tokens = tuple[Token, ...]
+ANY: Tokens = (SpecialChars.WILDCARD_MULTI,)
+
+
+def tokens(value: SigmaString) -> Tokens:
+    """A Sigma string as one token per character or wildcard (placeholders must be resolved)."""
+    out: list[Token] = []
+    for part in value.s:
+        if isinstance(part, str):
+            out.extend(part)
+        elif isinstance(part, SpecialChars):
+            out.append(part)
+        else:
+            _plain(value)  # raises for the unresolved placeholder
+    return tuple(out)
+
+
+def wildcard_text(pattern: Tokens) -> str:
+    """Tokens as an Elasticsearch wildcard pattern (literal `*`, `?` and `\\` escaped)."""
+    return "".join("*" if t is SpecialChars.WILDCARD_MULTI else "?" if t is SpecialChars.WILDCARD_SINGLE
+                   else _escape_wildcard(t) for t in pattern)
+
+
 def _plain(value: SigmaString) -> str:
     parts = []
     for part in value.s:
@@ -90,20 +116,6 @@ def _plain(value: SigmaString) -> str:
             raise UnsupportedRule(f"placeholder %{getattr(part, 'name', part)}% has no values: list them under "
                                   f"'placeholders' in secmon/detect/rules/windows.yml")
     return "".join(parts)
-
-
-def _wildcard_pattern(value: SigmaString) -> str:
-    out = []
-    for part in value.s:
-        if part is SpecialChars.WILDCARD_MULTI:
-            out.append("*")
-        elif part is SpecialChars.WILDCARD_SINGLE:
-            out.append("?")
-        elif isinstance(part, str):
-            out.append(_escape_wildcard(part))
-        else:
-            _plain(value)  # raises for the unresolved placeholder
-    return "".join(out)
 
 
 _COUNTED = re.compile(r"(?<!\\)\{(\d+)(,?)(\d*)\}")
@@ -135,6 +147,17 @@ class FieldContext:
     alternatives: Callable[[str], list[str]] = lambda field: [field]
     keyword_fields: tuple[str, ...] = ("message",)
     types: FieldTypes | None = None
+    # A field whose values this kind of event writes differently (Security-audit equivalents of
+    # Sysmon fields, audit.py): the translation builds the query instead of a plain comparison.
+    translate: Callable[[str], Translation | None] = lambda field: None
+
+
+class Translation(Protocol):
+    def query(self, compiler: Compiler, value: Any) -> Query:
+        """The exact query for `value` (one Sigma value, never an expansion); UnsupportedRule if none."""
+
+    def fields(self) -> set[str]:
+        """The event fields its queries read."""
 
 
 class Compiler:
@@ -169,7 +192,7 @@ class Compiler:
             value = SigmaString(str(value.number))
         if not isinstance(value, SigmaString):
             raise UnsupportedRule(f"a keyword (field-less) {type(value).__name__} value is not supported")
-        pattern = _wildcard_pattern(value)
+        pattern = wildcard_text(tokens(value))
         pattern = ("" if pattern.startswith("*") else "*") + pattern + ("" if pattern.endswith("*") and not
                                                                         pattern.endswith("\\*") else "*")
         insensitive = not isinstance(value, SigmaCasedString) and _has_case(pattern)
@@ -182,6 +205,9 @@ class Compiler:
         kind = self.types.type_of(field)
         if isinstance(value, SigmaExpansion):
             return or_([self.value(field, v, exact, positive) for v in value.values])
+        translation = self.context.translate(field)
+        if translation is not None:
+            return translation.query(self, value)
         if isinstance(value, SigmaFieldReference):
             return self.fieldref(field, value, exact, positive)
         if isinstance(value, SigmaString):
@@ -215,17 +241,21 @@ class Compiler:
                                       + (" (use |cidr)" if kind == "ip" else ""))
             self._check_typed(field, kind, text)
             return {"term": {field: {"value": text}}}
-        if not value.contains_special():
-            text = _plain(value)
+        return self.pattern(field, tokens(value), insensitive)
+
+    @staticmethod
+    def pattern(field: str, pattern: Tokens, insensitive: bool) -> Query:
+        """A keyword field compared with a Sigma string: term, prefix or wildcard, whichever is exact."""
+        if not any(isinstance(t, SpecialChars) for t in pattern):
+            text = "".join(str(t) for t in pattern)
             return {"term": {field: {"value": text, "case_insensitive": insensitive and _has_case(text)}}}
-        parts = value.s
-        if len(parts) == 1 and parts[0] is SpecialChars.WILDCARD_MULTI:
+        if pattern == ANY:
             return {"wildcard": {field: {"value": "*"}}}  # any indexed value, as Elasticsearch sees it
-        pattern = _wildcard_pattern(value)
-        if parts[-1] is SpecialChars.WILDCARD_MULTI and all(isinstance(p, str) for p in parts[:-1]):
-            text = "".join(str(p) for p in parts[:-1])
+        if pattern[-1] is SpecialChars.WILDCARD_MULTI and all(isinstance(t, str) for t in pattern[:-1]):
+            text = "".join(str(t) for t in pattern[:-1])
             return {"prefix": {field: {"value": text, "case_insensitive": insensitive and _has_case(text)}}}
-        return {"wildcard": {field: {"value": pattern, "case_insensitive": insensitive and _has_case(pattern)}}}
+        text = wildcard_text(pattern)
+        return {"wildcard": {field: {"value": text, "case_insensitive": insensitive and _has_case(text)}}}
 
     @staticmethod
     def _check_typed(field: str, kind: str, text: str) -> None:
@@ -267,17 +297,12 @@ class Compiler:
 
     def cidr(self, field: str, kind: str | None, value: SigmaCIDRExpression) -> Query:
         if kind == "ip":
-            return {"term": {field: {"value": str(value.network)}}}
+            return {"term": {field: {"value": as_ip_term(value.network)}}}
         if kind in ("long", "date"):
             raise UnsupportedRule(f"a CIDR on {kind} field {field!r}")
-        # An address stored as text: the network's textual prefixes (pySigma's expansion).
-        queries: list[Query] = []
-        for pattern in value.expand(wildcard="*"):
-            if pattern.endswith("*") and "*" not in pattern[:-1]:
-                queries.append({"prefix": {field: {"value": pattern[:-1]}}})
-            else:
-                queries.append({"term": {field: {"value": pattern}}})
-        return or_(queries)
+        # An address stored as text: every textual form of every address in the network (cidr.py).
+        return or_([{"regexp": {field: {"value": pattern, "flags": "NONE", "max_determinized_states": REGEX_STATES}}}
+                    for pattern in address_regexps(value.network)])
 
     def compare(self, field: str, kind: str | None, value: SigmaCompareExpression) -> Query:
         if kind in ("ip",) or field.startswith("winlog."):

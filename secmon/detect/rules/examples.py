@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from secmon.detect.rules.findings import AGENCY_FIELD, findings, hits_from_docs
+from secmon.detect.rules.findings import findings, hits_from_docs
 from secmon.detect.rules.load import CompiledRule
 from secmon.detect.rules.match import matches
+from secmon.types import AGENCY_FIELD
+from secmon.yamlio import load_all_file
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,8 @@ class ExampleResult:
 
 
 def examples_of(path: Path) -> Mapping[str, Any] | None:
-    """The file's examples, or None when it has none."""
-    with path.open(encoding="utf-8") as handle:
-        first = next((doc for doc in yaml.safe_load_all(handle) if doc is not None), None)
+    """The file's examples, or None when it has none; InputError when the file cannot be read as YAML."""
+    first = next((doc.data for doc in load_all_file(path) if doc.data is not None), None)
     if not isinstance(first, Mapping):
         return None
     section = first.get("secmon")

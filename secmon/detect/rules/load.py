@@ -11,15 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule, SigmaCorrelationType
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
-from secmon.config import parse_duration
+from secmon.types import parse_duration
 from secmon.detect.rules.compile import (
     Compiled,
     FieldContext,
@@ -37,7 +36,9 @@ from secmon.detect.rules.pipeline import (
     processing_pipeline,
     register_modifier_aliases,
 )
+from secmon.errors import InputError
 from secmon.model import Severity
+from secmon.yamlio import Located, load_all_text, read_text
 
 DEFAULT_SUPPRESS = timedelta(hours=1)
 KINDS = ("single", "event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg")
@@ -66,6 +67,8 @@ class CompiledRule:
     options: Mapping[str, Any] = field(default_factory=dict)  # the rule's `secmon:` section
     # (language, title, description) beyond the English ones, from `secmon: {vi: {title, description}}`
     translations: tuple[tuple[str, str, str], ...] = ()
+    notes: tuple[str, ...] = ()  # what `rules validate` says besides "ok" (kinds of event it skips, ...)
+    unmapped: str = ""  # the logsource, when secmon does not map it (Logsources.known): not run by default
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -80,10 +83,21 @@ class RuleProblem:
     reason: str
 
 
+UnmappedPolicy = Literal["skip", "run"]
+
+
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[CompiledRule, ...]
+    rules: tuple[CompiledRule, ...]  # the rules to run
     problems: tuple[RuleProblem, ...] = field(default=())
+    # Compiled, but not run: their logsource is not mapped, so their query would select more than
+    # the events they are about (a `category: database` rule would run on every event).
+    skipped: tuple[CompiledRule, ...] = field(default=())
+
+    @property
+    def unmapped(self) -> tuple[CompiledRule, ...]:
+        """Every rule with an unmapped logsource, whether skipped or run."""
+        return self.skipped + tuple(r for r in self.rules if r.unmapped)
 
 
 def _options(rule: SigmaRule | SigmaCorrelationRule) -> dict[str, Any]:
@@ -126,16 +140,30 @@ def _severity(rule: SigmaRule | SigmaCorrelationRule, default: Severity, options
     return Severity(rule.level.name.lower()) if rule.level else default
 
 
-def detection(rule: SigmaRule, sources: Logsources) -> Compiled:
-    """The rule's condition(s) and logsource as Query DSL (pipeline already applied)."""
-    context = FieldContext(alternatives=lambda f: sources.field_alternatives(rule.logsource, f),
-                           keyword_fields=tuple(sources.keyword_fields(rule.logsource)))
-    compiled = compile_conditions([cond.parse() for cond in rule.detection.parsed_condition], context)
-    source = sources.query(rule.logsource)
-    if source is None:
-        return compiled
-    refine = and_([source, compiled.refine]) if compiled.refine else None
-    return Compiled(and_([source, compiled.query]), refine, tuple(sorted(query_fields(refine))) if refine else ())
+def detection(rule: SigmaRule, sources: Logsources) -> tuple[Compiled, tuple[str, ...]]:
+    """The rule's condition(s) and logsource as Query DSL (pipeline already applied), and notes on
+    the kinds of event it cannot run on (a Security-audit variant its values do not translate to)."""
+    conditions = [cond.parse() for cond in rule.detection.parsed_condition]
+    keyword_fields = tuple(sources.keyword_fields(rule.logsource))
+    parts: list[tuple[Query | None, Compiled]] = []
+    notes: list[str] = []
+    for n, variant in enumerate(sources.variants(rule.logsource)):
+        context = FieldContext(alternatives=variant.alternatives(sources, rule.logsource),
+                               keyword_fields=keyword_fields, translate=variant.translate)
+        try:
+            parts.append((variant.query, compile_conditions(conditions, context)))
+        except UnsupportedRule as exc:
+            if n == 0:
+                raise  # the rule's own kind of event: the rule fails
+            notes.append(f"does not run on {variant.label} events: {exc}")
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1], tuple(notes)
+    query = or_([and_([source, compiled.query]) if source else compiled.query for source, compiled in parts])
+    if not any(compiled.refine for _, compiled in parts):
+        return Compiled(query, None, ()), tuple(notes)
+    refine = or_([and_([q for q in (source, compiled.refine or compiled.query) if q is not None])
+                  for source, compiled in parts])
+    return Compiled(query, refine, tuple(sorted(query_fields(refine)))), tuple(notes)
 
 
 def _default_group(rule: SigmaRule) -> tuple[str, ...]:
@@ -145,18 +173,27 @@ def _default_group(rule: SigmaRule) -> tuple[str, ...]:
 
 def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> CompiledRule:
     options = _options(rule)
-    compiled = detection(rule, sources)
+    compiled, notes = detection(rule, sources)
     return CompiledRule(
         id=str(rule.id or rule.name or rule.title), title=rule.title, description=rule.description or "",
         severity=_severity(rule, Severity.MEDIUM, options), tags=_tags(rule), path=str(path), query=compiled.query,
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
         refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
-        translations=_translations(options),
+        translations=_translations(options), notes=notes, unmapped=_unmapped(rule.logsource, sources),
     )
 
 
-def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0) -> Correlation:
+def _unmapped(logsource: Any, sources: Logsources) -> str:
+    """The logsource as written, when it is not mapped; "" when it is."""
+    if sources.known(logsource):
+        return ""
+    keys = [f"{k}: {v}" for k, v in (("product", logsource.product), ("category", logsource.category),
+                                     ("service", logsource.service)) if v]
+    return "{" + ", ".join(keys) + "}"
+
+
+def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[str], depth: int = 0) -> Correlation:
     kind = rule.type.name.lower()
     if kind not in KINDS:
         raise UnsupportedRule(f"correlation type {kind} is not supported (supported: {', '.join(KINDS[1:])})")
@@ -168,10 +205,11 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0
     for ref in rule.rules or ():
         target = ref.rule
         if isinstance(target, SigmaCorrelationRule):
-            inputs.append(_correlation(target, sources, depth + 1))
+            inputs.append(_correlation(target, sources, notes, depth + 1))
             continue
-        compiled = detection(target, sources)
+        compiled, leaf_notes = detection(target, sources)
         name = str(target.name or target.id or ref.reference)
+        notes += [f"{name}: {note}" for note in leaf_notes]
         inputs.append(Leaf(name, {"bool": {"filter": [compiled.query], "_name": name}}, compiled.refine))
     condition = rule.condition
     if condition is not None and not isinstance(condition, SigmaCorrelationCondition):
@@ -190,13 +228,23 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, depth: int = 0
                        timedelta(seconds=rule.timespan.seconds), value_field, tuple(inputs))
 
 
+def _logsources(rule: SigmaCorrelationRule) -> list[Any]:
+    """The logsources of every rule a correlation (and the correlations it uses) refers to."""
+    found: list[Any] = []
+    for ref in rule.rules or ():
+        target = ref.rule
+        found += _logsources(target) if isinstance(target, SigmaCorrelationRule) else [target.logsource]
+    return found
+
+
 def _logsource(rule: SigmaCorrelationRule) -> Any:
     target = (rule.rules or [])[0].rule
     return _logsource(target) if isinstance(target, SigmaCorrelationRule) else target.logsource
 
 
 def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsources) -> CompiledRule:
-    correlation = _correlation(rule, sources)
+    notes: list[str] = []
+    correlation = _correlation(rule, sources, notes)
     leaves = list({leaf.name: leaf for leaf in correlation.leaves()}.values())
     group_by = tuple(sources.map_field(_logsource(rule), g) for g in (rule.group_by or ()))
     options = _options(rule)
@@ -209,18 +257,9 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         threshold=int(correlation.count) if simple else 1, timespan=correlation.timespan, kind=correlation.kind,
         condition=(correlation.op, correlation.count), value_field=correlation.value_field,
         correlation=None if simple else correlation, options=options, translations=_translations(options),
+        notes=tuple(notes), unmapped=next((u for u in (_unmapped(s, sources) for s in _logsources(rule)) if u), ""),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
     )
-
-
-def _doc_lines(text: str) -> list[int]:
-    """1-based line where each YAML document of the file starts."""
-    starts, line = [1], 1
-    for raw in text.splitlines():
-        if raw.startswith("---") and line > 1:
-            starts.append(line + 1)
-        line += 1
-    return starts
 
 
 def _locate(text: str, start: int, reason: str) -> tuple[int, int]:
@@ -235,25 +274,66 @@ def _locate(text: str, start: int, reason: str) -> tuple[int, int]:
     return start, 1
 
 
+def _documents(path: Path) -> tuple[str, list[Located], list[RuleProblem]]:
+    """The file's text and rule documents, each a mapping; anything else is a problem of this file."""
+    try:  # our loader, not pySigma's safe_load: alias bombs are refused with their line
+        text = read_text(path)
+        docs = list(load_all_text(text, str(path)))
+    except InputError as exc:
+        return "", [], [RuleProblem(str(exc.location or path), exc.message)]
+    kept: list[Located] = []
+    problems: list[RuleProblem] = []
+    for doc in docs:
+        if doc.data is None:  # an empty document, e.g. after a trailing '---'
+            continue
+        if isinstance(doc.data, dict):
+            kept.append(doc)
+            continue
+        found = "a list" if isinstance(doc.data, list) else f"{type(doc.data).__name__} {str(doc.data)[:40]!r}"
+        problems.append(RuleProblem(str(doc.loc()), f"a Sigma rule is a YAML mapping (title, logsource, "
+                                                     f"detection, ...); this document is {found}"))
+    if not kept and not problems:
+        problems.append(RuleProblem(str(path), "empty: the file holds no YAML document, so no rule"))
+    return text, kept, problems
+
+
+def _makes_rule(data: dict[Any, Any]) -> bool:
+    """Whether pySigma turns this document into a rule (not a filter, nor a global/reset action)."""
+    action = data.get("action")  # the same tests, in the same order, as SigmaCollection.from_dicts
+    return action == "repeat" or (action is None and ("correlation" in data or "filter" not in data))
+
+
+def _collection(docs: list[Located]) -> tuple[SigmaCollection, dict[int, int]]:
+    """pySigma's collection of the documents, and the line each rule starts at (by id of the rule)."""
+    # References are resolved after the lines are recorded: resolving reorders the rules.
+    collection = SigmaCollection.from_dicts([d.data for d in docs], collect_errors=True, resolve_references=False)
+    starts = [d.loc().line or 1 for d in docs if _makes_rule(d.data)]
+    lines = {id(rule): line for rule, line in zip(collection.rules, starts)} if len(starts) == len(
+        collection.rules) else {}
+    collection.resolve_rule_references()
+    return collection, lines
+
+
 def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
+    """The rules of one file; whatever is wrong with the file or a rule in it is a problem, never an exception."""
     sources = sources or logsources()
     register_modifier_aliases()
+    text, docs, problems = _documents(path)
+    if not docs:
+        return RuleSet((), tuple(problems))
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return RuleSet((), (RuleProblem(str(path), f"cannot read the file: {exc}"),))
-    try:
-        collection = SigmaCollection.from_yaml(text, collect_errors=True)
-        collection.resolve_rule_references()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        return RuleSet((), (RuleProblem(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}"),))
+        collection, lines = _collection(docs)
     except SigmaError as exc:
-        return RuleSet((), (RuleProblem(_sigma_where(path, exc, 1), str(exc)),))
-    starts = _doc_lines(text)
+        return RuleSet((), (*problems, RuleProblem(_sigma_where(path, exc, None), str(exc))))
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # pySigma assumes well-formed fields (a text `id`, text detection keys) and fails with Python
+        # errors on other shapes; hostile community files must not stop the other files.
+        return RuleSet((), (*problems, RuleProblem(str(path), f"pySigma cannot read this file "
+                                                              f"({type(exc).__name__}: {exc})")))
+    attached = {id(err) for rule in collection.rules for err in rule.errors}
+    problems += [RuleProblem(_sigma_where(path, err, None), str(err))
+                 for err in collection.errors if id(err) not in attached]  # e.g. an unknown `action`
     rules: list[CompiledRule] = []
-    problems: list[RuleProblem] = []
     used = {id(ref.rule) for r in collection.rules if isinstance(r, SigmaCorrelationRule) for ref in r.rules or ()}
     # Field mapping first, on every rule: a correlation compiles the rules it references.
     broken: dict[int, str] = {}
@@ -263,8 +343,8 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
                 processing_pipeline().apply(rule)
             except (SigmaError, ValueError) as exc:
                 broken[id(rule)] = str(exc)
-    for index, rule in enumerate(collection.rules):
-        start = starts[index] if index < len(starts) else 1
+    for rule in collection.rules:
+        start = lines.get(id(rule), 1)
         title = rule.title or "(untitled)"
         if rule.errors:
             problems.extend(RuleProblem(f"{_sigma_where(path, err, start)}: {title}", str(err)) for err in rule.errors)
@@ -285,16 +365,36 @@ def load_rule_file(path: Path, sources: Logsources | None = None) -> RuleSet:
         except (UnsupportedRule, SigmaError, ValueError) as exc:
             line, column = _locate(text, start, str(exc))
             problems.append(RuleProblem(f"{path}:{line}:{column}: {title}", str(exc)))
+    if not rules and not problems:  # never "0 rules, 0 problems" for a file that was read
+        problems.append(RuleProblem(str(path), "no rule to run: the file holds only Sigma filters or "
+                                               "collection actions, which apply to rules of their own file"))
     return RuleSet(tuple(rules), tuple(problems))
 
 
-def _sigma_where(path: Path, error: Exception, start: int) -> str:
+def unmapped_note(ruleset: RuleSet) -> list[str]:
+    """What a scan says about the rules with an unmapped logsource: how many, which logsources, why."""
+    if not ruleset.unmapped:
+        return []
+    kinds: dict[str, int] = {}
+    for rule in ruleset.unmapped:
+        kinds[rule.unmapped] = kinds.get(rule.unmapped, 0) + 1
+    listed = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:5])
+    listed += ", ..." if len(kinds) > 5 else ""
+    if ruleset.skipped:
+        return [f"{len(ruleset.skipped)} rules not run: their logsource is not mapped, so they would select more "
+                f"than their events ({listed}); `secmon rules validate` lists them, "
+                "`--unmapped-logsources run` runs them"]
+    return [f"{len(ruleset.unmapped)} rules with an unmapped logsource run on more than their events "
+            f"(--unmapped-logsources run): {listed}"]
+
+
+def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
     source = getattr(error, "source", None)
     line = getattr(source, "line", None)
     column = getattr(source, "char", None)
     if line:
         return f"{path}:{line}" + (f":{column}" if column else "")
-    return f"{path}:{start}"
+    return f"{path}:{start}" if start else str(path)
 
 
 def rule_files(root: Path) -> list[Path]:
@@ -305,16 +405,26 @@ def rule_files(root: Path) -> list[Path]:
                   if "anomaly" not in p.relative_to(root).parts[:-1])
 
 
-def load_rules(paths: list[Path]) -> RuleSet:
+def load_rules(paths: list[Path], unmapped: UnmappedPolicy = "skip") -> RuleSet:
+    """Every rule under `paths`; those with an unmapped logsource run only with `unmapped="run"`
+    (they are in `skipped` otherwise, for the caller to report)."""
     sources = logsources()
     rules: list[CompiledRule] = []
     problems: list[RuleProblem] = []
+    seen: dict[str, str] = {}  # rule id -> the file that defined it first
     for root in paths:
         if not root.exists():
             problems.append(RuleProblem(str(root), "no such file or folder"))
             continue
         for path in rule_files(root):
             loaded = load_rule_file(path, sources)
-            rules.extend(loaded.rules)
             problems.extend(loaded.problems)
-    return RuleSet(tuple(rules), tuple(problems))
+            for rule in loaded.rules:
+                if rule.id in seen:  # the same rule twice would raise the same incidents twice
+                    problems.append(RuleProblem(f"{path}: {rule.title}", f"rule id {rule.id} is already defined in "
+                                                                         f"{seen[rule.id]}; this copy is not run"))
+                    continue
+                seen[rule.id] = rule.path
+                rules.append(rule)
+    run = [r for r in rules if unmapped == "run" or not r.unmapped]
+    return RuleSet(tuple(run), tuple(problems), tuple(r for r in rules if r.unmapped and unmapped != "run"))

@@ -8,20 +8,21 @@ Elasticsearch speaks Lucene's dialect:
   an open end). Constructs Lucene cannot express (look-around, back-references,
   word boundaries, lazy quantifiers that change what is captured are fine, but
   anchors in the middle are not) raise UnsupportedRegex with the reason.
-- `to_python`: a Lucene pattern (flags NONE) -> a Python pattern for `re.fullmatch`,
-  for the in-process matcher.
+- `python_source`: a Lucene pattern (flags NONE) -> the same language in Python's dialect,
+  which the in-process matcher runs on RE2 (linear.py) for whole-value matches.
 
 Lucene semantics followed (org.apache.lucene.util.automaton.RegExp): `.` is any
 character including newline, `"..."` quotes a literal string, `\\x` is a literal x
 except `\\d \\D \\s \\S \\w \\W`, classes `[^a-z]`, repeats `? * + {n} {n,} {n,m}`,
 union `|`, groups `( )`; no anchors (a whole-value match), no lazy quantifiers.
-Case-insensitive matching folds ASCII letters only (RegExp.ASCII_CASE_INSENSITIVE,
-what Elasticsearch's `case_insensitive` sets).
+Case-insensitive matching (Elasticsearch's `case_insensitive`) folds every single character,
+also inside classes, by Unicode case folding (case_class); ranges are not folded.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 DIGIT = "0-9"
 WORD = "0-9A-Z_a-z"
@@ -128,8 +129,10 @@ class _LuceneParser:
         return re.escape(ch) if in_class else self.char(ch)
 
     def char(self, ch: str) -> str:
-        if self.fold and ch.isascii() and ch.isalpha():
-            return f"[{ch.lower()}{ch.upper()}]"
+        if self.fold:
+            equivalents = case_class(ch)
+            if len(equivalents) > 1:
+                return "[" + "".join(re.escape(c) for c in sorted(equivalents)) + "]"
         return re.escape(ch)
 
     def char_class(self) -> str:
@@ -158,14 +161,45 @@ class _LuceneParser:
 
     @staticmethod
     def fold_class_char(escaped: str) -> str:
-        if len(escaped) == 1 and escaped.isascii() and escaped.isalpha():
-            return escaped.lower() + escaped.upper()
-        return escaped
+        """A single character of a class, with its case equivalents (ranges are not folded)."""
+        ch = escaped[1:] if escaped.startswith("\\") and len(escaped) == 2 else escaped
+        if len(ch) != 1:
+            return escaped
+        return "".join(re.escape(c) for c in sorted(case_class(ch) | {ch}))
+
+
+@lru_cache(maxsize=1)
+def _case_classes() -> dict[str, frozenset[str]]:
+    """Characters grouped by their Unicode case folding (Python's casefold), for the cased planes."""
+    groups: dict[str, set[str]] = {}
+    for code in range(0x20000):
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        key = ch.casefold()
+        if key != ch or ch.upper() != ch or ch.lower() != ch:
+            groups.setdefault(key, set()).add(ch)
+    return {ch: frozenset(group) for group in groups.values() if len(group) > 1 for ch in group}
+
+
+def case_class(ch: str) -> frozenset[str]:
+    """The characters a case-insensitive `regexp` matches for `ch`: Lucene's RegExp folds by Unicode
+    case folding (`k` also matches the Kelvin sign, `s` the long s, `σ` both sigmas; checked on the
+    node), unlike term/prefix/wildcard queries, which fold ASCII letters only. Ranges are not folded."""
+    if ch.isascii():
+        return frozenset({ch.lower(), ch.upper()}) | _case_classes().get(ch, frozenset())
+    return _case_classes().get(ch, frozenset({ch}))
+
+
+def python_source(pattern: str, case_insensitive: bool = False) -> str:
+    """A Lucene `regexp` pattern (flags NONE) -> Python-dialect source for a whole-value match with
+    `.` matching newlines (re.DOTALL); RE2 reads the same source (secmon.detect.rules.linear)."""
+    return _LuceneParser(pattern, case_insensitive).parse()
 
 
 def to_python(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
-    """A Lucene `regexp` pattern (flags NONE) compiled for `fullmatch`."""
-    return re.compile(_LuceneParser(pattern, case_insensitive).parse(), re.DOTALL)
+    """A Lucene `regexp` pattern (flags NONE) compiled with Python's `re` for `fullmatch`."""
+    return re.compile(python_source(pattern, case_insensitive), re.DOTALL)
 
 
 # --- Sigma (PCRE-like) -> Lucene ------------------------------------------------------------

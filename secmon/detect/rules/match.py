@@ -20,13 +20,15 @@ from fnmatch import fnmatchcase
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from secmon.detect.rules.lucene_regexp import to_python
+from secmon.detect.rules.cidr import as_ipv6
+from secmon.detect.rules.linear import FullMatch, compile_fullmatch, encode
+from secmon.detect.rules.lucene_regexp import python_source
 
 Doc = Mapping[str, Any]
 Predicate = Callable[[Doc], bool]
@@ -100,7 +102,7 @@ class View:
     """A document plus the values already read from it: each field is resolved once per document,
     however many rules look at it."""
 
-    __slots__ = ("_complete", "_keywords", "_values", "doc")
+    __slots__ = ("_complete", "_encoded", "_folded", "_keywords", "_values", "doc")
 
     def __init__(self, doc: Doc, flat: dict[str, list[Any]] | None = None):
         """`flat`, when given, is every leaf of `doc` by dotted path (prefilter.flatten): then a
@@ -109,6 +111,8 @@ class View:
         self._complete = flat is not None
         self._values: dict[str, list[Any]] = flat if flat is not None else {}
         self._keywords: dict[str, list[str]] = {}
+        self._encoded: dict[str, list[bytes]] = {}
+        self._folded: dict[str, list[bytes]] = {}
 
     @property
     def flat(self) -> dict[str, list[Any]]:
@@ -132,6 +136,20 @@ class View:
             found = self._keywords[field] = [s for s in map(as_keyword, self.values(field)) if len(s) <= limit]
         return found
 
+    def encoded(self, field: str, limit: int) -> list[bytes]:
+        """`keywords(field, limit)` as the UTF-8 bytes the regular expressions read (linear.py)."""
+        found = self._encoded.get(field)
+        if found is None:
+            found = self._encoded[field] = [encode(s) for s in self.keywords(field, limit)]
+        return found
+
+    def folded(self, field: str, limit: int) -> list[bytes]:
+        """`encoded(field, limit)` with ASCII letters lower-cased (bytes.lower touches nothing else)."""
+        found = self._folded.get(field)
+        if found is None:
+            found = self._folded[field] = [b.lower() for b in self.encoded(field, limit)]
+        return found
+
 
 def as_keyword(value: Any) -> str:
     if isinstance(value, bool):
@@ -142,9 +160,10 @@ def as_keyword(value: Any) -> str:
 # --- case folding as Elasticsearch does it -------------------------------------------------
 
 def alt_case(ch: str) -> str:
-    """The one other case a character matches (Elasticsearch's AutomatonQueries.toCaseInsensitiveChar)."""
-    alt = ch.upper() if ch.islower() else ch.lower()
-    return alt if len(alt) == 1 else ch
+    """The other case a character matches in a case_insensitive term, prefix or wildcard query:
+    Elasticsearch 9 folds ASCII letters only there (`é` does not match `É`; a `regexp` query folds
+    Unicode, see lucene_regexp.case_class)."""
+    return ch.swapcase() if ch.isascii() and ch.isalpha() else ch
 
 
 def _insensitive_char(ch: str) -> str:
@@ -156,11 +175,7 @@ def _literal_regex(text: str, insensitive: bool) -> str:
     return "".join(_insensitive_char(c) for c in text) if insensitive else re.escape(text)
 
 
-def _wildcard_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
-    return re.compile(_wildcard_source(pattern, insensitive), re.DOTALL)
-
-
-def _wildcard_source(pattern: str, insensitive: bool) -> str:
+def wildcard_source(pattern: str, insensitive: bool) -> str:
     out, i = [], 0
     while i < len(pattern):
         ch = pattern[i]
@@ -178,6 +193,13 @@ def _wildcard_source(pattern: str, insensitive: bool) -> str:
 class _Compiler:
     def __init__(self, types: FieldTypes):
         self.types = types
+        self.fallbacks: list[str] = []  # why RE2 refused a pattern (it then runs bounded: linear.py)
+
+    def regex(self, source: str) -> FullMatch:
+        found = compile_fullmatch(source)
+        if found.fallback:
+            self.fallbacks.append(f"{found.fallback}: {source[:120]}")
+        return found
 
     def compile(self, query: Mapping[str, Any]) -> ViewPredicate:
         if len(query) != 1:
@@ -209,22 +231,40 @@ class _Compiler:
 
     def _merged(self, queries: list[Mapping[str, Any]]) -> list[ViewPredicate]:
         """Any-of clauses: the string queries on one keyword field become one regex (same answers, one pass)."""
-        by_field: dict[str, list[str]] = {}
+        by_field: dict[str, list[_Spec]] = {}
         rest: list[ViewPredicate] = []
         for query in queries:
-            found = self._pattern_source(query)
+            found = self._pattern_spec(query)
             if found is None:
                 rest.append(self.compile(query))
             else:
-                by_field.setdefault(found[0], []).append(found[1])
-        for field, sources in by_field.items():
-            pattern = re.compile(sources[0] if len(sources) == 1 else "(?:" + "|".join(sources) + ")", re.DOTALL)
-            keywords = self._keywords(field)
-            rest.insert(0, _fullmatch_any(pattern, keywords))
+                by_field.setdefault(found.field, []).append(found)
+        for field, specs in by_field.items():
+            rest[0:0] = self._strings(field, specs)
         return rest
 
-    def _pattern_source(self, query: Mapping[str, Any]) -> tuple[str, str] | None:
-        """(field, regex for fullmatch) of a term/prefix/wildcard/regexp query on a keyword field."""
+    def _strings(self, field: str, specs: list[_Spec]) -> list[ViewPredicate]:
+        """Predicates for "the field matches any of these string queries": plain ASCII patterns by
+        byte search (exact: see _Spec), the rest as one RE2 automaton."""
+        found: list[ViewPredicate] = []
+        for insensitive in (False, True):
+            literal = [s.parts for s in specs if s.parts is not None and s.insensitive is insensitive]
+            if literal:
+                values = self._folded(field) if insensitive else self._encoded(field)
+                found.append(_literal_any(literal, values))
+        sources = [s.source for s in specs if s.parts is None]
+        if not sources:
+            return found
+        encoded = self._encoded(field)
+        merged = compile_fullmatch(sources[0] if len(sources) == 1 else "(?:" + "|".join(sources) + ")")
+        if merged.fallback and len(sources) > 1:  # too big for RE2 as one: each on its own
+            found += [_fullmatch_any(self.regex(source), encoded) for source in sources]
+        else:
+            found.append(_fullmatch_any(self.regex(merged.source) if merged.fallback else merged, encoded))
+        return found
+
+    def _pattern_spec(self, query: Mapping[str, Any]) -> _Spec | None:
+        """A term/prefix/wildcard/regexp query on a keyword field, as a _Spec."""
         if len(query) != 1:
             return None
         (kind, body), = query.items()
@@ -235,14 +275,20 @@ class _Compiler:
             return None
         insensitive = bool(spec.get("case_insensitive"))
         if kind == "term":
-            return field, _literal_regex(as_keyword(spec["value"]), insensitive)
+            text = as_keyword(spec["value"])
+            return _Spec(field, insensitive, lambda: _literal_regex(text, insensitive), _parts([text], insensitive))
         if kind == "prefix":
-            return field, _literal_regex(str(spec["value"]), insensitive) + ".*"
+            text = str(spec["value"])
+            return _Spec(field, insensitive, lambda: _literal_regex(text, insensitive) + ".*",
+                         _parts([text, ""], insensitive))
         if kind == "wildcard":
-            return field, _wildcard_source(str(spec.get("value", spec.get("wildcard"))), insensitive)
+            pattern = str(spec.get("value", spec.get("wildcard")))
+            return _Spec(field, insensitive, lambda: wildcard_source(pattern, insensitive),
+                         _parts(_wildcard_segments(pattern), insensitive))
         if str(spec.get("flags", "ALL")).upper() != "NONE":
             return None
-        return field, to_python(str(spec["value"]), insensitive).pattern
+        source = python_source(str(spec["value"]), insensitive)
+        return _Spec(field, insensitive, lambda: source, None)
 
     def _field(self, body: Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
         if len(body) != 1:
@@ -258,6 +304,20 @@ class _Compiler:
 
         return lambda doc: doc.keywords(field, limit)
 
+    def _encoded(self, field: str) -> Callable[[View], list[bytes]]:
+        """`_keywords` as UTF-8 bytes, for the regular expressions."""
+        limit = self.types.limit(field)
+        if field in self.types.not_indexed:
+            return lambda doc: []
+        return lambda doc: doc.encoded(field, limit)
+
+    def _folded(self, field: str) -> Callable[[View], list[bytes]]:
+        """`_encoded` with ASCII letters lower-cased (what case-insensitive ASCII patterns compare)."""
+        limit = self.types.limit(field)
+        if field in self.types.not_indexed:
+            return lambda doc: []
+        return lambda doc: doc.folded(field, limit)
+
     def q_term(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "term")
         return self._term_predicate(field, [spec["value"]], bool(spec.get("case_insensitive", False)))
@@ -272,7 +332,7 @@ class _Compiler:
     def _term_predicate(self, field: str, wanted: list[Any], insensitive: bool) -> ViewPredicate:
         kind = self.types.type_of(field)
         if kind == "ip":
-            networks = [ipaddress.ip_network(str(v), strict=False) for v in wanted]
+            networks = [as_ipv6(ipaddress.ip_network(str(v), strict=False)) for v in wanted]
             return lambda doc: any(_in_networks(v, networks) for v in doc.values(field))
         if kind == "long":
             numbers = [float(v) for v in wanted]
@@ -283,27 +343,28 @@ class _Compiler:
         keywords = self._keywords(field)
         texts = [as_keyword(v) for v in wanted]
         if insensitive:
-            source = "|".join(_literal_regex(t, True) for t in texts)
-            return _fullmatch_any(re.compile(f"(?:{source})", re.DOTALL), keywords)
+            return _any_of(self._strings(field, [_Spec(field, True, partial(_literal_regex, t, True), _parts([t], True))
+                                                 for t in texts]))
         exact = set(texts)
         return lambda doc: not exact.isdisjoint(keywords(doc))
 
     def q_prefix(self, body: Mapping[str, Any]) -> ViewPredicate:
-        field, spec = self._field(body, "prefix")
-        pattern = re.compile(_literal_regex(str(spec["value"]), bool(spec.get("case_insensitive"))) + ".*", re.DOTALL)
-        return _fullmatch_any(pattern, self._keywords(field))
+        return self._string_query({"prefix": body})
 
     def q_wildcard(self, body: Mapping[str, Any]) -> ViewPredicate:
-        field, spec = self._field(body, "wildcard")
-        pattern = _wildcard_regex(str(spec.get("value", spec.get("wildcard"))), bool(spec.get("case_insensitive")))
-        return _fullmatch_any(pattern, self._keywords(field))
+        return self._string_query({"wildcard": body})
 
     def q_regexp(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "regexp")
         if str(spec.get("flags", "ALL")).upper() != "NONE":
             raise UnsupportedQuery("regexp queries must use flags NONE (the compiler never emits others)")
-        pattern = to_python(str(spec["value"]), bool(spec.get("case_insensitive")))
-        return _fullmatch_any(pattern, self._keywords(field))
+        return self._string_query({"regexp": body})
+
+    def _string_query(self, query: Mapping[str, Any]) -> ViewPredicate:
+        found = self._pattern_spec(query)
+        if found is None:  # a typed or unindexed field: Elasticsearch matches no value of it
+            return lambda doc: False
+        return _any_of(self._strings(found.field, [found]))
 
     def q_range(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "range")
@@ -359,6 +420,104 @@ class _Compiler:
         return lambda doc: bool(keywords(doc)) or _has_object_leaf(doc.doc, field)
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """A string query on a keyword field: its regex source, and, when the pattern is a term, a
+    prefix or a wildcard without `?`, the same as literal UTF-8 segments between the `*`s (`parts`,
+    ASCII letters lower-cased when insensitive).
+
+    Why the segments are exact: under case_insensitive, Elasticsearch folds ASCII letters only
+    (alt_case), which `bytes.lower` folds alike on both sides, and every other character matches
+    only itself; UTF-8 is self-synchronizing, so a segment found in the value's bytes is found at a
+    character boundary."""
+
+    field: str
+    insensitive: bool
+    make_source: Callable[[], str]  # Python-dialect regex for a whole-value match (built when needed)
+    parts: tuple[bytes, ...] | None = None  # segments between `*`s: first and last anchored
+
+    @property
+    def source(self) -> str:
+        return self.make_source()
+
+
+def _parts(segments: list[str] | None, insensitive: bool) -> tuple[bytes, ...] | None:
+    if segments is None:
+        return None
+    encoded = tuple(encode(s) for s in segments)
+    return tuple(s.lower() for s in encoded) if insensitive else encoded
+
+
+def _wildcard_segments(pattern: str) -> list[str] | None:
+    """An Elasticsearch wildcard pattern split at its `*`s (escapes resolved); None if it has a `?`."""
+    segments, current, i = [], [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            current.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch == "?":
+            return None
+        if ch == "*":
+            segments.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    segments.append("".join(current))
+    return segments
+
+
+def _segments_match(value: bytes, parts: tuple[bytes, ...]) -> bool:
+    """Does `value` match first*middle*...*last? Leftmost-first search is exact for `*`-only patterns."""
+    if len(parts) == 1:
+        return value == parts[0]
+    first, last = parts[0], parts[-1]
+    end = len(value) - len(last)
+    if end < len(first) or not value.startswith(first) or not value.endswith(last):
+        return False
+    position = len(first)
+    for middle in parts[1:-1]:
+        if middle:
+            found = value.find(middle, position, end)
+            if found < 0:
+                return False
+            position = found + len(middle)
+    return True
+
+
+def _literal_any(patterns: list[tuple[bytes, ...]], values: Callable[[View], list[bytes]]) -> ViewPredicate:
+    """Any value matches any pattern. The shapes Sigma writes most (equals, startswith, endswith,
+    contains) are tested with one C-level call each (set membership, bytes.startswith/endswith
+    with a tuple, `in`); only the rest go through _segments_match."""
+    exact = frozenset(p[0] for p in patterns if len(p) == 1)
+    starts = tuple(p[0] for p in patterns if len(p) == 2 and not p[1])
+    ends = tuple(p[1] for p in patterns if len(p) == 2 and not p[0] and p[1])
+    contains = tuple(p[1] for p in patterns if len(p) == 3 and not p[0] and not p[2])
+    others = [p for p in patterns if not (len(p) == 1 or (len(p) == 2 and (not p[1] or not p[0]))
+                                          or (len(p) == 3 and not p[0] and not p[2]))]
+
+    def check(doc: View) -> bool:
+        for value in values(doc):
+            if value in exact or (starts and value.startswith(starts)) or (ends and value.endswith(ends)):
+                return True
+            for needle in contains:
+                if needle in value:
+                    return True
+            for parts in others:
+                if _segments_match(value, parts):
+                    return True
+        return False
+    return check
+
+
+def _any_of(predicates: list[ViewPredicate]) -> ViewPredicate:
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda doc: any(p(doc) for p in predicates)
+
+
 def _bool_predicate(musts: list[ViewPredicate], nots: list[ViewPredicate], shoulds: list[ViewPredicate],
                     minimum: int) -> ViewPredicate:
     """A bool query's closure. Plain loops, and the common shapes on their own, because these run
@@ -402,12 +561,12 @@ def _bool_predicate(musts: list[ViewPredicate], nots: list[ViewPredicate], shoul
     return check
 
 
-def _fullmatch_any(pattern: re.Pattern[str], keywords: Callable[[View], list[str]]) -> ViewPredicate:
-    fullmatch = pattern.fullmatch
+def _fullmatch_any(pattern: FullMatch, values: Callable[[View], list[bytes]]) -> ViewPredicate:
+    test = pattern.test
 
     def check(doc: View) -> bool:
-        for text in keywords(doc):
-            if fullmatch(text):
+        for value in values(doc):
+            if test(value):
                 return True
         return False
     return check
@@ -449,14 +608,14 @@ def as_list(value: Any) -> list[Mapping[str, Any]]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def _in_networks(value: Any, networks: list[ipaddress.IPv6Network]) -> bool:
+    """Elasticsearch's ip type: every address is 128 bits, IPv4 as IPv4-mapped IPv6 (cidr.as_ipv6)."""
     try:
         address = ipaddress.ip_address(str(value))
     except ValueError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # Elasticsearch stores IPv4 as IPv4-mapped IPv6
-    return any(address.version == n.version and address in n for n in networks)
+    wide = as_ipv6(ipaddress.ip_network(address)).network_address
+    return any(wide in n for n in networks)
 
 
 def _number(value: Any) -> float | None:
@@ -518,3 +677,29 @@ def matches(query: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
         cached = (query, compile_matcher(query))  # the query is kept, so its id is not reused
         _CACHE[id(query)] = cached
     return cached[1](doc)
+
+
+def regex_fallbacks(query: Mapping[str, Any], types: FieldTypes | None = None) -> list[str]:
+    """The patterns of `query` that RE2 refuses and that therefore run on the bounded fallback
+    engine (linear.py), each with the reason: what `rules validate` reports. (Patterns merged per
+    field fall back to their parts, so only single patterns can end up there.)"""
+    compiler = _Compiler(types or field_types())
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, Mapping):
+            return
+        spec = compiler._pattern_spec(node) if len(node) == 1 else None
+        if spec is not None and spec.parts is None:
+            pattern = compile_fullmatch(spec.source)
+            if pattern.fallback:
+                found.append(f"{pattern.fallback}: {spec.source[:120]}")
+            return
+        for value in node.values():
+            walk(value)
+    walk(query)
+    return found

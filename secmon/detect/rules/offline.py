@@ -17,24 +17,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from secmon.detect.rules.findings import findings, hits_from_docs
+from secmon.detect.rules.linear import RegexTimeout
 from secmon.detect.rules.load import CompiledRule
 from secmon.detect.rules.match import View, ViewPredicate, compile_view_matcher
 from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 
 
+# Route fields compared case-insensitively (pipeline._channel): their route keys are lower-cased on
+# both sides. Safe for ASCII values: a character matches another case-insensitively, as
+# Elasticsearch folds (match.alt_case), exactly when both lower-case alike.
+FOLDED = frozenset({"winlog.channel"})
+
 
 def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
     """Alternatives of mandatory exact (case-sensitive) terms: [{field: allowed values}, ...]; [{}] = none known."""
     if "term" in query:
         (field, spec), = query["term"].items()
-        value = spec.get("value") if isinstance(spec, Mapping) else spec
-        if field in ROUTE_FIELDS and not (isinstance(spec, Mapping) and spec.get("case_insensitive")):
-            return [{field: frozenset({str(value)})}]
+        value = str(spec.get("value") if isinstance(spec, Mapping) else spec)
+        insensitive = isinstance(spec, Mapping) and spec.get("case_insensitive")
+        if field in FOLDED and value.isascii():
+            return [{field: frozenset({value.lower()})}]
+        if field in ROUTE_FIELDS and not insensitive:
+            return [{field: frozenset({value})}]
         return [{}]
     if "terms" in query:
         (field, values), = query["terms"].items()
-        return [{field: frozenset(map(str, values))}] if field in ROUTE_FIELDS else [{}]
+        texts = [str(v) for v in values]
+        if field in FOLDED:
+            return [{field: frozenset(t.lower() for t in texts)}] if all(t.isascii() for t in texts) else [{}]
+        return [{field: frozenset(texts)}] if field in ROUTE_FIELDS else [{}]
     body = query.get("bool")
     if not isinstance(body, Mapping):
         return [{}]
@@ -60,6 +72,7 @@ def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
 class _Entry:
     rule: CompiledRule
     predicate: ViewPredicate
+    number: int  # position in the router's rules
 
 
 PAIR = ("winlog.channel", "winlog.event_id")
@@ -94,7 +107,7 @@ class RuleRouter:
         self._always: list[int] = []
         with_needles: list[tuple[int, Groups]] = []
         for number, rule in enumerate(rules):
-            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query)))
+            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query), number))
             route = _route_keys(rule.query)
             self._routes.append(route)
             groups = needles(rule.query)
@@ -114,9 +127,10 @@ class RuleRouter:
 
     @staticmethod
     def _keys(view: View) -> set[RouteKey]:
-        keys: set[RouteKey] = {("pair", str(c), str(e))
-                               for c in view.values(PAIR[0]) for e in view.values(PAIR[1])}
-        keys.update((field, str(value), "") for field in ROUTE_FIELDS for value in view.values(field))
+        channels = [str(c).lower() for c in view.values(PAIR[0])]
+        keys: set[RouteKey] = {("pair", c, str(e)) for c in channels for e in view.values(PAIR[1])}
+        keys.update((field, str(value).lower() if field in FOLDED else str(value), "")
+                    for field in ROUTE_FIELDS for value in view.values(field))
         return keys
 
     def candidates(self, view: View) -> list[_Entry]:
@@ -131,10 +145,20 @@ class RuleRouter:
                 found.add(number)
         return [self._entries[n] for n in sorted(found)]
 
-    def matching(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
-        """Every rule whose query matches `doc`."""
+    def matching(self, doc: Mapping[str, Any], timeouts: dict[int, int] | None = None) -> list[CompiledRule]:
+        """Every rule whose query matches `doc`. With `timeouts`, a rule whose bounded fallback regex
+        timed out (linear.RegexTimeout) is counted there by its position in the rules, not raised."""
         view = self.view(doc)
-        return [e.rule for e in self.candidates(view) if e.predicate(view)]
+        found = []
+        for entry in self.candidates(view):
+            try:
+                if entry.predicate(view):
+                    found.append(entry.rule)
+            except RegexTimeout:
+                if timeouts is None:
+                    raise
+                timeouts[entry.number] = timeouts.get(entry.number, 0) + 1
+        return found
 
     def matching_routed_only(self, doc: Mapping[str, Any]) -> list[CompiledRule]:
         """`matching` without the needle prefilter: every rule whose logsource admits `doc` is tried."""
@@ -149,16 +173,23 @@ class RuleRouter:
         return [e.rule for e in self._entries if e.predicate(view)]
 
 
-def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]]
-                   ) -> list[Finding]:
+def scan_documents(rules: Iterable[CompiledRule], docs: Iterable[tuple[str, Mapping[str, Any]]],
+                   failures: list[tuple[str, str]] | None = None) -> list[Finding]:
     """Findings of every rule over in-memory documents: routing, matching and the same windowing
-    code as the cluster path (secmon.detect.rules.findings)."""
+    code as the cluster path (secmon.detect.rules.findings). A rule whose bounded fallback regex
+    timed out on some documents is reported in `failures` (rule, reason) with their count."""
     rules = list(rules)
     router = RuleRouter(rules)
     matched: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    timeouts: dict[int, int] = {}
     for ident, doc in docs:
-        for rule in router.matching(doc):
+        for rule in router.matching(doc, timeouts):
             matched.setdefault(rule.id + "\x1f" + rule.path, []).append((ident, doc))
+    for number, count in sorted(timeouts.items()):
+        if failures is None:
+            raise RegexTimeout(f"rule {rules[number].path}")
+        failures.append((f"{rules[number].path}: {rules[number].title}",
+                         f"a regex outside RE2 timed out on {count} events, which it was not matched against"))
     found: list[Finding] = []
     for rule in rules:
         hits = matched.get(rule.id + "\x1f" + rule.path)

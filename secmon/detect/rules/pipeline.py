@@ -6,13 +6,17 @@ Field names: on `product: windows` rules, Sigma's EVTX names become the contract
 makes the rule fail with the placeholder's name instead of silently matching anything.
 
 Logsources become Query DSL conditions: Windows services and categories map to
-`winlog.channel` (+ `winlog.event_id` for Sysmon-style categories), other
-logsources to `event.dataset`/`event.category`/... conditions from logsources.yml.
+`winlog.channel` (compared case-insensitively) + `winlog.event_id` for Sysmon-style
+categories, other logsources to `event.dataset`/`event.category`/... conditions from
+logsources.yml. A Sysmon category may also be a Security-audit event (process_creation is
+Sysmon 1 or Security 4688): each such `Variant` names the fields its own way (windows.yml
+`audit:`, audit.py), and the rule's condition is compiled once per variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -30,7 +34,8 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaLogSource
 
-from secmon.detect.rules.compile import Query, and_, or_
+from secmon.detect.rules.audit import translation
+from secmon.detect.rules.compile import Query, Translation, and_, or_
 
 EVENT_DATA = "winlog.event_data."
 USER_DATA = "winlog.user_data."
@@ -41,16 +46,100 @@ def _data(name: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One kind of event a rule's logsource selects, and how that event names Sigma's fields.
+
+    `process_creation` is Sysmon 1 or Security 4688: the rule's condition is compiled once per
+    variant, each with its own field names (windows.yml `audit:`), under that variant's query."""
+
+    label: str  # "Security 4688", for the notes of rules that cannot run on it
+    query: Query | None  # the events of this variant (None: nothing narrows it)
+    renames: Mapping[str, str] = field(default_factory=dict)  # mapped field -> this event's field
+    translations: Mapping[str, Translation] = field(default_factory=dict)  # mapped field -> translation
+
+    def alternatives(self, sources: Logsources, logsource: SigmaLogSource) -> Callable[[str], list[str]]:
+        def fields(name: str) -> list[str]:
+            # pySigma's processing leaves the field of a `|fieldref` item unmapped (`User`): map it here
+            name = sources.map_field(logsource, name)
+            return sources.field_alternatives(logsource, self.renames.get(name, name))
+        return fields
+
+    def translate(self, name: str) -> Translation | None:
+        return self.translations.get(name)
+
+
+@dataclass(frozen=True)
 class Logsources:
     """Both tables: Windows (windows.yml) and everything else (logsources.yml)."""
 
     windows: dict[str, Any]
     table: list[dict[str, Any]]
 
+    def variants(self, logsource: SigmaLogSource) -> list[Variant]:
+        """The kinds of event the logsource selects, the primary (Sysmon-style) one first."""
+        if logsource.product != "windows":
+            return [Variant(str(logsource.product or logsource.category or "any"), self._other(logsource))]
+        parts: list[Query] = [_term("event.module", "windows")]
+        if logsource.service:
+            channels = self.windows["services"].get(logsource.service)
+            if channels:
+                parts.append(or_([_channel(c) for c in channels]))
+        options = self.windows["categories"].get(logsource.category) if logsource.category else None
+        if not options:
+            return [Variant("windows", and_(parts))]
+        return [self._variant(parts, option) for option in options]
+
+    def _variant(self, parts: list[Query], option: Mapping[str, Any]) -> Variant:
+        ids = [str(i) for i in option["event_ids"]]
+        conditions = [_channel(option["channel"]), _one_of("winlog.event_id", ids)]
+        for name, values in (option.get("where") or {}).items():
+            conditions.append(_one_of(EVENT_DATA + name, [str(v) for v in (values if isinstance(values, list)
+                                                                            else [values])]))
+        renames: dict[str, str] = {}
+        translations: dict[str, Translation] = {}
+        for name, spec in (self.windows["audit"][option["audit"]] if "audit" in option else {}).items():
+            if isinstance(spec, str):
+                renames[EVENT_DATA + name] = EVENT_DATA + spec
+            else:
+                translations[EVENT_DATA + name] = translation(spec)
+        label = f"{option['channel'].split('/')[0]} {'/'.join(ids)}"
+        return Variant(label, and_(parts + [and_(conditions)]), renames, translations)
+
+    def audit_fields(self) -> list[str]:
+        """Every event field a Security-audit variant may read (renames, translations, `where`): the
+        fields the events template must map for Sysmon-named rules to match those events."""
+        found: set[str] = set()
+        for options in self.windows["categories"].values():
+            for option in options:
+                found |= {EVENT_DATA + name for name in option.get("where") or {}}
+                if "audit" not in option:
+                    continue
+                variant = self._variant([], option)
+                found |= set(variant.renames.values())
+                found |= {f for t in variant.translations.values() for f in t.fields()}
+        return sorted(found)
+
     def query(self, logsource: SigmaLogSource) -> Query | None:
-        """Conditions selecting the logsource's events; None when nothing narrows it."""
-        if logsource.product == "windows":
-            return self._windows(logsource)
+        """Conditions selecting the logsource's events (every variant); None when nothing narrows it."""
+        queries = [v.query for v in self.variants(logsource)]
+        if any(q is None for q in queries):
+            return None
+        return or_([q for q in queries if q is not None])
+
+    def _other(self, logsource: SigmaLogSource) -> Query | None:
+        best = self._entry(logsource)
+        if best is not None:
+            return and_([_term(k, v) for k, v in best["conditions"].items()])
+        if not logsource.product:
+            return None
+        # A product we have no entry for: its events, by the ECS convention that event.module
+        # names the product and event.dataset is <module>.<dataset> (aws.cloudtrail, zeek.http).
+        parts = [_term("event.module", logsource.product)]
+        if logsource.service:
+            parts.append(_term("event.dataset", f"{logsource.product}.{logsource.service}"))
+        return and_(parts)
+
+    def _entry(self, logsource: SigmaLogSource) -> dict[str, Any] | None:
         wanted = {k: v for k, v in (("category", logsource.category), ("product", logsource.product),
                                     ("service", logsource.service)) if v}
         best: dict[str, Any] | None = None
@@ -58,33 +147,22 @@ class Logsources:
             keys = entry["logsource"]
             if all(wanted.get(k) == v for k, v in keys.items()) and (best is None or len(keys) > len(best["logsource"])):
                 best = entry
-        if best is None:
-            # A product we have no entry for: its events, by the ECS convention that
-            # event.module names the product (aws, azure, okta, zeek, ...), never every event.
-            return _term("event.module", logsource.product) if logsource.product else None
-        return and_([_term(k, v) for k, v in best["conditions"].items()])
-
-    def _windows(self, logsource: SigmaLogSource) -> Query:
-        parts: list[Query] = [_term("event.module", "windows")]
-        if logsource.service:
-            channels = self.windows["services"].get(logsource.service)
-            if channels:
-                parts.append(_one_of("winlog.channel", channels))
-        if logsource.category:
-            options = self.windows["categories"].get(logsource.category)
-            if options:
-                parts.append(or_([and_([_term("winlog.channel", o["channel"]),
-                                        _one_of("winlog.event_id", [str(i) for i in o["event_ids"]])])
-                                  for o in options]) if len(options) > 1 else
-                             and_([_term("winlog.channel", options[0]["channel"]),
-                                   _one_of("winlog.event_id", [str(i) for i in options[0]["event_ids"]])]))
-        return parts[0] if len(parts) == 1 else and_(parts)
+        return best
 
     def known(self, logsource: SigmaLogSource) -> bool:
+        """Whether the logsource is mapped, i.e. its query selects the events it means. Windows: its
+        service and category are in windows.yml. Others: an entry of logsources.yml names its
+        category and service; or, for a product without entries, the ECS convention (event.module,
+        event.dataset) with no category but `application` (the product's own logs). An unmapped
+        logsource selects more than it means (a `category: proxy` rule: every event; `linux` +
+        `process_creation`: every Linux log line), so such rules run only when asked (load.py)."""
         if logsource.product == "windows":
             return (not logsource.service or logsource.service in self.windows["services"]) and (
                 not logsource.category or logsource.category in self.windows["categories"])
-        return self.query(logsource) is not None
+        best = self._entry(logsource)
+        if best is None:
+            return bool(logsource.product) and logsource.category in (None, "application")
+        return all(key in best["logsource"] for key in ("category", "service") if getattr(logsource, key))
 
     def keyword_fields(self, logsource: SigmaLogSource) -> list[str]:
         kind = "windows" if logsource.product == "windows" else "default"
@@ -97,12 +175,16 @@ class Logsources:
             return [field, USER_DATA + field[len(EVENT_DATA):]]
         return [field]
 
-
     def map_field(self, logsource: SigmaLogSource, name: str) -> str:
         """A Sigma field name as the pipeline maps it (for correlation group-by fields)."""
         if logsource.product != "windows" or "." in name:
             return name
         return str(self.windows["fields"].get(name) or EVENT_DATA + name)
+
+
+def _channel(name: str) -> Query:
+    """Windows and its shippers write channel names in either case (`Security`, `security`)."""
+    return {"term": {"winlog.channel": {"value": name, "case_insensitive": True}}}
 
 
 def _term(field: str, value: str) -> Query:

@@ -4,16 +4,16 @@ For each rule query, `needles(query)` finds a *necessary* condition: a set of
 atoms (field, literal text, anchoring) such that the query cannot match a
 document unless at least one atom occurs in it. `NeedleIndex` puts every
 rule's atoms into one automaton per field; a document's field values are
-lower-cased and anchored (`\\x02value\\x03`), each is scanned once, and the
+case-folded and anchored (`\\x02value\\x03`), each is scanned once, and the
 rules whose atoms occur are the only ones worth running the full predicate on.
 
 The test is a superset by construction, so skipping a rule never changes an answer:
 - atoms are only taken from clauses every match must satisfy (a filter/must clause,
   or every branch of an any-of), never from must_not;
-- atoms hold only characters that lower-casing both sides cannot un-match (a
-  character and its one other case lower-case alike, which holds for ASCII and for
-  most letters); a literal with other text gives its longest such run as a
-  `contains` atom instead;
+- atoms and values are compared case-folded (str.casefold, per character, without
+  context): a character matches itself, its other ASCII case (term, prefix, wildcard)
+  or a character of its Unicode case class (regexp, lucene_regexp.case_class), and
+  all of these fold alike, so folding both sides never un-matches;
 - a regexp gives the literal runs every match of it contains (read from Python's
   own parse of the translated pattern);
 - queries whose literal cannot be read (range, exists, typed fields, ...) give no
@@ -22,46 +22,23 @@ The test is a superset by construction, so skipping a rule never changes an answ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from re import _parser as sre  # Python's own regex parser: the literals of a pattern, exactly
+from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's literals
 
 import ahocorasick
 
-from secmon.detect.rules.lucene_regexp import to_python
-from secmon.detect.rules.match import FieldTypes, alt_case, as_keyword, as_list, field_types
+from secmon.detect.rules.lucene_regexp import python_source
+from secmon.detect.rules.match import FieldTypes, as_keyword, as_list, field_types
 
 START, END = "\x02", "\x03"
 # Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say
 # nothing the route has not said already.
 ROUTE_FIELDS = ("winlog.channel", "winlog.event_id", "event.dataset", "event.module", "event.category")
 MIN_NEEDLE = 2
+ANY_OF_GROUPS = 3  # conditions kept from an any-of (see _Extractor._bool)
 Atom = tuple[str, str]  # (field, needle with anchors)
-
-
-def _foldable(ch: str) -> bool:
-    """Lower-casing both sides keeps every match on this character. A case-insensitive match
-    accepts the character or its one other case (match.alt_case, as Elasticsearch does): true
-    when both lower-case to the same single character (all ASCII letters, most others), and
-    for characters without case."""
-    if ch.isascii():
-        return True
-    low = ch.lower()
-    return len(low) == 1 and alt_case(ch).lower() == low
-
-
-def _foldable_run(text: str) -> str:
-    """The longest run of foldable characters in `text` (all of it, when every one is)."""
-    runs, current = [], []
-    for ch in text:
-        if _foldable(ch):
-            current.append(ch)
-        else:
-            runs.append("".join(current))
-            current = []
-    runs.append("".join(current))
-    return max(runs, key=len)
 
 
 def _too_common(text: str) -> bool:
@@ -71,12 +48,9 @@ def _too_common(text: str) -> bool:
 
 
 def _literal(field: str, text: str, at_start: bool, at_end: bool) -> frozenset[Atom] | None:
-    run = _foldable_run(text)
-    if run != text:  # only part of the literal can be folded: that part still occurs, unanchored
-        at_start = at_end = False
-    if not run and not (at_start and at_end) or _too_common(run) and not (at_start or at_end):
+    if not text and not (at_start and at_end) or _too_common(text) and not (at_start or at_end):
         return None
-    needle = (START if at_start else "") + run.lower() + (END if at_end else "")
+    needle = (START if at_start else "") + text.casefold() + (END if at_end else "")
     return frozenset({(field, needle)})
 
 
@@ -143,9 +117,14 @@ class _Extractor:
         minimum = int(body.get("minimum_should_match", 0 if musts else 1)) if shoulds else 0
         found = [group for query in musts for group in self.groups(query)]
         if minimum >= 1:
-            any_of = _any(_best(self.groups(q)) for q in shoulds)
-            if any_of is not None:
-                found.append(any_of)
+            # Every branch needs each of its groups, so one group per branch, united, is needed
+            # by the any-of: the best of each, then the second best, ... (a branch with fewer
+            # groups repeats its last), so that `sel_a or sel_b` of two kinds of event keeps as
+            # many conditions as either branch alone.
+            options = [sorted(self.groups(q), key=_cost) for q in shoulds]
+            if all(options):
+                for rank in range(min(max(len(o) for o in options), ANY_OF_GROUPS)):
+                    found.append(frozenset().union(*(o[min(rank, len(o) - 1)] for o in options)))
         return found
 
 
@@ -160,7 +139,7 @@ def _any(alternatives: Iterable[frozenset[Atom] | None]) -> frozenset[Atom] | No
 
 def _regexp(field: str, pattern: str, insensitive: bool) -> frozenset[Atom] | None:
     try:
-        parsed = sre.parse(to_python(pattern, insensitive).pattern)
+        parsed = sre.parse(python_source(pattern, insensitive))
     except Exception:  # noqa: BLE001 - a pattern we cannot read simply gives no atoms
         return None
     found = _regex_runs(parsed)
@@ -201,14 +180,12 @@ def _regex_runs(sequence: Any) -> frozenset[str] | None:
 
 
 def _regex_char(op: Any, arg: Any) -> str | None:
-    """The one foldable character a regex item stands for, lower-cased ([aA] -> a), else None."""
+    """What a regex item stands for, case-folded, when that is one text ([sSſ] -> s), else None."""
     if op is sre.LITERAL:
-        ch = chr(arg)
-        return ch.lower() if _foldable(ch) else None
+        return chr(arg).casefold()
     if op is sre.IN and all(item_op is sre.LITERAL for item_op, _ in arg):
-        chars = {chr(code) for _, code in arg}
-        folded = {c.lower() for c in chars}
-        if len(folded) == 1 and all(_foldable(c) for c in chars):
+        folded = {chr(code).casefold() for _, code in arg}
+        if len(folded) == 1:
             return folded.pop()
     return None
 
@@ -220,11 +197,6 @@ def _cost(atoms: frozenset[Atom]) -> tuple[int, int, int]:
         return (0, 0, 0)
     routed = any(f in ROUTE_FIELDS for f, _ in atoms)
     return (int(routed), -min(len(n.strip(START + END)) for _, n in atoms), len(atoms))
-
-
-def _best(options: Sequence[frozenset[Atom]]) -> frozenset[Atom] | None:
-    """Of several conditions that must all hold, the one likely to hold least often."""
-    return min(options, key=_cost) if options else None
 
 
 def needles(query: Mapping[str, Any], types: FieldTypes | None = None, most: int = 2) -> Groups:
@@ -289,7 +261,7 @@ class NeedleIndex:
         for field in flat.keys() & automata.keys():
             automaton = automata[field]
             for value in flat[field]:
-                text = START + (value if type(value) is str else as_keyword(value)).lower() + END
+                text = START + (value if type(value) is str else as_keyword(value)).casefold() + END
                 for _, items in automaton.iter(text):
                     found.update(items)
         held: dict[int, int] = {}

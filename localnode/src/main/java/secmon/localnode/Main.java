@@ -19,20 +19,27 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Starts one Elasticsearch node in this JVM: {@code Main HOME [HTTP_PORT]}.
+ * Starts one Elasticsearch node in this JVM: {@code Main HOME [HTTP_PORT [SETTING=VALUE ...]]}.
  *
  * Prints "READY <port>" on stdout and writes HOME/port once HTTP is bound; SIGTERM closes the node.
- * Meant to be started by scripts/es-local, which passes the JVM flags.
+ * Meant to be started by scripts/es-local, which passes the JVM flags and the settings: always
+ * {@code transport.port}, and for a node of a cluster {@code node.name}, {@code cluster.name},
+ * {@code discovery.seed_hosts} and {@code cluster.initial_master_nodes} (comma-separated lists).
+ * Without {@code discovery.seed_hosts} the node is a single-node cluster.
  */
 public final class Main {
 
     static final String CLUSTER_NAME = "secmon-localnode";
     static final String NODE_NAME = "localnode-0";
+    static final Set<String> LIST_SETTINGS = Set.of("discovery.seed_hosts", "cluster.initial_master_nodes");
 
     /** Everything this node runs with; see README.md for what is missing compared to a full distribution. */
     static final List<Class<? extends Plugin>> PLUGINS = List.of(
@@ -75,8 +82,8 @@ public final class Main {
         """;
 
     public static void main(String[] args) throws Exception {
-        if (args.length < 1 || args.length > 2) {
-            System.err.println("usage: Main HOME [HTTP_PORT]");
+        if (args.length < 1) {
+            System.err.println("usage: Main HOME [HTTP_PORT [SETTING=VALUE ...]]");
             System.exit(2);
         }
         // LogConfigurator.configure() redirects System.out/err into log4j; keep the real ones.
@@ -95,26 +102,48 @@ public final class Main {
         Path portFile = home.resolve("port");
         Files.deleteIfExists(portFile);
 
-        Settings settings = Settings.builder()
+        Map<String, String> given = new LinkedHashMap<>();
+        for (int i = 2; i < args.length; i++) {
+            int eq = args[i].indexOf('=');
+            if (eq <= 0) {
+                System.err.println("not SETTING=VALUE: " + args[i]);
+                System.exit(2);
+            }
+            given.put(args[i].substring(0, eq), args[i].substring(eq + 1));
+        }
+        String nodeName = given.getOrDefault("node.name", NODE_NAME);
+        Settings.Builder builder = Settings.builder()
             .put("path.home", home.toString())
             .put("path.data", data.toString())
             .put("path.logs", logs.toString())
             .put("cluster.name", CLUSTER_NAME)
-            .put("node.name", NODE_NAME)
-            .put("discovery.type", "single-node")        // no cluster.initial_master_nodes with this
+            .put("node.name", nodeName)
             .put("network.host", "127.0.0.1")
             .put("http.port", httpPort)
-            .put("transport.port", "9300-9399")
+            // One port, outside the HTTP range: a range such as 9300-9399 took the HTTP port of the
+            // next node started on 93xx, which then failed to bind.
+            .put("transport.port", httpPort <= 64535 ? httpPort + 1000 : httpPort - 1000)
             .put("node.processors", 2)                     // the project machines have 2 cores
             .put("indices.breaker.total.use_real_memory", false) // as ES's own single-node tests do
             .put("cluster.routing.allocation.disk.threshold_enabled", false) // tiny disks must not block writes
-            .put("action.destructive_requires_name", false) // lets tests DELETE /* in teardown
-            .build();
+            .put("action.destructive_requires_name", false); // lets tests DELETE /* in teardown
+        if (!given.containsKey("discovery.seed_hosts")) {
+            builder.put("discovery.type", "single-node");  // no cluster.initial_master_nodes with this
+        }
+        for (Map.Entry<String, String> setting : given.entrySet()) {
+            String key = setting.getKey();
+            if (LIST_SETTINGS.contains(key)) {
+                builder.putList(key, List.of(setting.getValue().split(",")));
+            } else {
+                builder.put(key, setting.getValue());
+            }
+        }
+        Settings settings = builder.build();
 
         // Order matters: ES's logging facade is null until configure() runs, and anything that logs
         // before it (Environment is fine, Node is not) would fail.
         LogConfigurator.registerErrorListener();
-        LogConfigurator.setNodeName(NODE_NAME);
+        LogConfigurator.setNodeName(nodeName);
         Environment environment = new Environment(settings, config);
         LogConfigurator.configure(environment, true);
 

@@ -1,0 +1,83 @@
+"""Whole-value regular expression matching in linear time, as Elasticsearch's automata match.
+
+The in-process matcher turns every string query (term, prefix, wildcard, regexp) into a
+regular expression over the field's values. Python's `re` backtracks: a crafted rule
+`(a+)+$`, or a wildcard `*a*a*a*a*b`, takes time exponential (polynomial) in the length of a
+value that attackers write into logs, while the cluster, which runs Lucene automata, is
+immune. RE2 (`google-re2`) compiles to automata too, so both paths cost time linear in the
+value and agree by construction on what they accept.
+
+RE2 cannot express every pattern the Lucene translation produces: counted repeats above
+1,000 (`x{2000}`, which Lucene accepts) and programs past its memory budget. Those patterns,
+and only those, run on the `regex` module (Python's `re` dialect, with a timeout): a
+value that takes longer than FALLBACK_TIMEOUT raises RegexTimeout, which the caller counts
+and reports, never a silent "no match". `rules validate` lists the rules concerned
+(`CompiledRule.notes`).
+
+Values are matched as UTF-8 bytes (RE2's native input; no per-call decoding). A lone
+surrogate, which JSON can carry and Python keeps, is matched as U+FFFD: Elasticsearch
+indexes it so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import re2
+import regex
+
+FALLBACK_TIMEOUT = 1.0  # seconds one value may take on the fallback engine
+_OPTIONS = re2.Options()
+_OPTIONS.dot_nl = True  # `.` matches a newline, as in Lucene (and re.DOTALL)
+_OPTIONS.log_errors = False  # a refused pattern is reported by us, not logged to stderr by RE2
+_OPTIONS.max_mem = 64 << 20  # merged per-field alternatives of large rules need more than the 8 MiB default
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class RegexTimeout(RuntimeError):
+    """A fallback pattern took longer than FALLBACK_TIMEOUT on one value."""
+
+    def __init__(self, source: str):
+        super().__init__(f"a regular expression outside RE2 ran over {FALLBACK_TIMEOUT:g} s on one value: "
+                         f"{source[:120]!r}")
+        self.source = source
+
+
+def encode(text: str) -> bytes:
+    """The UTF-8 bytes a value is matched as (lone surrogates as U+FFFD, as Elasticsearch indexes them)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class FullMatch:
+    """One compiled pattern: `test(value bytes)` says whether it matches the whole value."""
+
+    source: str  # Python-dialect source (re.DOTALL semantics)
+    test: Callable[[bytes], bool]
+    fallback: str | None = None  # why RE2 refused it (None: it runs on RE2)
+
+
+def compile_fullmatch(source: str) -> FullMatch:
+    """A Python-dialect pattern (as lucene_regexp.python_source writes them) for whole-value matching."""
+    compiled = re2._re2.RE2(source.encode("utf-8"), _OPTIONS)  # the bytes API: no per-call str bookkeeping
+    if compiled.ok():
+        match, anchor = compiled.Match, re2._Anchor.ANCHOR_BOTH
+
+        def test(value: bytes) -> bool:
+            return bool(match(anchor, value, 0, len(value))[0][0] >= 0)
+        return FullMatch(source, test)
+    reason = compiled.error()
+    reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    slow = regex.compile(source, regex.DOTALL)
+
+    def bounded(value: bytes) -> bool:
+        try:
+            return slow.fullmatch(value.decode("utf-8"), timeout=FALLBACK_TIMEOUT) is not None
+        except TimeoutError:
+            raise RegexTimeout(source) from None
+    return FullMatch(source, bounded, f"RE2 refuses it ({reason})")
