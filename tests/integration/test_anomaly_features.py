@@ -45,7 +45,7 @@ def generated(seed: int, n: int) -> list[dict]:  # type: ignore[type-arg]
     urls = ["/", "/index.php?id=1' OR '1'='1", "/%2e%2e/%2e%2e/etc/passwd", "/" + "a" * 9000, "/ảnh/đẹp.png",
             "/search?q=" + "z" * 300, "/a\r\nb"]
     docs = []
-    for i in range(n):
+    for _ in range(n):
         doc: dict = {"@timestamp": (T0 + timedelta(seconds=rng.randrange(0, 6 * 3600))).isoformat()  # type: ignore[type-arg]
                      .replace("+00:00", "Z"), "organization": {"id": "a"},
                      "event": {"category": [rng.choice(["web", "authentication", "network"])],

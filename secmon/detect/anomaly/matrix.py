@@ -121,7 +121,8 @@ class Scaling:
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         x = (np.where(self.log, np.log1p(np.maximum(raw, 0.0)), raw) - self.center) / self.scale
-        return np.where(self.side > 0, np.maximum(x, 0.0), np.where(self.side < 0, np.minimum(x, 0.0), x))
+        sided: np.ndarray = np.where(self.side > 0, np.maximum(x, 0.0), np.where(self.side < 0, np.minimum(x, 0.0), x))
+        return sided
 
 
 def fit_scaling(log: np.ndarray, side: np.ndarray, raw: np.ndarray) -> Scaling:
