@@ -149,9 +149,10 @@ class TrainReport:
 
 def train(es: Elasticsearch, settings: Settings, now: datetime, detector_ids: Sequence[str] = (),
           agency: str | None = None, start: datetime | None = None, end: datetime | None = None,
-          paths: Sequence[Path] = ()) -> TrainReport:
+          paths: Sequence[Path] = (), trigger: str = "cli") -> TrainReport:
     """Train the detectors' models over their baseline (or [start, end)): one per agency with enough
-    data, and a centre-wide one that agencies with too little fall back to."""
+    data, and a centre-wide one that agencies with too little fall back to. Audited with `trigger`
+    (cli, scheduler)."""
     indices = indices_of(settings)
     loaded = detectors_of(settings, paths)
     chosen = [loaded.get(i) for i in detector_ids] if detector_ids else list(loaded.detectors)
@@ -166,7 +167,8 @@ def train(es: Elasticsearch, settings: Settings, now: datetime, detector_ids: Se
             results.append(Trained(detector.id, agency or CENTRE, "failed", str(exc)))
     report = TrainReport(tuple(results), tuple((p.where, p.reason) for p in loaded.problems), start, end)
     audit(es, indices, "model-train", "failure" if report.failed else "success", now,
-          {"models": [f"{r.detector}:{r.agency}:{r.outcome}" for r in results]}, user=actor(settings))
+          {"models": [f"{r.detector}:{r.agency}:{r.outcome}" for r in results], "trigger": trigger},
+          user=actor(settings))
     return report
 
 
@@ -210,7 +212,7 @@ def _fit_and_store(es: Elasticsearch, indices: Indices, detector: Detector, agen
 
 def retrain(es: Elasticsearch, settings: Settings, now: datetime) -> TrainReport:
     """The scheduler's job (every `schedule.retrain_interval`): every detector over its baseline up to now."""
-    return train(es, settings, now)
+    return train(es, settings, now, trigger="scheduler")
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -270,10 +272,11 @@ def score_scan(es: Elasticsearch, settings: Settings, paths: Sequence[Path], win
     failures += refused
     start, end = window.start, window.end
     if window.field == "event.ingested":
+        # The windows holding events ingested in the chunk (late ones too), and the windows that ended
+        # while it was ingested: one whose activity stopped before its end is complete only now.
         span = _event_span(es, indices, window)
-        if span is None:
-            return AnomalyRun(failures=tuple(failures))
-        start, end = span[0], min(span[1] + max(d.window for d in loaded.detectors), window.end)
+        if span is not None:
+            start = min(span[0], window.start)
     findings: list[Finding] = []
     untrained: list[str] = []
     scored = 0
