@@ -157,7 +157,7 @@ def anomaly_view(e: Explanation) -> dict[str, Any]:
                           for c in e.contributions],
         "new_values": [{"feature": one_line(name, VALUE_LIMIT),
                         "values": [one_line(v, VALUE_LIMIT) for v in values[:NEW_VALUES_LIMIT]]}
-                       for name, values in e.new_values],
+                       for name, values in e.new_values if values],
         "note": one_line(e.note, VALUE_LIMIT), "query": one_line(e.query, QUERY_LIMIT),
     }
 

@@ -114,9 +114,13 @@ def test_train_scan_explain_and_email_once_in_both_languages(config, rules, smtp
 
     by_language = {"vi" if "so-tttt" in m["To"] else "en": m for m in mailbox.messages}
     assert set(by_language) == {"vi", "en"} and len(mailbox.messages) == 2, [m["Subject"] for m in mailbox.messages]
-    assert "Vì sao bất thường" in by_language["vi"].get_content()
-    assert "never seen before in new_users: guess" in by_language["en"].get_content()
-    assert "Why it is anomalous" in by_language["en"].get_content()
+    text = {lang: m.get_body(("plain",)).get_content() for lang, m in by_language.items()}
+    html = {lang: m.get_body(("html",)).get_content() for lang, m in by_language.items()}
+    assert "Vì sao bất thường" in text["vi"] and "giá trị chưa từng thấy ở new_users: guess" in text["vi"]
+    assert "Why it is anomalous" in text["en"] and "never seen before in new_users: guess" in text["en"]
+    assert re.search(r"- (users|new_users|failures): 40 \(an entity with no history; above \d+% of baseline", text["en"])
+    assert "<h3>Vì sao bất thường</h3>" in html["vi"] and "<h3>Why it is anomalous</h3>" in html["en"]
+    assert "<td><code>new_users</code></td>" in html["en"] and "source.address : &#34;" in html["en"], html["en"]
 
     ident = found[0]["id"]
     code, out, err = run_cli("-c", config, "incidents", "show", ident[:12])
