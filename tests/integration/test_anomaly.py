@@ -125,6 +125,8 @@ def test_train_scan_explain_and_email_once_in_both_languages(config, rules, smtp
     ident = found[0]["id"]
     code, out, err = run_cli("-c", config, "incidents", "show", ident[:12])
     assert code == 0 and "Why it is anomalous" in out and "detector anomaly" in out, (out, err)
+    code, out, err = run_cli("-c", config, "incidents", "show", ident[:12], "--language", "vi")
+    assert code == 0 and "Vì sao bất thường" in out, (out, err)
 
     code, summary, err = scan(config, rules)  # the same scan again: the same incidents, nobody told twice
     assert code == 0 and not summary["new_incident_ids"], summary
