@@ -40,22 +40,39 @@ class Location:
         return ":".join(parts)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file: what, where, and what is allowed."""
+
+    message: str
+    location: Location | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}" if self.location else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+
 class SecmonError(Exception):
-    """Root of every expected failure. Never raised for bugs."""
+    """Root of every expected failure. Never raised for bugs.
+
+    A file with several problems raises one error carrying all of them (`problems`),
+    so a user fixes the file in one pass instead of one error per run.
+    """
 
     exit_code = ExitCode.INTERNAL
 
-    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None,
+                 problems: tuple[Problem, ...] = ()):
         super().__init__(message)
         self.message = message
         self.location = location
         self.hint = hint
+        self.problems = problems
 
     def __str__(self) -> str:
-        text = f"{self.location}: {self.message}" if self.location else self.message
-        if self.hint:
-            text += f" ({self.hint})"
-        return text
+        head = str(Problem(self.message, self.location, self.hint))
+        return "\n".join([head, *(f"  {problem}" for problem in self.problems)])
 
 
 class ConfigError(SecmonError):

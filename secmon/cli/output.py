@@ -76,7 +76,8 @@ def scan_text(summary: ScanSummary, tz: str) -> str:
     new = set(summary.new_incident_ids)
     lines = [
         f"scan {summary.id[:12]}: window {summary.window_from.isoformat()} .. {summary.window_to.isoformat()}",
-        f"rules run: {summary.rules_run}, rules failed: {len(summary.rules_failed)}, "
+        f"rules run: {summary.rules_run} ({summary.requests} search requests), "
+        f"rules failed: {len(summary.rules_failed)}, "
         f"incidents: {len(summary.incidents)} ({len(new)} new, marked *), notifications queued: "
         f"{summary.notifications}, alerts sent: {summary.deliveries_sent}, alerts still queued: "
         f"{summary.deliveries_pending}",

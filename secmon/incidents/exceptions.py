@@ -64,7 +64,9 @@ def new(kind: Literal["exception", "suppression"], rule: str, agency: str, condi
             raise InputError(f"{field!r} is not a field name", hint="an ECS field such as source.ip")
         if len(value) > MAX_VALUE:
             raise InputError(f"the value for {field} is longer than {MAX_VALUE} characters")
-    ident = stable_id("exclusion", kind, rule, agency, tuple(conditions), iso(now))
+    # One exclusion per scope: adding the same one again renews it (new expiry and reason) instead
+    # of stacking copies, and its id is known before it is added (the README's examples use it).
+    ident = stable_id("exclusion", kind, rule, agency, tuple(sorted(conditions)))
     return Exclusion(ident, kind, rule, agency, tuple(conditions), expires, reason.strip(), author, now)
 
 

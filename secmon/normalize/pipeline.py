@@ -1,22 +1,24 @@
-"""A pipeline definition (`pipelines/<id>.yml`), validated on load with file:line errors.
+"""A pipeline definition (`pipelines/<id>.yml`), validated on load with file:line:column errors.
 
 The format is documented in pipelines/README.md. A definition is data only:
 loading it compiles its regular expressions and checks every reference, so a
-mistake is found when the file is read, not on the millionth line.
+mistake is found when the file is read, not on the millionth line. Each section is
+checked on its own and every problem goes into one error (`secmon.validation`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from secmon.errors import InputError
+from secmon.errors import InputError, Problem
 from secmon.normalize.convert import CONVERTERS, SPECIAL_FORMATS
 from secmon.normalize.formats import FORMATS, LAYOUT_BY_COUNT, FormatSpec, kv_pattern
+from secmon.validation import Problems
 from secmon.yamlio import Located, load_file
 
 _TOP_KEYS = {"id", "description", "format", "set", "parse", "timestamp", "fields", "patterns", "enrich",
@@ -313,44 +315,64 @@ def _examples(doc: Located, data: Any) -> tuple[Example, ...]:
 
 
 def parse_pipeline(doc: Located) -> Pipeline:
+    """A pipeline file -> Pipeline; one InputError naming every problem (each section checked on its own)."""
     data = _need(doc, doc.data, dict)
-    _check_keys(doc, data, _TOP_KEYS)
+    problems = Problems(doc)
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.add(f"unknown key {key!r}", key, hint=f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     fmt = data.get("format", "line")
     if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}", location=doc.loc("format"), hint=f"allowed: {', '.join(FORMATS)}")
+        problems.add(f"unknown format {fmt!r}", "format", hint=f"allowed: {', '.join(FORMATS)}")
+        problems.raise_for(InputError)  # every other section depends on the format
+    pipeline_id = str(data.get("id", ""))
     if "id" not in data:
-        raise InputError("missing required key 'id'", location=doc.loc())
+        problems.add("missing required key 'id'")
+    elif Path(doc.path).stem != pipeline_id:
+        problems.add(f"id {pipeline_id!r} must equal the file name {Path(doc.path).stem!r}", "id")
+    spec, names = None, None
     if fmt == "line" and "parse" not in data:
-        raise InputError("missing required key 'parse' (format line needs parse.regex)", location=doc.loc())
-    spec, names = _parse_spec(doc, fmt, data.get("parse"))
-    timestamp = _timestamp(doc, data.get("timestamp"), fmt, names)
-    pipeline_id = str(data["id"])
-    if Path(doc.path).stem != pipeline_id:
-        raise InputError(f"id {pipeline_id!r} must equal the file name {Path(doc.path).stem!r}", location=doc.loc("id"))
-    return Pipeline(
-        id=pipeline_id,
-        description=str(data.get("description", "")),
-        format=fmt,
-        parse=spec,
-        set=_sets(doc, data.get("set"), "set"),
-        timestamp=timestamp,
-        fields=_field_rules(doc, data.get("fields"), names, "fields"),
-        patterns=_patterns(doc, data.get("patterns"), names),
-        enrich=_enrich(doc, data.get("enrich")),
-        drop=_conditions(doc, data.get("drop"), names, "drop"),
-        keep=_conditions(doc, data.get("keep"), names, "keep"),
-        examples=_examples(doc, data.get("examples")),
-        path=doc.path,
-    )
+        problems.add("missing required key 'parse' (format line needs parse.regex)")
+    else:
+        with problems.section():
+            spec, names = _parse_spec(doc, fmt, data.get("parse"))
+    parts: dict[str, Any] = {}
+    readers: dict[str, Callable[[], Any]] = {
+        "timestamp": lambda: _timestamp(doc, data.get("timestamp"), fmt, names),
+        "set": lambda: _sets(doc, data.get("set"), "set"),
+        "fields": lambda: _field_rules(doc, data.get("fields"), names, "fields"),
+        "patterns": lambda: _patterns(doc, data.get("patterns"), names),
+        "enrich": lambda: _enrich(doc, data.get("enrich")),
+        "drop": lambda: _conditions(doc, data.get("drop"), names, "drop"),
+        "keep": lambda: _conditions(doc, data.get("keep"), names, "keep"),
+        "examples": lambda: _examples(doc, data.get("examples")),
+    }
+    for name, read in readers.items():
+        with problems.section():
+            parts[name] = read()
+    problems.raise_for(InputError)
+    assert spec is not None  # raise_for raised otherwise
+    return Pipeline(id=pipeline_id, description=str(data.get("description", "")), format=fmt, parse=spec,
+                    path=doc.path, **parts)
 
 
 def load_pipelines(folders: list[Path]) -> dict[str, Pipeline]:
-    """All pipelines in `folders`, keyed by id. The first error stops loading."""
+    """All pipelines in `folders`, keyed by id; one InputError naming every problem of every file."""
     found: dict[str, Pipeline] = {}
+    problems: list[Problem] = []
     for folder in folders:
         for path in sorted(folder.glob("*.yml")):
-            pipeline = parse_pipeline(load_file(path))
+            try:
+                pipeline = parse_pipeline(load_file(path))
+            except InputError as exc:
+                problems += exc.problems or (Problem(exc.message, exc.location, exc.hint),)
+                continue
             found.setdefault(pipeline.id, pipeline)
+    if len(problems) == 1:
+        raise InputError(problems[0].message, location=problems[0].location, hint=problems[0].hint)
+    if problems:
+        raise InputError(f"{len(problems)} problems in the pipelines of {', '.join(map(str, folders))}",
+                         problems=tuple(problems))
     return found
 
 

@@ -7,11 +7,11 @@ only wires them and records the run.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from elasticsearch import Elasticsearch
 
@@ -25,34 +25,49 @@ from secmon.service.common import actor, audit, indices_of
 from secmon.service.train import score_scan
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
-from secmon.store.search import group_counts, sorted_matches
+from secmon.store.search import (
+    Refused,
+    RequestCount,
+    aggregate_each,
+    group_counts,
+    matches_each,
+    sorted_matches,
+)
 from secmon.types import iso, parse_duration, utcnow
 
 if TYPE_CHECKING:  # detect (pySigma, 0.18 s of imports) is imported where scans use it, not by `collect`
     from secmon.detect.rules.load import CompiledRule, RuleSet
+    from secmon.detect.rules.plan import Fresh
 
 
-def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start: datetime, end: datetime
-                  ) -> list[Finding]:
-    """Run one rule over [start, end) on the cluster; only bursts that reach into the window count."""
+def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start: datetime, end: datetime,
+                  ingested: ScanWindow | None = None) -> list[Finding]:
+    """Run one rule over [start, end) on the cluster on its own; only bursts that reach into the window count.
+
+    The per-rule path: `run_rules` gives the same findings in a handful of requests for all
+    rules (the tests hold the two equal). With `ingested` (an event.ingested window), only
+    bursts holding an event ingested in it count.
+    """
     from secmon.detect.rules import plan
     from secmon.detect.rules.findings import findings as rule_hit_findings
 
     query = plan.rule_window_query(rule, start, end)
+    fields = plan.fetch_fields(rule, ingested or ScanWindow(start, end))
+    hits: list[Mapping[str, Any]]
     if rule.kind == "single":
         # Every match counts (threshold 1), so there is nothing to narrow; fetching all matches
         # also keeps the ones that lack a group-by field.
-        hits = list(sorted_matches(es, indices.events_pattern(), query, plan.hit_fields(rule)))
-        return rule_hit_findings(rule, hits, start)
-    candidates = plan.candidate_groups(rule, group_counts(es, indices.events_pattern(), query,
-                                                          plan.group_fields(rule)))
-    if not candidates:
-        return []
-    narrowed = plan.narrowed_query(rule, query, candidates)
-    grouped = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, plan.hit_fields(rule)),
-                             candidates)
+        hits = list(sorted_matches(es, indices.events_pattern(), query, fields))
+    else:
+        candidates = plan.candidate_groups(rule, group_counts(es, indices.events_pattern(), query,
+                                                              plan.group_fields(rule)))
+        if not candidates:
+            return []
+        narrowed = plan.narrowed_query(rule, query, candidates)
+        hits = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, fields), candidates)
     # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
-    return rule_hit_findings(rule, grouped, start)
+    new = plan.new_event_ids(hits, ingested) if ingested else None
+    return rule_hit_findings(rule, hits, start, new=new)
 
 
 @dataclass(frozen=True)
@@ -63,37 +78,43 @@ class RuleRun:
 
 
 def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule], window: ScanWindow) -> RuleRun:
-    """Every rule over the window: the findings whose bursts contain an event of the window."""
-    start, end = window.start, window.end
-    if window.field == "event.ingested":
-        span = _event_time_span(es, indices, window)
-        if span is None:
-            return RuleRun((), ())
-        start, end = span
-    findings: list[Finding] = []
+    """Every rule over the window: the findings whose bursts contain an event of the window.
+
+    A handful of requests whatever the number of rules (detect/rules/plan.py): one _msearch
+    of size-0 probes says which rules have new matches; one _msearch then fetches the hits of
+    those only, around their new matches and in their candidate groups. A rule whose query the
+    node refuses fails alone: each search of an _msearch has its own answer.
+    """
+    from secmon.detect.rules import plan
+    from secmon.detect.rules.findings import findings as rule_hit_findings
+
+    index = indices.events_pattern()
+    count = RequestCount()
     failures: list[tuple[str, str]] = []
-    for rule in rules:
-        try:
-            findings += rule_findings(es, indices, rule, start, end)
-        except SecmonError as exc:  # one failing rule never stops the others
-            failures.append((rule.id, str(exc)))
-    return RuleRun(tuple(findings), tuple(failures))
-
-
-def _event_time_span(es: Elasticsearch, indices: Indices, window: ScanWindow) -> tuple[datetime, datetime] | None:
-    """The @timestamp range of the events ingested in the window (None: nothing arrived)."""
-    from secmon.detect.rules.plan import window_filter
-
-    with reporting(es, "find the events ingested since the last scan"):
-        response = es.search(index=indices.events_pattern(), size=0, ignore_unavailable=True, allow_no_indices=True,
-                             query=window_filter(window.start, window.end, window.field),
-                             aggs={"first": {"min": {"field": "@timestamp"}}, "last": {"max": {"field": "@timestamp"}}})
-    aggs = response.get("aggregations", {})
-    if not aggs or aggs["first"].get("value") is None:
-        return None
-    first = datetime.fromtimestamp(aggs["first"]["value"] / 1000, timezone.utc)
-    last = datetime.fromtimestamp(aggs["last"]["value"] / 1000, timezone.utc)
-    return first, last + timedelta(milliseconds=1)
+    fresh: list[tuple[CompiledRule, Fresh]] = []
+    try:
+        answers = aggregate_each(es, index, [plan.probe_search(rule, window) for rule in rules], count)
+    except SecmonError as exc:  # the node, not a rule: every rule failed for that reason
+        return RuleRun((), tuple((rule.id, str(exc)) for rule in rules), count.sent)
+    for rule, answer in zip(rules, answers):
+        if isinstance(answer, Refused):
+            failures.append((rule.id, f"Elasticsearch refused the rule's search: {answer.reason}"))
+        elif (seen := plan.read_probe(rule, answer)) and plan.worth_fetching(rule, seen):
+            fresh.append((rule, seen))
+    searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window)) for rule, seen in fresh]
+    findings: list[Finding] = []
+    answered = 0
+    try:
+        for (rule, _), hits in zip(fresh, matches_each(es, index, searches, count)):
+            answered += 1
+            if isinstance(hits, Refused):
+                failures.append((rule.id, f"Elasticsearch refused the rule's search: {hits.reason}"))
+                continue
+            findings += rule_hit_findings(rule, hits, plan.findings_start(window),
+                                          new=plan.new_event_ids(hits, window))
+    except SecmonError as exc:  # the node went away: the rules not answered yet failed for that reason
+        failures += [(rule.id, str(exc)) for rule, _ in fresh[answered:]]
+    return RuleRun(tuple(findings), tuple(failures), count.sent)
 
 
 @dataclass(frozen=True)

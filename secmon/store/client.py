@@ -50,14 +50,18 @@ def _hosts(es: Elasticsearch) -> list[str]:
 
 
 def _reason(exc: ApiError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error")
+    return refusal(exc.meta.status, exc.body, exc.message)
+
+
+def refusal(status: object, body: object, message: str = "") -> str:
+    """Why Elasticsearch refused a request (or one search of an _msearch): status, root cause type and reason."""
+    error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         root = (error.get("root_cause") or [error])[0]
-        return f"{exc.meta.status} {root.get('type')}: {root.get('reason')}"
-    if exc.meta.status == 413:
+        return f"{status} {root.get('type')}: {root.get('reason')}"
+    if status == 413:
         return "413 Request Entity Too Large (larger than the node's http.max_content_length)"
-    return f"{exc.meta.status} {exc.message}"
+    return f"{status} {message or error}"
 
 
 def check(es: Elasticsearch) -> str:

@@ -1,20 +1,94 @@
-"""Windowed searches the detectors need, each paged and bounded.
+"""Searches the detectors need, each paged and bounded; the queries come from `detect/`.
 
-Rules run as: one composite aggregation to find the groups with enough
-matches, then one time-ordered pass (point in time + search_after) over the
-matches of those groups only. Two requests per rule for a quiet window,
-whatever the number of groups.
+A scan runs its rules in a handful of requests (see detect/rules/plan.py): one
+`_msearch` of size-0 searches, one per rule (`aggregate_each`), then one
+`_msearch` for the hits of the rules that matched (`matches_each`); a search whose hits
+do not fit in one answer is paged with a point in time + search_after
+(`sorted_matches`). The search of one rule can be refused (a query the node
+rejects): that is the search's outcome (`Refused`), never the batch's.
+
+`group_counts` and `sorted_matches` are also the per-rule path: a composite
+aggregation and a time-ordered pass per rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
-from secmon.store.client import reporting
+from secmon.store.client import refusal, reporting
 
+PAGE = 5000  # hits per page of a point in time
+FETCH = 5000  # hits per search of a batch; a search that fills it is paged through a point in time
+FETCHES_PER_MSEARCH = 10  # one answer holds at most 10 x FETCH hits (doc values only): tens of MB of heap
+AGGREGATIONS_PER_MSEARCH = 100  # size-0 searches: small answers (at most ~500 buckets each)
+# A refused search is an answer, not a partial one: a shard that cannot run a query fails the search.
+# A shard that fails (its node left the cluster, a point in time lost with it) must fail the search,
+# not shorten it: a rule that sees part of a window raises different incidents than the whole.
+WHOLE = {"allow_partial_search_results": False}
+_HEADER: dict[str, Any] = {"ignore_unavailable": True, "allow_no_indices": True, **WHOLE}
+
+
+@dataclass
+class RequestCount:
+    """Requests sent to Elasticsearch by one run: what a scan costs the cluster."""
+
+    sent: int = 0
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Elasticsearch refused this one search (most often its query): the others stand."""
+
+    reason: str
+
+
+def aggregate_each(es: Elasticsearch, index: str, bodies: Sequence[dict[str, Any]], count: RequestCount
+                   ) -> list[dict[str, Any] | Refused]:
+    """Size-0 searches, AGGREGATIONS_PER_MSEARCH per _msearch: the aggregations of each, or its refusal."""
+    answers: list[dict[str, Any] | Refused] = []
+    for at in range(0, len(bodies), AGGREGATIONS_PER_MSEARCH):
+        answers += [answer if isinstance(answer, Refused) else dict(answer.get("aggregations", {}))
+                    for answer in _msearch(es, index, bodies[at:at + AGGREGATIONS_PER_MSEARCH], count)]
+    return answers
+
+
+def matches_each(es: Elasticsearch, index: str, searches: Sequence[tuple[dict[str, Any], tuple[str, ...]]],
+                 count: RequestCount) -> Iterator[list[dict[str, Any]] | Refused]:
+    """Every hit of each (query, doc-value fields) search, in order: FETCHES_PER_MSEARCH searches per
+    _msearch, and a search that fills FETCH hits done again page by page through a point in time.
+
+    A generator: the caller turns one search's hits into findings before the next request,
+    so memory holds one _msearch answer, not every rule's hits."""
+    for at in range(0, len(searches), FETCHES_PER_MSEARCH):
+        chunk = searches[at:at + FETCHES_PER_MSEARCH]
+        bodies = [{"query": query, "size": FETCH, "sort": [{"@timestamp": "asc"}], "_source": False,
+                   "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False} for query, fields in chunk]
+        for (query, fields), answer in zip(chunk, _msearch(es, index, bodies, count)):
+            if isinstance(answer, Refused) or len(answer["hits"]["hits"]) < FETCH:
+                yield answer if isinstance(answer, Refused) else answer["hits"]["hits"]
+                continue
+            with reporting(es, f"search {index} page by page"):
+                try:
+                    hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, count))
+                except ApiError as exc:
+                    hits = Refused(refusal(exc.meta.status, exc.body, exc.message))
+            yield hits
+
+
+def _msearch(es: Elasticsearch, index: str, bodies: Sequence[dict[str, Any]], count: RequestCount
+             ) -> list[dict[str, Any] | Refused]:
+    """One _msearch: each search's answer, or why the node refused that search."""
+    lines: list[dict[str, Any]] = []
+    for body in bodies:
+        lines += [{"index": index, **_HEADER}, body]
+    count.sent += 1
+    with reporting(es, f"search {index} (_msearch)"):
+        response = es.msearch(searches=lines)
+    return [Refused(refusal(item.get("status"), item)) if "error" in item else item for item in response["responses"]]
 PAGE = 5000
 # A shard that fails (its node left the cluster, a point in time lost with it) must fail the search,
 # not shorten it: a rule that sees part of a window raises different incidents than the whole.
@@ -44,9 +118,16 @@ def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: t
             return
 
 
-def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...]
-                   ) -> Iterator[dict[str, Any]]:
+def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...],
+                   count: RequestCount | None = None) -> Iterator[dict[str, Any]]:
     """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
+    with reporting(es, f"search {index} page by page"):
+        yield from _paged(es, index, query, fields, count or RequestCount())
+
+
+def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...], count: RequestCount
+           ) -> Iterator[dict[str, Any]]:
+    count.sent += 1
     with reporting(es, f"open a point in time on {index}"):
         pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True,
                                      allow_partial_search_results=False)["id"]
@@ -60,8 +141,8 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
             }
             if after:
                 body["search_after"] = after
-            with reporting(es, f"search {index}"):
-                response = es.search(**body)
+            count.sent += 1
+            response = es.search(**body)
             hits = response["hits"]["hits"]
             yield from hits
             if len(hits) < PAGE:
@@ -69,6 +150,7 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
             after = hits[-1]["sort"]
             pit = response.get("pit_id", pit)
     finally:
+        count.sent += 1
         with reporting(es, "close a point in time"):
             es.close_point_in_time(id=pit)
 

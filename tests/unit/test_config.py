@@ -47,8 +47,35 @@ def test_bad_config(tmp_path: Path, text: str, where: str, message: str) -> None
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     text_of = str(caught.value)
-    assert text_of.startswith(f"{tmp_path / 'secmon.yml'}:{where}:"), text_of
+    assert f"{tmp_path / 'secmon.yml'}:{where}: " in text_of, text_of
     assert message in text_of
+
+
+def test_every_problem_of_the_file_at_once(tmp_path: Path) -> None:
+    """An admin fixes the whole file in one pass: shape errors and value errors, each with file:line:column."""
+    text = GOOD.replace("name: So TTTT", "name: So TTTT\n    timezone: Mars/Base\n    language: fr") + (
+        "smtp:\n  prot: 25\n  port: twenty\nschedule:\n  lookback: soon\nalerts:\n  hourly_cap: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    lines = str(caught.value).splitlines()
+    path = tmp_path / "secmon.yml"
+    assert lines[0] == f"{path}: 3 problems", lines
+    # Shape problems stop the value checks (a value cannot be checked in a wrong shape), but every
+    # shape problem is there, in file order, each with file:line:column.
+    assert [line.strip().split(": ", 1)[0] for line in lines[1:]] == [f"{path}:7:5", f"{path}:10:3", f"{path}:11:3"]
+    assert "language: expected 'vi' or 'en'" in lines[1] and "did you mean 'port'?" in lines[2]
+    assert "smtp.port: expected an integer" in lines[3]
+
+
+def test_value_problems_are_all_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("name: So TTTT", "name: So TTTT\n    timezone: Mars/Base") + (
+        "schedule:\n  lookback: soon\nalerts:\n  hourly_cap: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'secmon.yml'}: 3 problems"), message
+    for part in ("not an IANA time zone", "schedule.lookback", "alerts.hourly_cap must be at least 1"):
+        assert part in message, message
 
 
 def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

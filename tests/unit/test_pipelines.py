@@ -85,5 +85,17 @@ def test_bad_pipeline_is_reported_with_its_location(text: str, where: str, messa
     doc = next(load_all_text(text, "pipelines/linux-auth.yml"))
     with pytest.raises(InputError) as caught:
         parse_pipeline(doc)
-    assert str(caught.value).startswith(f"pipelines/linux-auth.yml:{where}:"), str(caught.value)
-    assert message in str(caught.value)
+    lines = [line.strip() for line in str(caught.value).splitlines()]
+    assert any(line.startswith(f"pipelines/linux-auth.yml:{where}:") and message in line for line in lines), lines
+
+
+def test_every_problem_of_a_pipeline_at_once() -> None:
+    """Sections are checked on their own: a broken regex does not hide a wrong type or a bad example."""
+    text = ("id: linux-auth\nparse: {regex: '(?P<ts>x)'}\ntimestamp: {field: ts, formats: ['%b']}\n"
+            "fields:\n  a: {from: ts, type: nope}\npatterns:\n  - {regex: '(', fields: {}}\nbogus: 1\n")
+    doc = next(load_all_text(text, "pipelines/linux-auth.yml"))
+    with pytest.raises(InputError) as caught:
+        parse_pipeline(doc)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "pipelines/linux-auth.yml: 3 problems", lines
+    assert "unknown type" in lines[1] and "regular expression" in lines[2] and "unknown key 'bogus'" in lines[3]

@@ -10,6 +10,7 @@ through exactly the code the cluster path does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -46,8 +47,12 @@ def hits_from_docs(rule: CompiledRule, docs: Iterable[tuple[str, Mapping[str, An
 
 
 def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datetime | None = None,
-             agency_field: str = AGENCY_FIELD) -> list[Finding]:
-    """Findings of `rule` from its hits (oldest first); only bursts reaching `start` or later count."""
+             agency_field: str = AGENCY_FIELD, new: AbstractSet[str] | None = None) -> list[Finding]:
+    """Findings of `rule` from its hits, in any order.
+
+    Only bursts reaching `start` or later count and, when `new` is given, only bursts that hold
+    one of those event ids (a scan by arrival time: the events that reached the store in its window).
+    """
     fields = (agency_field, *rule.group_by)
     exact = {leaf.name: leaf.refine for leaf in rule.correlation.leaves() if leaf.refine} if rule.correlation else {}
     groups: dict[tuple[str, ...], list[Hit]] = {}
@@ -72,6 +77,9 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
         groups.setdefault(key, []).append(Hit(_stamp(values["@timestamp"][0]), str(hit["_id"]), names, value))
     found = []
     for key, group in groups.items():
+        # Oldest first, ties by event id: whichever path fetched the hits (one search, pages, a
+        # batch) and however the shards ordered them, the same event comes first and names the incident.
+        group.sort(key=lambda h: (h.at, h.id))
         if rule.correlation is not None:
             runs = fire(rule.correlation, group)
         else:
@@ -80,10 +88,14 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
         for burst in runs:
             if start is not None and burst.last < start:
                 continue
-            new = None if start is None else sum(1 for i in burst.ids if stamps.get(i, start) >= start)
+            if new is not None and new.isdisjoint(burst.ids):
+                continue
+            # What this window adds to the incident: its new events (by arrival, or by time)
+            fresh = (sum(1 for i in burst.ids if i in new) if new is not None
+                     else None if start is None else sum(1 for i in burst.ids if stamps.get(i, start) >= start))
             found.append(Finding(
                 rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
                 group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
                 count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
-                description=rule.description, translations=rule.translations, new_count=new))
+                description=rule.description, translations=rule.translations, new_count=fresh))
     return sorted(found, key=lambda f: (f.first_seen, f.rule_id, f.group))
