@@ -67,14 +67,16 @@ def config(tmp_path: Path, es_url: str, prefix: str, smtp: Any) -> Path:
     return path
 
 
+# The polls below may run while the scheduler creates an index: absent (404) or its shard not yet
+# started (503) both read as "not yet".
 def model_doc(es: Any, settings: Settings, ident: str) -> dict[str, Any] | None:
-    found = es.options(ignore_status=404).get(index=indices_of(settings).models, id=ident)
+    found = es.options(ignore_status=(404, 503)).get(index=indices_of(settings).models, id=ident)
     return found["_source"] if found.get("found") else None  # type: ignore[no-any-return]
 
 
 def trained_at(es: Any, settings: Settings) -> datetime | None:
     """When the retrain job last trained (written after the training and its audit)."""
-    found = es.options(ignore_status=404).get(index=indices_of(settings).state, id=JobState.doc_id("retrain"))
+    found = es.options(ignore_status=(404, 503)).get(index=indices_of(settings).state, id=JobState.doc_id("retrain"))
     return JobState.from_doc(found["_source"]).value if found.get("found") else None
 
 
@@ -87,9 +89,9 @@ def trainings(es: Any, settings: Settings) -> list[dict[str, Any]]:
 
 def anomaly_incidents(es: Any, settings: Settings) -> list[dict[str, Any]]:
     index = indices_of(settings).incidents
-    es.indices.refresh(index=index, ignore_unavailable=True)
-    found = es.options(ignore_status=404).search(index=index, query={"term": {"secmon.detector": "anomaly"}},
-                                                 size=100)
+    quiet = es.options(ignore_status=(404, 503))
+    quiet.indices.refresh(index=index, ignore_unavailable=True)
+    found = quiet.search(index=index, query={"term": {"secmon.detector": "anomaly"}}, size=100)
     return [hit["_source"] for hit in found.get("hits", {}).get("hits", [])]
 
 
