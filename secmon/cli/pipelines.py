@@ -45,7 +45,7 @@ def _load(ctx: click.Context, given: tuple[Path, ...]) -> dict[str, Pipeline]:
 
 def _dataset(pipeline: Pipeline) -> str:
     found = {".".join(path): value for path, value in pipeline.set}
-    return str(found.get("event.dataset", "(by channel)" if pipeline.format in ("evtx", "winlog") else "-"))
+    return str(found.get("event.dataset", "(by channel)" if pipeline.format in ("evtx", "winlog", "xml") else "-"))
 
 
 _FOLDERS = click.option("--pipelines", "-p", "folders", multiple=True,

@@ -325,9 +325,10 @@ def _dispatch(patterns: tuple[Pattern, ...]) -> Callable[[Values], tuple[Pattern
 
 
 def _flattener(fmt: str) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
-    if fmt not in ("evtx", "winlog"):
+    if fmt not in ("evtx", "winlog", "xml"):
         return None
     # Imported here: only Windows pipelines need it, and it belongs to the Sigma engineer's module.
     from secmon.normalize import winlog
 
-    return winlog.flatten_evtx if fmt == "evtx" else winlog.flatten_winlogbeat_like
+    # xml: the event XML is first turned into the evtx JSON shape (formats.py, winxml.py).
+    return winlog.flatten_winlogbeat_like if fmt == "winlog" else winlog.flatten_evtx

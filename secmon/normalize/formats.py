@@ -19,7 +19,7 @@ from typing import Any
 Values = dict[str, Any]
 Parsed = tuple[Values, dict[str, Any] | None]  # (values, base ECS doc from the Windows flattener)
 
-FORMATS = ("line", "json", "kv", "csv", "cef", "leef", "evtx", "winlog")
+FORMATS = ("line", "json", "kv", "csv", "cef", "leef", "evtx", "winlog", "xml")
 LAYOUT_BY_COUNT = -2
 
 
@@ -231,6 +231,9 @@ def make_parser(spec: FormatSpec, flatten: Callable[[Mapping[str, Any]], dict[st
         body = parse_cef
     elif kind == "leef":
         body = parse_leef
+    elif kind == "xml":  # Windows event XML, optionally after a header (a syslog prefix)
+        assert flatten is not None
+        return _windows_xml(flatten, spec.regex, spec.payload)
     else:  # evtx, winlog: JSON records that the Windows flattener turns into ECS
         assert flatten is not None
         return _windows(flatten)
@@ -254,9 +257,10 @@ def make_parser(spec: FormatSpec, flatten: Callable[[Mapping[str, Any]], dict[st
     return with_header
 
 
-def _windows(flatten: Callable[[Mapping[str, Any]], dict[str, Any]]) -> Callable[[str], Parsed | None]:
+def _windows(flatten: Callable[[Mapping[str, Any]], dict[str, Any]],
+             read: Callable[[str], dict[str, Any]] = _json_object) -> Callable[[str], Parsed | None]:
     def windows(text: str) -> Parsed | None:
-        record = _json_object(text)
+        record = read(text)
         try:
             doc = flatten(record)
         # The flattener meets whatever JSON arrives; a record of the wrong shape is a
@@ -270,3 +274,30 @@ def _windows(flatten: Callable[[Mapping[str, Any]], dict[str, Any]]) -> Callable
         values = {**record, **doc}
         return values, doc
     return windows
+
+
+def _windows_xml(flatten: Callable[[Mapping[str, Any]], dict[str, Any]], header: re.Pattern[str] | None,
+                 payload: str) -> Callable[[str], Parsed | None]:
+    from secmon.normalize.winxml import event_record, refuse_declarations
+
+    def read(text: str) -> dict[str, Any]:
+        refuse_declarations(text)
+        if header is not None:
+            found = header.match(text)
+            if found is None:
+                raise ValueError("line does not match the pipeline's header")
+            text = found.group(payload) or ""
+        return event_record(text)
+
+    parse = _windows(flatten, read)
+
+    def windows_xml(text: str) -> Parsed | None:
+        parsed = parse(text)
+        if parsed is None:
+            return None
+        values, doc = parsed
+        message = (values.get("Event") or {}).get("Message")
+        if doc is not None and isinstance(message, str):  # RenderingInfo: the rendered message text
+            doc["message"] = message
+        return values, doc
+    return windows_xml

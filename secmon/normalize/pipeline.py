@@ -32,8 +32,9 @@ _PARSE_KEYS = {
     "leef": {"regex", "payload"},
     "evtx": set(),
     "winlog": set(),
+    "xml": {"regex", "payload"},
 }
-_WINDOWS = ("evtx", "winlog")
+_WINDOWS = ("evtx", "winlog", "xml")
 _PATTERN_KEYS = {"name", "field", "when", "regex", "fields", "set"}
 _FIELD_KEYS = {"from", "type", "map", "prefix"}
 _STAMP_KEYS = {"field", "join", "formats", "timezone", "optional"}

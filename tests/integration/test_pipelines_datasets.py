@@ -121,10 +121,17 @@ CROWDSEC = [
                  {"cef_device_vendor": ("observer.vendor", _S), "cef_device_product": ("observer.product", _S),
                   "cef_device_version": ("observer.version", _S), "cef_signature_id": ("event.code", _S),
                   "cef_event_name": ("rule.name", _S), "cef_severity": ("event.severity", _as_long)}),
+    CrowdSecCase("mikrotik-logs", "a1ad/mikrotik-logs", same("mikrotik"),
+                 {"source_ip": ("source.ip", _S), "dst_ip": ("destination.ip", _S), "src_port": ("source.port", _as_long),
+                  "dst_port": ("destination.port", _as_long), "proto": ("network.transport", str.lower),
+                  "if_in": ("observer.ingress.interface.name", _S), "chain": ("rule.name", _S), "src_mac": ("source.mac", _S),
+                  "tag": ("mikrotik.log_prefix", _S), "length": ("network.bytes", _as_long), "invalid_user": ("user.name", _S)}),
+    CrowdSecCase("windows-logs", "crowdsecurity/windows-eventlog", same("windows-xml"),
+                 {"Channel": ("winlog.channel", _S), "Computer": ("winlog.computer_name", _S),
+                  "EventID": ("winlog.event_id", _S), "Source": ("winlog.provider_name", _S)}),
 ]
-# Not covered, on purpose: windows-logs and iis-xml-logs hold Windows events rendered as XML
-# (we read EVTX JSON and flat JSON), mikrotik-logs, cowrie-logs and suricata-logs-fastlog have no
-# pipeline yet.
+# Not covered, on purpose: iis-xml-logs (IIS rendered as XML; its test log is empty), cowrie-logs and
+# suricata-logs-fastlog have no pipeline yet.
 
 
 def crowdsec_results(folder: Path, parser: str) -> dict[int, tuple[bool, dict[str, str]]]:
@@ -184,6 +191,7 @@ WAZUH: dict[str, Callable[[str], str]] = {
     "web_rules.ini": lambda line: "iis" if line[:1].isdigit() and line[4:5] == "-" else "apache-access",
     "cisco_asa.ini": same("cisco-asa"),
     "paloalto.ini": same("panos"),
+    "checkpoint_smart1.ini": same("checkpoint"),
 }
 # Lines a pipeline must reject: the test corpus anonymised them into impossible values
 # (PAN-OS "2020/00/00 00:00:00" receive times and "00.00.000.00" addresses), or they are

@@ -57,6 +57,11 @@ def real_lines(datasets: Path) -> dict[str, list[str]]:
                       for line in _head(datasets / f"zeek_wrccdc/zeek-json/{name}.json.gz", 40)],
         "windows-evtx": [line for path in evtx[::9] for line in _head(path, 15)],
         "windows-json": _otrf(datasets),
+        "windows-xml": _head(crowdsec / "windows-logs/windows-logs.log"),
+        "mikrotik": _head(crowdsec / "mikrotik-logs/mikrotik-logs.log"),
+        "checkpoint": [line.split(" = ", 1)[1] for line in
+                       _head(datasets / "wazuh_rule_tests/tools/rules-testing/tests/checkpoint_smart1.ini", 400)
+                       if line.startswith("log 1 pass = ")],
     }
 
 
@@ -95,7 +100,8 @@ def test_every_source_lands_in_one_agency_without_rejections(tmp_path, es, es_ur
     names = {b["key"] for b in datasets_found["aggregations"]["d"]["buckets"]}
     for name in ("system.auth", "system.syslog", "apache.access", "nginx.access", "iis.access", "iptables.log",
                  "pfsense.log", "cisco.asa", "panw.panos", "fortinet.firewall", "cef.log", "zeek.dns",
-                 "suricata.eve", "windows.security", "windows.sysmon_operational", "auditd.log"):
+                 "suricata.eve", "windows.security", "windows.sysmon_operational", "auditd.log", "mikrotik.routeros",
+                 "sophos.xg", "checkpoint.firewall"):
         assert name in names, name
     by_ip = es.count(index=f"{prefix}-events-so-tttt-*", query={"term": {"source.ip": "10.47.0.0/16"}})["count"]
     assert by_ip > 0  # source.ip is mapped as ip: CIDR terms work

@@ -189,7 +189,7 @@ def test_converters_reject(kind: str, raw: Any) -> None:
 
 
 BAD = [
-    ("id: p\nformat: xml\n", "2:1", "unknown format 'xml'"),
+    ("id: p\nformat: yaml\n", "2:1", "unknown format 'yaml'"),
     ("id: p\nformat: csv\ntimestamp: {field: t, formats: [UNIX]}\n", "1:1", "needs parse.columns"),
     ("id: p\nformat: csv\nparse: {header: bro}\ntimestamp: {field: t, formats: [UNIX]}\n", "3:9", "unknown header"),
     ("id: p\nformat: kv\nparse: {separator: ''}\ntimestamp: {field: t, formats: [UNIX]}\n", "3:9", "must not be empty"),
