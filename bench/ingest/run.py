@@ -1,19 +1,19 @@
-"""Ingest benchmark: file -> ECS -> Elasticsearch, against the raw `_bulk` ceiling and rsyslog.
+"""Ingest benchmark: file -> ECS -> Elasticsearch, against the node's best rate for the same documents.
 
     python bench/ingest/run.py --es-url http://127.0.0.1:9200 [--lines 200000] [--runs 3]
 
-For the same real log lines (Linux.log from ../shared/datasets, repeated with distinct pids),
-it measures, each run on fresh indices of the same node:
-- ceiling: the documents secmon would send, pre-serialized, sent as sequential `_bulk`
-  requests of the same size (2,000) by one client, then a refresh: what the node takes from
-  one stream, until searchable;
-- secmon: `secmon collect FILE` as a separate process (start-up included), and its peak RSS;
-- rsyslog: rsyslogd in the foreground with imfile -> omelasticsearch (bulk mode), a peer
-  shipper that does no ECS parsing (raw line + time), if rsyslogd and omelasticsearch exist.
-Before each shipper the node is left to settle (no merges, idle CPU), and the order of the
-first two alternates between runs, so that neither inherits the other's background merging.
-The node's own CPU seconds per shipper are recorded too. Medians of the runs go to
-bench/results/ingest.md and ingest.json. Not part of the test suite.
+For the same real log lines (Linux.log from ../shared/datasets, repeated with distinct pids), each
+measurement on fresh indices of the same node, after the node has settled:
+- warm-up: one ceiling run, discarded (the first requests meet a cold node);
+- ceiling search: the documents secmon sends, pre-serialized (ids, indices, ingest time stamped),
+  sent in `_bulk` requests of the same size (2,000) by 1, 2, 3, 4, 6 parallel streams asking for the
+  same trimmed per-item answer as secmon (`filter_path`), then a refresh; the best stream count is
+  the ceiling;
+- curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included),
+  with its CPU time and peak RSS (GNU time);
+- runs: the best ceiling and secmon at its default --in-flight, alternating which goes first;
+- rsyslog imfile -> omelasticsearch (raw line + time, no ECS), when rsyslogd is installed.
+Medians go to bench/results/ingest.md and ingest.json. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +43,9 @@ from secmon.normalize.engine import Normalizer, Skipped  # noqa: E402
 from secmon.normalize.pipeline import load_pipelines  # noqa: E402
 from secmon.store.indices import Indices  # noqa: E402
 from secmon.store.templates import install_templates  # noqa: E402
-from secmon.store.writer import BulkWriter  # noqa: E402
+from secmon.store.ship import DEFAULT_IN_FLIGHT  # noqa: E402
+from secmon.store.writer import _PLACEHOLDER_BYTES as PLACEHOLDER  # noqa: E402
+from secmon.store.writer import ITEM_OUTCOME, BulkWriter  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "loghub_linux_full" / "Linux" / "Linux.log"
 AGENCY = "so-tttt"
@@ -68,15 +71,25 @@ pipelines: [{ROOT / 'pipelines'}]
 
 
 def serialized(es: Elasticsearch, log: Path, prefix: str) -> list[list[bytes]]:
-    """Exactly the bulk lines `secmon collect` sends for this file, batched the same way."""
+    """Exactly the bulk lines `secmon collect` sends for this file (its ingest time stamped, as `send`
+    does), batched the same way, for indices of `prefix` (`retarget` moves them to another)."""
     pipeline = load_pipelines([ROOT / "pipelines"])["linux-auth"]
     normalizer = Normalizer(pipeline, agency=AGENCY, timezone="Asia/Ho_Chi_Minh", source=str(log),
                             now=datetime.now(timezone.utc), year=2005)
     writer = BulkWriter(es, Indices(prefix))
     items = [i for i in (normalizer.normalize(r.text, r.offset, r.record_id) for r in read_records(log))
              if not isinstance(i, Skipped)]
-    return [[part for doc in writer.serialize(items[i:i + BATCH], AGENCY) for part in (doc.head, doc.body)]
+    stamp = b'"ingested":"' + datetime.now(timezone.utc).isoformat().replace("+00:00", "Z").encode() + b'"'
+    return [[part for doc in writer.serialize(items[i:i + BATCH], AGENCY)
+             for part in (doc.head, doc.body.replace(PLACEHOLDER, stamp))]
             for i in range(0, len(items), BATCH)]
+
+
+def retarget(batches: list[list[bytes]], old: str, new: str) -> list[list[bytes]]:
+    """The same batches for the indices of prefix `new` (only the action lines change; bodies are shared)."""
+    before, after = f'"_index":"{old}-'.encode(), f'"_index":"{new}-'.encode()
+    return [[line.replace(before, after) if i % 2 == 0 else line for i, line in enumerate(lines)]
+            for lines in batches]
 
 
 def count(es: Elasticsearch, index: str) -> int:
@@ -103,7 +116,10 @@ def drop(es: Elasticsearch, tag: str) -> None:
         es.indices.delete_index_template(name=template["name"])
 
 
-def settle(es: Elasticsearch, quiet: float = 0.3, limit: float = 90.0) -> None:
+SETTLE_LIMIT = 30.0  # seconds: on a machine shared with other work the node may never be idle
+
+
+def settle(es: Elasticsearch, quiet: float = 0.3, limit: float = SETTLE_LIMIT) -> None:
     """Wait until the node is idle: no merges running and under `quiet` of a core used over a second."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -115,18 +131,38 @@ def settle(es: Elasticsearch, quiet: float = 0.3, limit: float = 90.0) -> None:
             return
 
 
-def run_ceiling(es: Elasticsearch, batches: list[list[bytes]], prefix: str) -> float:
+def run_ceiling(es: Elasticsearch, batches: list[list[bytes]], prefix: str, streams: int) -> float:
+    """Seconds to send every batch through `streams` parallel `_bulk` streams (each takes the next batch
+    not yet sent), asking for the same trimmed per-item answer as secmon, then refresh."""
     install_templates(es, Indices(prefix))
+    pending = iter(batches)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def stream() -> None:
+        while True:
+            with lock:
+                lines = next(pending, None)
+            if lines is None:
+                return
+            response = es.bulk(operations=lines, filter_path=ITEM_OUTCOME)
+            if any(item["index"].get("status", 500) >= 300 for item in response["items"]):
+                errors.append("item errors")
+
     started = time.perf_counter()
-    for lines in batches:
-        response = es.bulk(operations=lines)
-        assert not response["errors"], "the ceiling run had item errors"
+    threads = [threading.Thread(target=stream) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     # Until searchable, as for secmon (its final refresh) and rsyslog (polled until every line counts).
     es.indices.refresh(index=f"{prefix}-*")
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    assert not errors, "the ceiling run had item errors"
+    return elapsed
 
 
-def run_secmon(cfg: Path, log: Path, folder: Path) -> tuple[float, int, float, str]:
+def run_secmon(cfg: Path, log: Path, folder: Path, in_flight: int) -> tuple[float, int, float, str]:
     """(seconds, peak RSS in KB, CPU seconds, output) of a `secmon collect` process.
 
     GNU time measures it: the peak RSS of a child forked straight from this process
@@ -135,7 +171,8 @@ def run_secmon(cfg: Path, log: Path, folder: Path) -> tuple[float, int, float, s
     measured = folder / "time.txt"
     started = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-o", str(measured), "-f", "%M %U %S", sys.executable, "-m", "secmon",
-                           "-c", str(cfg), "collect", str(log), "-a", AGENCY, "-s", "linux-auth", "--year", "2005"],
+                           "-c", str(cfg), "collect", str(log), "-a", AGENCY, "-s", "linux-auth", "--year", "2005",
+                           "--in-flight", str(in_flight)],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     elapsed = time.perf_counter() - started
     output = proc.stdout.decode()
@@ -192,120 +229,160 @@ def run_rsyslog(es: Elasticsearch, url: str, log: Path, index: str, expected: in
         proc.wait(timeout=30)
 
 
+class Bench:
+    """One benchmark session: the log, its serialized batches, the node, and every measurement."""
+
+    def __init__(self, es: Elasticsearch, url: str, folder: Path, lines: int):
+        self.es, self.url, self.folder = es, url, folder
+        self.log = folder / "auth.log"
+        make_log(self.log, lines)
+        self.batches = serialized(es, self.log, "benchser")
+        self.documents = sum(len(b) // 2 for b in self.batches)
+        self.runs = 0
+
+    def _fresh(self) -> str:
+        self.runs += 1
+        return f"bench{os.getpid()}r{self.runs}"
+
+    def ceiling(self, streams: int) -> tuple[float, float]:
+        """(events/s, node CPU seconds) of the same documents sent by `streams` parallel streams."""
+        tag = self._fresh()
+        settle(self.es)
+        before = node_cpu(self.es)
+        try:
+            seconds = run_ceiling(self.es, retarget(self.batches, "benchser", f"{tag}raw"), f"{tag}raw", streams)
+            assert count(self.es, f"{tag}raw-*") == self.documents
+            return self.documents / seconds, node_cpu(self.es) - before
+        finally:
+            drop(self.es, tag)
+
+    def secmon(self, in_flight: int) -> dict[str, float]:
+        """events/s, CPU seconds, lines per CPU second, peak RSS (MB), node CPU seconds of `secmon collect`."""
+        tag = self._fresh()
+        settle(self.es)
+        before = node_cpu(self.es)
+        try:
+            elapsed, rss, cpu, output = run_secmon(config(self.folder / "secmon.yml", self.url, f"{tag}col"),
+                                                   self.log, self.folder, in_flight)
+            node = node_cpu(self.es) - before
+            assert count(self.es, f"{tag}col-events-*,{tag}col-deadletter-*") == self.documents, output
+            return {"events_per_s": self.documents / elapsed, "seconds": elapsed, "cpu_s": cpu,
+                    "lines_per_cpu_s": self.documents / cpu, "rss_mb": rss / 1024, "node_cpu_s": node,
+                    "doc_bytes": mean_source_bytes(self.es, f"{tag}col-events-*")}
+        finally:
+            drop(self.es, tag)
+
+    def rsyslog(self) -> float | None:
+        tag = self._fresh()
+        settle(self.es)
+        try:
+            seconds = run_rsyslog(self.es, self.url, self.log, f"{tag}rsyslog", self.documents,
+                                  self.folder / f"rsyslog{self.runs}")
+            return self.documents / seconds if seconds else None
+        finally:
+            drop(self.es, tag)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--es-url", default="http://127.0.0.1:9200")
     parser.add_argument("--lines", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs of the best ceiling and of secmon (medians)")
+    parser.add_argument("--streams", default="1,2,3,4,6", help="parallel streams the ceiling search tries")
+    parser.add_argument("--in-flight", default="1,2,3,4,6", help="secmon --in-flight values of the curve")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest")
     args = parser.parse_args()
     es = Elasticsearch(args.es_url, request_timeout=120)
     version = es.info()["version"]["number"]
-    results: dict[str, list[float]] = {"ceiling": [], "secmon": [], "rsyslog": [], "rss_kb": [], "secmon_cpu": [],
-                                       "secmon_doc_bytes": [], "rsyslog_doc_bytes": [], "node_cpu_ceiling": [],
-                                       "node_cpu_secmon": [], "node_cpu_rsyslog": []}
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="secmon-bench-") as tmp:
-        folder = Path(tmp)
-        log = folder / "auth.log"
-        make_log(log, args.lines)
-        for run in range(args.runs):
-            tag = f"bench{os.getpid()}r{run}"
-            batches = serialized(es, log, f"{tag}raw")
-            documents = sum(len(b) // 2 for b in batches)
-
-            def ceiling() -> None:
-                results["ceiling"].append(run_ceiling(es, batches, f"{tag}raw"))
-                assert count(es, f"{tag}raw-*") == documents
-
-            def secmon() -> None:
-                elapsed, rss, cpu, output = run_secmon(config(folder / "secmon.yml", args.es_url, f"{tag}col"), log,
-                                                       folder)
-                assert count(es, f"{tag}col-events-*,{tag}col-deadletter-*") == documents, output
-                results["secmon"].append(elapsed)
-                results["rss_kb"].append(rss)
-                results["secmon_cpu"].append(cpu)
-                results["secmon_doc_bytes"].append(mean_source_bytes(es, f"{tag}col-events-*"))
-
-            def rsyslog() -> None:
-                peer = run_rsyslog(es, args.es_url, log, f"{tag}rsyslog", args.lines, folder / f"rsyslog{run}")
-                if peer is not None:
-                    results["rsyslog"].append(peer)
-                    results["rsyslog_doc_bytes"].append(mean_source_bytes(es, f"{tag}rsyslog"))
-
-            # Each shipper starts on a quiet node holding no other benchmark index (a shard written
-            # minutes ago still shares the node's indexing buffer), and the order alternates, so that
-            # no shipper always inherits the others' background work.
-            order = [ceiling, secmon, rsyslog] if run % 2 == 0 else [secmon, ceiling, rsyslog]
-            try:
-                for phase in order:
-                    settle(es)
-                    before = node_cpu(es)
-                    phase()
-                    results[f"node_cpu_{phase.__name__}"].append(round(node_cpu(es) - before, 2))
-                    drop(es, tag)
-            finally:
-                drop(es, tag)
-            print(f"run {run + 1}: ceiling {results['ceiling'][-1]:.1f}s, secmon {results['secmon'][-1]:.1f}s"
-                  + (f", rsyslog {results['rsyslog'][-1]:.1f}s" if results["rsyslog"] else ""), flush=True)
-    write_results(args, version, documents, results)
+        bench = Bench(es, args.es_url, Path(tmp), args.lines)
+        bench.ceiling(2)  # warm-up, discarded: the first bulk requests meet a cold node (JIT, caches, mappings)
+        search = {n: bench.ceiling(n)[0] for n in map(int, args.streams.split(","))}
+        best = max(search, key=lambda n: search[n])
+        print(f"ceiling search (events/s by streams): { {n: round(r) for n, r in search.items()} }; best {best}",
+              flush=True)
+        curve = {n: bench.secmon(n) for n in map(int, args.in_flight.split(","))}
+        print(f"secmon curve (events/s by in-flight): { {n: round(c['events_per_s']) for n, c in curve.items()} }",
+              flush=True)
+        ceilings: list[float] = []
+        node_ceiling: list[float] = []
+        secmons: list[dict[str, float]] = []
+        for run in range(args.runs):  # the best ceiling and secmon at its default, alternating which goes first
+            for phase in (("ceiling", "secmon") if run % 2 == 0 else ("secmon", "ceiling")):
+                if phase == "ceiling":
+                    rate, node = bench.ceiling(best)
+                    ceilings.append(rate)
+                    node_ceiling.append(node)
+                else:
+                    secmons.append(bench.secmon(DEFAULT_IN_FLIGHT))
+            print(f"run {run + 1}: ceiling {ceilings[-1]:,.0f}/s, secmon {secmons[-1]['events_per_s']:,.0f}/s",
+                  flush=True)
+        peer = bench.rsyslog() if shutil.which("rsyslogd") else None
+        documents = bench.documents
+    write_results(args, version, documents, load_at_start, search, best, curve, ceilings, node_ceiling, secmons,
+                  peer)
 
 
-def write_results(args: argparse.Namespace, version: str, documents: int, results: dict[str, list[float]]) -> None:
-    def rate(key: str) -> float | None:
-        return documents / statistics.median(results[key]) if results[key] else None
+def write_results(args: argparse.Namespace, version: str, documents: int, load_at_start: tuple[float, ...],
+                  search: dict[int, float], best: int, curve: dict[int, dict[str, float]], ceilings: list[float],
+                  node_ceiling: list[float], secmons: list[dict[str, float]], rsyslog: float | None) -> None:
+    def median(key: str) -> float:
+        return statistics.median(s[key] for s in secmons)
 
-    ceiling, secmon, rsyslog = rate("ceiling"), rate("secmon"), rate("rsyslog")
-    rss_mb = max(results["rss_kb"]) / 1024
+    ceiling, secmon = statistics.median(ceilings), median("events_per_s")
+    cores = os.cpu_count() or 1
+    # What the machine's cores allow when the collector and the node share them: each event costs the
+    # node's CPU (ceiling runs) plus the collector's; if secmon's rate is near this, the CPUs are the limit
+    # and more collector processes (workers) could only take CPU from the node.
+    node_per_event = statistics.median(node_ceiling) / documents
+    cpu_bound = cores / (node_per_event + median("cpu_s") / documents)
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "elasticsearch": version,
-        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "lines": args.lines, "documents": documents, "runs": args.runs, "batch": BATCH,
-        "seconds": results, "events_per_s": {"ceiling": ceiling, "secmon": secmon, "rsyslog": rsyslog},
-        "secmon_vs_ceiling": secmon / ceiling if secmon and ceiling else None,
-        "secmon_vs_rsyslog": secmon / rsyslog if secmon and rsyslog else None,
-        "secmon_peak_rss_mb": rss_mb,
-        "load_average_at_end": os.getloadavg()[0],
-        "secmon_cpu_seconds": statistics.median(results["secmon_cpu"]),
-        "secmon_events_per_cpu_s": documents / statistics.median(results["secmon_cpu"]),
+        "host": f"{platform.machine()}, {cores} CPUs, Python {platform.python_version()}",
+        "load_average_at_start": list(load_at_start), "load_average_at_end": list(os.getloadavg()),
+        "lines": args.lines, "documents": documents, "batch": BATCH, "runs": args.runs,
+        "ceiling_search_events_per_s": search, "ceiling_streams": best,
+        "ceiling_events_per_s": ceiling, "ceiling_runs": ceilings,
+        "secmon_in_flight": DEFAULT_IN_FLIGHT, "secmon_events_per_s": secmon, "secmon_runs": secmons,
+        "secmon_vs_ceiling": secmon / ceiling,
+        "secmon_lines_per_cpu_s": median("lines_per_cpu_s"), "secmon_cpu_s": median("cpu_s"),
+        "secmon_peak_rss_mb": max(s["rss_mb"] for s in secmons),
+        "node_cpu_s": {"ceiling": statistics.median(node_ceiling), "secmon": median("node_cpu_s")},
+        "cpu_bound_events_per_s": cpu_bound,
+        "curve_in_flight": curve,
+        "rsyslog_events_per_s": rsyslog,
     }
-
-    def node_cpu_text(key: str) -> str:
-        values = results.get(f"node_cpu_{key}")
-        return f"{statistics.median(values):.1f} s" if values else "n/a"
-
-    def fmt(value: float | None) -> str:
-        return f"{value:,.0f}" if value else "n/a"
-
-    doc_bytes = {k: statistics.mean(results[f"{k}_doc_bytes"]) if results[f"{k}_doc_bytes"] else None
-                 for k in ("secmon", "rsyslog")}
-    summary["mean_document_bytes"] = doc_bytes
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    rows = "\n".join(f"| {n} | {c['events_per_s']:,.0f} | {c['events_per_s'] / ceiling:.2f} | {c['cpu_s']:.1f} | "
+                     f"{c['lines_per_cpu_s']:,.0f} | {c['rss_mb']:.0f} |" for n, c in curve.items())
     args.out.with_suffix(".md").write_text(f"""# Ingest benchmark
 
-`python bench/ingest/run.py --es-url URL --lines {args.lines} --runs {args.runs}` on {summary['date']}
-({summary['host']}; Elasticsearch {version}, the local node of `scripts/es-local`, on the same machine).
-Input: {args.lines:,} real lines of loghub Linux.log (RHEL, 2004-05; loghub, ISSRE'23), repeated with distinct
-pids; `linux-auth` pipeline; {documents:,} documents; bulk requests of {BATCH:,} documents. Medians of {args.runs} runs.
+`python bench/ingest/run.py --lines {args.lines} --runs {args.runs}` on {summary['date']} ({summary['host']};
+Elasticsearch {version}, one local node on the same machine). Load average (1, 5, 15 min) at the start
+{', '.join(f'{x:.1f}' for x in load_at_start)}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}:
+other work shared the machine, so the absolute rates are lower than on an idle one.
+Input: {args.lines:,} real lines of loghub Linux.log, repeated with distinct pids; `linux-auth`; {documents:,}
+documents; bulk requests of {BATCH:,} documents. See bench/README.md for what each figure times.
 
-| shipper | events/s | vs ceiling |
-|---|---:|---:|
-| ceiling: the same documents pre-serialized, sequential `_bulk` | {fmt(ceiling)} | 1.00 |
-| `secmon collect` (process start-up included) | {fmt(secmon)} | {summary['secmon_vs_ceiling'] or 0:.2f} |
-| rsyslog imfile -> omelasticsearch (raw line + time, no ECS parsing) | {fmt(rsyslog)} | {(rsyslog / ceiling) if rsyslog and ceiling else 0:.2f} |
+| figure | value |
+|---|---:|
+| ceiling: the same documents, pre-serialized, {best} parallel `_bulk` streams (best of {list(search)}), median | {ceiling:,.0f} events/s |
+| `secmon collect` (whole command, --in-flight {DEFAULT_IN_FLIGHT}), median | {secmon:,.0f} events/s |
+| secmon / ceiling | {secmon / ceiling:.2f} |
+| secmon lines per CPU second (user + system of the process, median) | {median('lines_per_cpu_s'):,.0f} |
+| secmon peak RSS (max of runs) | {summary['secmon_peak_rss_mb']:.0f} MB |
+| node CPU seconds: ceiling / secmon (median) | {summary['node_cpu_s']['ceiling']:.1f} / {summary['node_cpu_s']['secmon']:.1f} |
+| what {cores} cores allow node + collector (see README) | {cpu_bound:,.0f} events/s |
 
-secmon / rsyslog: {f"{summary['secmon_vs_rsyslog']:.2f}" if summary['secmon_vs_rsyslog'] else 'n/a'}.
-Peak RSS of the `secmon collect` process: {rss_mb:.0f} MB. Its CPU time (user + system, median):
-{summary['secmon_cpu_seconds']:.1f} s, i.e. {summary['secmon_events_per_cpu_s']:,.0f} events per CPU second: the rate it
-could sustain on a core of its own. On this machine the collector and the node share the same CPUs, while
-in the ceiling run the node has them all. Mean stored document: secmon {fmt(doc_bytes['secmon'])} bytes
-(full ECS: host, process, user, source, event.*, original line), rsyslog {fmt(doc_bytes['rsyslog'])} bytes
-(four fields): the node indexes less per rsyslog event, which is why that peer can pass the "ceiling".
-The node's own CPU time per shipper (median): ceiling {node_cpu_text('ceiling')}, secmon {node_cpu_text('secmon')},
-rsyslog {node_cpu_text('rsyslog')}. Each shipper started on a settled node (no merges, idle), and the
-order of ceiling and secmon alternated between runs.
-Load average of the machine at the end: {summary['load_average_at_end']:.1f} (other work on it is noise here).
-Raw numbers per run (seconds, KB, bytes): {json.dumps(results)}.
+Ceiling search (one run each, events/s by streams): {', '.join(f'{n}: {r:,.0f}' for n, r in search.items())}.
+
+secmon by `--in-flight` (one run each):
+
+| in flight | events/s | vs ceiling | CPU s | lines per CPU s | RSS MB |
+|---:|---:|---:|---:|---:|---:|
+{rows}
 """, encoding="utf-8")
     print(args.out.with_suffix(".md").read_text())
 

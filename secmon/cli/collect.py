@@ -17,7 +17,7 @@ from secmon.cli.context import Exit, agency_option, es_of, settings_of
 from secmon.collect.syslog import Address, Limits, Listener, tls_context
 from secmon.config import Settings
 from secmon.errors import ExitCode, InputError
-from secmon.service.collect import CollectOptions, CollectReport, collect_files, collect_stream, source_hint
+from secmon.service.collect import DEFAULT_IN_FLIGHT, CollectOptions, CollectReport, collect_files, collect_stream, source_hint
 from secmon.service.follow import FollowSpec, collect_follow
 from secmon.store.writer import WriteStats
 from secmon.types import utcnow
@@ -94,12 +94,14 @@ def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, sourc
               help="Ship a partial batch after this long.")
 @click.option("--max-line", type=click.IntRange(1, 1 << 20), default=1024, show_default=True, metavar="KIB",
               help="A longer record becomes a dead letter keeping its first 64 KiB and its length.")
+@click.option("--in-flight", type=click.IntRange(1, 64), default=DEFAULT_IN_FLIGHT, show_default=True, metavar="N",
+              help="Bulk requests out at once (checkpoints still move only past batches all stored before them).")
 @click.pass_context
 def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
             syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
             tls_key: str | None, syslog_max_connections: int, syslog_idle_timeout: float, from_end: bool,
             multiline_start: str | None, state: Path | None, spool_max: int, batch_size: int, batch_wait: float,
-            max_line: int) -> None:
+            max_line: int, in_flight: int) -> None:
     """Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin).
 
     Prints, per file, the events shipped, the lines dead-lettered (in the dead-letter
@@ -115,7 +117,7 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
         raise click.UsageError("--follow reads files and syslog, not stdin")
     options = CollectOptions(state_dir=_state_dir(state, follow), multiline_start=multiline_start,
                              from_end=from_end, spool_max_bytes=spool_max << 20, batch_events=batch_size,
-                             batch_wait=batch_wait, max_line=max_line << 10)
+                             batch_wait=batch_wait, max_line=max_line << 10, in_flight=in_flight)
     if follow:
         limits = Limits(max_connections=syslog_max_connections, idle_timeout=syslog_idle_timeout)
         _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key,

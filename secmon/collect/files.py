@@ -22,9 +22,8 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from secmon.collect.multiline import Joiner, Line
 from secmon.errors import InputError, Location
@@ -35,8 +34,7 @@ MAX_LINE = 1 << 20  # default cap of one record, in bytes (--max-line)
 HEAD_BYTES = 64 << 10  # what a dead letter keeps of a record over the cap
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):  # immutable, and cheaper to make than a frozen dataclass (one per record)
     offset: int  # byte offset of the record's first byte (EVTX: the record number)
     text: str  # the record (a record over the cap: its head)
     record_id: str  # source identity + offset: unique and stable

@@ -79,12 +79,16 @@ def to_float(value: Any) -> float:
 
 # A canonical dotted quad is its own canonical form: most addresses skip ipaddress (hot path).
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+_NOT_IP = re.compile(r"[^0-9A-Fa-f:.\[\]]")  # no IP address (v4, v6, [v6]) without a %zone has another character
+canonical_ipv4 = _IPV4.fullmatch  # truthy for a text that is its own canonical IPv4 (compiled pipelines inline it)
 
 
 def to_ip(value: Any) -> str:
     text = str(value)
     if _IPV4.fullmatch(text):
         return text
+    if "%" not in text and _NOT_IP.search(text):  # a host name, most often: ipaddress would try twice and raise twice
+        raise ValueError(f"{text!r} is not an IP address")
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:

@@ -7,16 +7,18 @@ the stream opens, and a record is never deep-copied.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from secmon.model import DeadLetter, Event, stable_id
+from secmon.normalize.codegen import Apply, compile_fields
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
@@ -113,38 +115,43 @@ def _holds(condition: Condition, values: Values) -> bool:
 
 def _apply_fields(doc: dict[str, Any], rules: tuple[FieldRule, ...], values: Values,
                   fallback: Values | None = None) -> None:
+    """The interpreter of field rules (compiled pipelines inline its common cases: codegen.py)."""
     for rule in rules:
-        raw = values.get(rule.source)
-        if rule.plain and raw.__class__ is str and raw:  # the common case: put_path inlined
-            child = doc.get(rule.path[0])
-            if not isinstance(child, dict):
-                child = doc[rule.path[0]] = {}
-            child[rule.path[1]] = raw
-            continue
-        if raw is None and fallback is not None:
-            raw = _value(fallback, rule.source)
-        elif raw is None and "." in rule.source:
-            raw = get(values, rule.source)
-        if raw is None and rule.alternatives:
-            raw = next((v for v in (_value(values, n) for n in rule.alternatives) if v is not None), None)
-        if rule.map is not None and raw is not None:
-            raw = rule.map.get(str(raw), raw)
-        if raw is None or raw == "" or raw == []:
-            continue  # an empty capture (e.g. "rhost= ") or a value mapped to "" means "not present"
-        if rule.prefix:
-            raw = rule.prefix + str(raw)
-        if rule.type == "string" and type(raw) is str:
-            value = raw  # the common case, without a call
-        else:
-            try:
-                value = CONVERTERS[rule.type](raw)
-            except ValueError as exc:
-                raise ValueError(f"{rule.target}: {exc}") from None
-        if isinstance(value, dict) and rule.type == "address":  # expands into sibling fields
-            for key, sub in value.items():
-                put_path(doc, (*rule.path, key), sub)
-        else:
-            put_path(doc, rule.path, value)
+        _apply_rule(doc, rule, values, fallback, values.get(rule.source))
+
+
+def _apply_rule(doc: dict[str, Any], rule: FieldRule, values: Values, fallback: Values | None, raw: Any) -> None:
+    """One rule, given `raw`, the value it names in `values` (None when absent there)."""
+    if rule.plain and raw.__class__ is str and raw:
+        child = doc.get(rule.path[0])
+        if not isinstance(child, dict):
+            child = doc[rule.path[0]] = {}
+        child[rule.path[1]] = raw
+        return
+    if raw is None and fallback is not None:
+        raw = _value(fallback, rule.source)
+    elif raw is None and "." in rule.source:
+        raw = get(values, rule.source)
+    if raw is None and rule.alternatives:
+        raw = next((v for v in (_value(values, n) for n in rule.alternatives) if v is not None), None)
+    if rule.map is not None and raw is not None:
+        raw = rule.map.get(str(raw), raw)
+    if raw is None or raw == "" or raw == []:
+        return  # an empty capture (e.g. "rhost= ") or a value mapped to "" means "not present"
+    if rule.prefix:
+        raw = rule.prefix + str(raw)
+    if rule.type == "string" and type(raw) is str:
+        value = raw  # the common case, without a call
+    else:
+        try:
+            value = CONVERTERS[rule.type](raw)
+        except ValueError as exc:
+            raise ValueError(f"{rule.target}: {exc}") from None
+    if isinstance(value, dict) and rule.type == "address":  # expands into sibling fields
+        for key, sub in value.items():
+            put_path(doc, (*rule.path, key), sub)
+    else:
+        put_path(doc, rule.path, value)
 
 
 class Normalizer:
@@ -167,11 +174,15 @@ class Normalizer:
         stamp = pipeline.timestamp
         self._tz = ZoneInfo(stamp.timezone if stamp and stamp.timezone else timezone)
         self._clock = YearlessClock(year, now)
+        self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
-        self._patterns_for = _dispatch(pipeline.patterns)
-        self._set = _setter(pipeline.set)
-        self._pattern_set = {id(pattern): _setter(pattern.set) for pattern in pipeline.patterns}
+        # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
+        # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
+        self._fields = compile_fields(pipeline.fields, _apply_rule, before=pipeline.set)
+        self._patterns_for = _dispatch(tuple(
+            Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set))
+            for pattern in pipeline.patterns))
 
     def normalize(self, raw: str, offset: int | None, record_id: str) -> Result:
         """`record_id` identifies the record in its source (fingerprint + offset)."""
@@ -186,7 +197,9 @@ class Normalizer:
         if isinstance(doc, str):
             self.skipped += 1
             return Skipped(doc, offset)
-        return Event(id=stable_id("event", self.agency, record_id), doc=doc)
+        digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
+        digest.update(str(record_id).encode("utf-8"))
+        return Event(id=digest.hexdigest()[:32], doc=doc)
 
     def refuse(self, raw: str, reason: str, offset: int | None, record_id: str, length: int | None = None
                ) -> DeadLetter:
@@ -214,7 +227,7 @@ class Normalizer:
         if parsed is None:
             return "header line"
         values, base = parsed
-        if any(_holds(c, values) for c in pipeline.drop):
+        if pipeline.drop and any(_holds(c, values) for c in pipeline.drop):
             return "dropped by the pipeline's drop condition"
         if pipeline.keep and not any(_holds(c, values) for c in pipeline.keep):
             return "not kept by the pipeline's keep conditions"
@@ -223,14 +236,13 @@ class Normalizer:
             doc["@timestamp"] = self._timestamp(values)
         if self._bounds is not None:
             self._check_time(doc["@timestamp"])
-        self._set(doc)
-        _apply_fields(doc, pipeline.fields, values)
+        self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         texts: dict[str, str] = {}  # the searched value of each field, read once
-        for pattern in self._patterns_for(values):
-            if pattern.when.tests and not _holds(pattern.when, values):
+        for pattern, when, apply in self._patterns_for(values):
+            if when.tests and not _holds(when, values):
                 continue
             if pattern.regex is None:
-                _apply_fields(doc, pattern.fields, values)
+                apply(doc, values, None)
             else:
                 text = texts.get(pattern.field)
                 if text is None:
@@ -238,8 +250,7 @@ class Normalizer:
                 found = pattern.regex.search(text)
                 if found is None:
                     continue
-                _apply_fields(doc, pattern.fields, found.groupdict(), values)
-            self._pattern_set[id(pattern)](doc)
+                apply(doc, found.groupdict(), values)
             break
         for lookup in pipeline.enrich:
             key = get(doc, lookup.field)
@@ -274,49 +285,37 @@ class Normalizer:
         return text
 
 
-def _setter(pairs: tuple[tuple[tuple[str, ...], Any], ...]) -> Callable[[dict[str, Any]], None]:
-    """`put_path` of every (path, value) of a `set:` block, in order, prepared once: consecutive
-    fields under one parent (event.kind, event.module, ...) become one dict.update."""
-    runs: list[tuple[tuple[str, ...], dict[str, Any]]] = []
-    for path, value in pairs:
-        parent = tuple(path[:-1])
-        if not runs or runs[-1][0] != parent:
-            runs.append((parent, {}))
-        runs[-1][1][path[-1]] = value
-    prepared = tuple((parent, leaves, tuple(k for k, v in leaves.items() if isinstance(v, list)))
-                     for parent, leaves in runs)
+class Step(NamedTuple):
+    """A pattern as tried: its condition (less what the dispatch already decided) and its compiled fields."""
 
-    def apply(doc: dict[str, Any]) -> None:
-        for parent, leaves, lists in prepared:
-            node = doc
-            for part in parent:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            node.update(leaves)
-            for key in lists:  # never share a pipeline's list
-                node[key] = list(leaves[key])
-    return apply
+    pattern: Pattern
+    when: Condition
+    apply: Apply
 
 
-def _dispatch(patterns: tuple[Pattern, ...]) -> Callable[[Values], tuple[Pattern, ...]]:
+def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Step, ...]]:
     """The patterns worth trying on a record, in order, chosen by the value of the field that most
     `when` conditions test (linux-auth: the program). A pattern whose condition on that field
-    cannot hold is left out; every other test is still made by `_holds`."""
-    tested = Counter(name for pattern in patterns for name, _ in pattern.when.tests)
+    cannot hold is left out; one that is chosen because its condition on that field holds is not
+    tested on it again (`_holds` compares the same text the table is keyed by); every other test
+    is still made by `_holds`."""
+    tested = Counter(name for step in steps for name, _ in step.when.tests)
     if not tested:
-        return lambda values: patterns
+        return lambda values: steps
     field = tested.most_common(1)[0][0]
 
-    def allowed(pattern: Pattern) -> frozenset[str] | None:
-        return next((texts for name, texts in pattern.when.tests if name == field), None)
+    def allowed(step: Step) -> frozenset[str] | None:
+        return next((texts for name, texts in step.when.tests if name == field), None)
 
-    untested = tuple(p for p in patterns if allowed(p) is None)
-    table = {text: tuple(p for p in patterns if allowed(p) is None or text in allowed(p))  # type: ignore[operator]
-             for pattern in patterns for text in allowed(pattern) or ()}
+    def decided(step: Step) -> Step:
+        return step._replace(when=Condition(tuple(test for test in step.when.tests if test[0] != field)))
 
-    def candidates(values: Values) -> tuple[Pattern, ...]:
+    untested = tuple(s for s in steps if allowed(s) is None)
+    table = {text: tuple(decided(s) if allowed(s) is not None else s
+                         for s in steps if allowed(s) is None or text in allowed(s))  # type: ignore[operator]
+             for step in steps for text in allowed(step) or ()}
+
+    def candidates(values: Values) -> tuple[Step, ...]:
         value = _value(values, field)
         if value is None:
             return untested

@@ -43,7 +43,7 @@ from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
 from secmon.service.common import audit, indices_of
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
-from secmon.store.ship import Batch, Shipper
+from secmon.store.ship import DEFAULT_IN_FLIGHT, Batch, Shipper
 from secmon.store.spool import Spool
 from secmon.store.templates import install_templates
 from secmon.store.writer import BulkWriter, Origin, WriteStats
@@ -65,6 +65,7 @@ class CollectOptions:
     batch_wait: float = 1.0  # seconds: a partial batch is shipped after this long
     poll_interval: float = 0.25
     max_line: int = MAX_LINE  # bytes: a longer record becomes a dead letter keeping its head
+    in_flight: int = DEFAULT_IN_FLIGHT  # bulk requests out at once
 
     def multiline(self) -> re.Pattern[str] | None:
         if not self.multiline_start:
@@ -294,7 +295,7 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             state.registry.advance(marks)
             state.registry.save()
 
-    shipper = Shipper(writer, state.spool if state else None, durable).start()
+    shipper = Shipper(writer, state.spool if state else None, durable, in_flight=options.in_flight).start()
     counts = SourceCounts()
     report = CollectReport(WriteStats(), {name: counts}, pipeline=normalizer.pipeline.id)
     reader: FileReader | None = None

@@ -73,7 +73,7 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
             state.registry.save()
 
     writer = BulkWriter(es, indices, unreachable_attempts=2)
-    shipper = Shipper(writer, state.spool, durable).start()
+    shipper = Shipper(writer, state.spool, durable, in_flight=options.in_flight).start()
     batcher = Batcher(writer, shipper, agency.id, pipeline.id, options,
                       lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
     report = CollectReport(WriteStats(), pipeline=pipeline.id)

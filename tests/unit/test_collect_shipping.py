@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from secmon.errors import StoreUnavailable
-from secmon.store.ship import Batch, Shipper
+from secmon.store.ship import Batch, Shipper, _Ledger
 from secmon.store.spool import Spool
 from secmon.store.writer import Doc, Origin, WriteStats
 
@@ -110,3 +110,31 @@ def test_spool_left_over_is_reported_and_shipped_by_the_next_run(tmp_path: Path)
     later = Shipper(writer, Spool(tmp_path / "spool", max_bytes=1 << 20).open(), lambda marks: None).start()  # type: ignore[arg-type]
     later.close()
     assert writer.shipped == batch(1).docs
+
+
+def test_the_ledger_acknowledges_in_submission_order_whatever_the_completion_order() -> None:
+    acknowledged: list[str] = []
+    ledger = _Ledger(acknowledged.append)
+    for number in (2, 0, 3, 5, 1):
+        ledger.durable(number, f"m{number}")
+    assert acknowledged == ["m0", "m1", "m2", "m3"] and ledger.next == 4  # 5 waits for 4
+    ledger.durable(4, "m4")
+    assert acknowledged == [f"m{n}" for n in range(6)]
+
+
+def test_several_in_flight_acknowledge_in_order_and_spool_once_each(tmp_path: Path) -> None:
+    """Four senders, the node down then back: every batch is acknowledged once, in submission order,
+    and shipped once (the spool is drained by one sender at a time)."""
+    writer = ScriptedWriter()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20).open()
+    durable: list[int] = []
+    shipper = Shipper(writer, spool, durable.append, in_flight=4, retry_every=0.05).start()  # type: ignore[arg-type]
+    for i in range(10):
+        shipper.submit(batch(i))
+    writer.up.set()
+    for i in range(10, 20):
+        shipper.submit(batch(i))
+    shipper.close()
+    assert durable == list(range(20)) and len(spool) == 0
+    assert sorted(writer.shipped, key=lambda doc: doc.origin.offset or 0) == [d for i in range(20) for d in batch(i).docs]
+    assert shipper.stats.events == 20
