@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, TypeVar
 
+from secmon.normalize.urls import decode_path, decode_query
+
 ISO8601 = "ISO8601"
 UNIX = "UNIX"
 UNIX_MS = "UNIX_MS"
@@ -136,6 +138,10 @@ def to_bool(value: Any) -> bool:
 
 
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    # decoded as the application reads them (normalize/urls.py); the engine also tags what
+    # cannot be decoded exactly
+    "url_path": lambda value: decode_path(str(value)).text,
+    "url_query": lambda value: decode_query(str(value)).text,
     "string": to_string,
     "long": to_long,
     "float": to_float,

@@ -22,6 +22,7 @@ from secmon.normalize.codegen import Apply, compile_fields
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
+from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_query
 from secmon.types import format_duration, iso, utcnow
 
 
@@ -103,6 +104,9 @@ class TimeBounds:
 
 
 
+URL_DECODERS: dict[str, Callable[[str], Decoded]] = {"url_path": decode_path, "url_query": decode_query}
+
+
 def _holds(condition: Condition, values: Values) -> bool:
     for name, allowed in condition.tests:
         value = _value(values, name)
@@ -142,6 +146,13 @@ def _apply_rule(doc: dict[str, Any], rule: FieldRule, values: Values, fallback: 
         raw = rule.prefix + str(raw)
     if rule.type == "string" and type(raw) is str:
         value = raw  # the common case, without a call
+    elif rule.type in URL_DECODERS:
+        decoded = URL_DECODERS[rule.type](str(raw))
+        value = decoded.text
+        if decoded.problems:  # never silent: such events are tagged, so they can be counted
+            tags = doc.setdefault("tags", [])
+            if isinstance(tags, list) and URL_PROBLEM_TAG not in tags:
+                tags.append(URL_PROBLEM_TAG)
     else:
         try:
             value = CONVERTERS[rule.type](raw)

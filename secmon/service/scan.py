@@ -57,14 +57,15 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     if rule.kind == "single":
         # Every match counts (threshold 1), so there is nothing to narrow; fetching all matches
         # also keeps the ones that lack a group-by field.
-        hits = list(sorted_matches(es, indices.events_pattern(), query, fields))
+        hits = list(sorted_matches(es, indices.events_pattern(), query, fields, plan.long_fields(rule)))
     else:
         candidates = plan.candidate_groups(rule, group_counts(es, indices.events_pattern(), query,
                                                               plan.group_fields(rule)))
         if not candidates:
             return []
         narrowed = plan.narrowed_query(rule, query, candidates)
-        hits = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, fields), candidates)
+        hits = plan.in_groups(rule, sorted_matches(es, indices.events_pattern(), narrowed, fields,
+                                                   plan.long_fields(rule)), candidates)
     # Grouping and windows are pure code in detect/, shared with offline scans and rule examples.
     new = plan.new_event_ids(hits, ingested) if ingested else None
     return rule_hit_findings(rule, hits, start, new=new)
@@ -101,7 +102,8 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
             failures.append((rule.id, f"Elasticsearch refused the rule's search: {answer.reason}"))
         elif (seen := plan.read_probe(rule, answer)) and plan.worth_fetching(rule, seen):
             fresh.append((rule, seen))
-    searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window)) for rule, seen in fresh]
+    searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window), plan.long_fields(rule))
+                for rule, seen in fresh]
     findings: list[Finding] = []
     answered = 0
     try:

@@ -56,24 +56,34 @@ def aggregate_each(es: Elasticsearch, index: str, bodies: Sequence[dict[str, Any
     return answers
 
 
-def matches_each(es: Elasticsearch, index: str, searches: Sequence[tuple[dict[str, Any], tuple[str, ...]]],
-                 count: RequestCount) -> Iterator[list[dict[str, Any]] | Refused]:
-    """Every hit of each (query, doc-value fields) search, in order: FETCHES_PER_MSEARCH searches per
-    _msearch, and a search that fills FETCH hits done again page by page through a point in time.
+Search = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]  # query, doc-value fields, long fields
+
+
+def matches_each(es: Elasticsearch, index: str, searches: Sequence[Search], count: RequestCount
+                 ) -> Iterator[list[dict[str, Any]] | Refused]:
+    """Every hit of each (query, doc-value fields, long fields) search, in order: FETCHES_PER_MSEARCH
+    searches per _msearch, and a search that fills FETCH hits done again page by page through a
+    point in time. Long fields: see `sorted_matches`.
 
     A generator: the caller turns one search's hits into findings before the next request,
     so memory holds one _msearch answer, not every rule's hits."""
     for at in range(0, len(searches), FETCHES_PER_MSEARCH):
         chunk = searches[at:at + FETCHES_PER_MSEARCH]
         bodies = [{"query": query, "size": FETCH, "sort": [{"@timestamp": "asc"}], "_source": False,
-                   "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False} for query, fields in chunk]
-        for (query, fields), answer in zip(chunk, _msearch(es, index, bodies, count)):
-            if isinstance(answer, Refused) or len(answer["hits"]["hits"]) < FETCH:
-                yield answer if isinstance(answer, Refused) else answer["hits"]["hits"]
+                   "docvalue_fields": _docvalues(fields, long_fields), "track_total_hits": False}
+                  for query, fields, long_fields in chunk]
+        for (query, fields, long_fields), answer in zip(chunk, _msearch(es, index, bodies, count)):
+            if isinstance(answer, Refused):
+                yield answer
+                continue
+            if len(answer["hits"]["hits"]) < FETCH:
+                with reporting(es, f"search {index}"):
+                    _complete(es, answer["hits"]["hits"], fields, long_fields, count)
+                yield answer["hits"]["hits"]
                 continue
             with reporting(es, f"search {index} page by page"):
                 try:
-                    hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, count))
+                    hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, long_fields, count))
                 except ApiError as exc:
                     hits = Refused(refusal(exc.meta.status, exc.body, exc.message))
             yield hits
@@ -119,14 +129,19 @@ def group_counts(es: Elasticsearch, index: str, query: dict[str, Any], fields: t
 
 
 def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...],
-                   count: RequestCount | None = None) -> Iterator[dict[str, Any]]:
-    """Every matching hit, oldest first, with `fields` as doc values (no _source)."""
+                   long_fields: tuple[str, ...] = (), count: RequestCount | None = None) -> Iterator[dict[str, Any]]:
+    """Every matching hit, oldest first, with `fields` as doc values (no _source).
+
+    A keyword value longer than its ignore_above has no doc value; with `long_fields`, each hit
+    also carries `_ignored` (the fields too long to index), and a hit that has some gets the
+    whole values of `long_fields` and `fields` from `_source` (the detector checks it exactly).
+    """
     with reporting(es, f"search {index} page by page"):
-        yield from _paged(es, index, query, fields, count or RequestCount())
+        yield from _paged(es, index, query, fields, long_fields, count or RequestCount())
 
 
-def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...], count: RequestCount
-           ) -> Iterator[dict[str, Any]]:
+def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...],
+           long_fields: tuple[str, ...], count: RequestCount) -> Iterator[dict[str, Any]]:
     count.sent += 1
     with reporting(es, f"open a point in time on {index}"):
         pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True,
@@ -137,13 +152,15 @@ def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[s
             body: dict[str, Any] = {
                 "query": query, "size": PAGE, "pit": {"id": pit, "keep_alive": "2m"},
                 "sort": [{"@timestamp": "asc"}, {"_shard_doc": "asc"}],
-                "_source": False, "docvalue_fields": ["@timestamp", *fields], "track_total_hits": False, **WHOLE,
+                "_source": False, "docvalue_fields": _docvalues(fields, long_fields), "track_total_hits": False,
+                **WHOLE,
             }
             if after:
                 body["search_after"] = after
             count.sent += 1
             response = es.search(**body)
             hits = response["hits"]["hits"]
+            _complete(es, hits, fields, long_fields, count)
             yield from hits
             if len(hits) < PAGE:
                 return
@@ -153,6 +170,38 @@ def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[s
         count.sent += 1
         with reporting(es, "close a point in time"):
             es.close_point_in_time(id=pit)
+
+
+def _docvalues(fields: tuple[str, ...], long_fields: tuple[str, ...]) -> list[str]:
+    return ["@timestamp", *fields, *(["_ignored"] if long_fields else [])]
+
+
+def _complete(es: Elasticsearch, hits: list[dict[str, Any]], fields: tuple[str, ...], long_fields: tuple[str, ...],
+              count: RequestCount) -> None:
+    """Hits with a value too long to index get the whole values of the fields their rule reads."""
+    if not long_fields:
+        return
+    lacking = [h for h in hits if "_ignored" in h.get("fields", {})]
+    if lacking:
+        count.sent += len({h["_index"] for h in lacking})
+        _add_long_values(es, lacking, (*fields, *long_fields))
+
+
+def _add_long_values(es: Elasticsearch, hits: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    """Give these hits the whole values of `fields` (`_ignored` ones included, read from _source)."""
+    by_index: dict[str, list[dict[str, Any]]] = {}
+    for hit in hits:
+        by_index.setdefault(hit["_index"], []).append(hit)
+    wanted = sorted(set(fields))
+    for index, group in by_index.items():
+        with reporting(es, f"read long values in {index}"):
+            body: dict[str, Any] = {"index": index, "query": {"ids": {"values": [h["_id"] for h in group]}},
+                                    "size": len(group), "_source": False, "fields": wanted, **WHOLE}
+            response = es.search(**body)
+        found = {h["_id"]: {**h.get("fields", {}), **h.get("ignored_field_values", {})}
+                 for h in response["hits"]["hits"]}
+        for hit in group:
+            hit["fields"] = {**hit.get("fields", {}), **found.get(hit["_id"], {})}
 
 
 def every_source(es: Elasticsearch, index: str, query: dict[str, Any], source: list[str], limit: int

@@ -15,6 +15,15 @@ scripts. The compiler then produces two queries: `query`, a superset the cluster
 runs (the comparison replaced by "both fields exist", or by nothing under a NOT),
 and `refine`, the exact condition with `secmon_fieldref` nodes that only the
 in-process matcher understands and that runs on the hits' doc values.
+
+Long values: a keyword value longer than the field's `ignore_above` is not indexed, so no
+term, prefix, wildcard or regexp query sees it (a 20 KB PowerShell script block, a command
+line padded to 9,000 characters). Elasticsearch names such fields in the document's `_ignored`
+metadata field, so the cluster also runs `long_values_query`: "the logsource matches and a
+field the rule reads was too long to index". Those few hits are checked exactly in-process on
+their `_source` values (store/search.py fetches them, findings.py checks them with
+`whole=True`); in-process scans read whole values too, so a long value matches on both paths
+as if it had been indexed.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from sigma.types import (
 
 from secmon.detect.rules.cidr import address_regexps, as_ip_term
 from secmon.detect.rules.lucene_regexp import UnsupportedRegex, from_sigma
-from secmon.detect.rules.match import FieldTypes, field_types
+from secmon.detect.rules.match import IGNORED, FieldTypes, field_types
 
 Query = dict[str, Any]
 MATCH_ALL: Query = {"match_all": {}}
@@ -328,6 +337,7 @@ class Compiled:
     query: Query  # what the cluster runs
     refine: Query | None  # the exact condition for the hits, when `query` is only a superset
     refine_fields: tuple[str, ...]  # fields `refine` reads (fetched as doc values)
+    long_query: Query | None = None  # events with a value too long to index that `query` may miss
 
 
 def compile_condition(node: Any, context: FieldContext | None = None) -> Query:
@@ -342,6 +352,13 @@ def compile_conditions(nodes: list[Any], context: FieldContext | None = None) ->
         return Compiled(query, None, ())
     refine = or_([compiler.compile(node, exact=True) for node in nodes])
     return Compiled(query, refine, tuple(sorted(query_fields(refine))))
+
+
+def long_values_query(query: Query, types: FieldTypes | None = None) -> Query | None:
+    """Documents in which a keyword field `query` reads was too long to index, or None if it reads none."""
+    types = types or field_types()
+    fields = sorted(f for f in query_fields(query) if types.type_of(f) is None and f not in types.not_indexed)
+    return {"terms": {IGNORED: fields}} if fields else None
 
 
 def query_fields(query: Any) -> set[str]:

@@ -52,6 +52,7 @@ class Leaf:
     name: str
     query: Query  # for the cluster (named, so hits say which leaves they matched)
     refine: Query | None = None  # exact condition when `query` is a superset (|fieldref, costly regexes)
+    long_query: Query | None = None  # events with a value too long to index it may miss (compile.py)
 
 
 @dataclass(frozen=True)

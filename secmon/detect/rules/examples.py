@@ -40,7 +40,7 @@ def examples_of(path: Path) -> Mapping[str, Any] | None:
 def fires(rule: CompiledRule, example: Any) -> bool:
     """Whether the rule raises a finding on one example (an event, or a list of events)."""
     if rule.kind == "single" and isinstance(example, Mapping):
-        return matches(rule.refine or rule.query, example)
+        return matches(rule.refine or rule.query, example, whole=True)
     events = example if isinstance(example, list) else [example]
     docs = []
     for n, event in enumerate(events):

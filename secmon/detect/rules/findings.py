@@ -16,7 +16,7 @@ from typing import Any
 
 from secmon.detect.rules.correlate import Hit, bursts, fire
 from secmon.detect.rules.load import CompiledRule
-from secmon.detect.rules.match import field_values, matches
+from secmon.detect.rules.match import IGNORED, as_keyword, field_types, field_values, matches
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
 
@@ -32,18 +32,30 @@ def hits_from_docs(rule: CompiledRule, docs: Iterable[tuple[str, Mapping[str, An
     """(id, doc) pairs -> the hits the cluster would return for `rule.query`, oldest first."""
     leaves = rule.correlation.leaves() if rule.correlation else []
     hits = []
+    short = _doc_value_limits(rule)
     for ident, doc in docs:
-        if not matches(rule.query, doc):
+        if not matches(rule.query, doc, whole=True):  # long values read whole (compile.py, "Long values")
             continue
         wanted = ("@timestamp", AGENCY_FIELD, *rule.fields)
-        fields = {f: field_values(doc, f) for f in wanted}
+        fields = {f: [v for v in field_values(doc, f) if f not in short or len(as_keyword(v)) <= short[f]]
+                  for f in wanted}
         if not fields["@timestamp"]:
             continue  # every stored event has one; without it there is no window to place it in
         hit: dict[str, Any] = {"_id": ident, "fields": {f: v for f, v in fields.items() if v}}
         if leaves:
-            hit["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc)]
+            hit["matched_queries"] = [leaf.name for leaf in leaves if matches(leaf.query, doc, whole=True)]
         hits.append(hit)
     return sorted(hits, key=lambda h: (_stamp(h["fields"]["@timestamp"][0]), h["_id"]))
+
+
+def _doc_value_limits(rule: CompiledRule) -> dict[str, int]:
+    """A correlation groups and counts on the cluster by doc values, which a keyword value longer
+    than ignore_above does not have: in-process drops such values alike (load.py notes it)."""
+    if rule.kind == "single":
+        return {}
+    types = field_types()
+    fields = (*rule.group_by, *((rule.value_field,) if rule.value_field else ()))
+    return {f: types.limit(f) for f in fields if types.type_of(f) is None}
 
 
 def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datetime | None = None,
@@ -54,14 +66,23 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
     one of those event ids (a scan by arrival time: the events that reached the store in its window).
     """
     fields = (agency_field, *rule.group_by)
-    exact = {leaf.name: leaf.refine for leaf in rule.correlation.leaves() if leaf.refine} if rule.correlation else {}
+    leaves = rule.correlation.leaves() if rule.correlation else []
+    exact = {leaf.name: leaf.refine for leaf in leaves if leaf.refine}
     groups: dict[tuple[str, ...], list[Hit]] = {}
     for hit in hits:
         values = hit.get("fields", {})
-        if rule.refine is not None and not matches(rule.refine, values):
-            continue  # the cluster query was a superset (|fieldref, costly regex): apply the exact condition
-        names = frozenset(n for n in hit.get("matched_queries", ()) if n not in exact or matches(exact[n], values))
-        if exact and not names:
+        if IGNORED in values:
+            # A value too long to index: the hit may come from `long_query` alone; it carries its
+            # whole values (store/search.py) and is checked exactly (compile.py, "Long values").
+            if not matches(rule.refine or rule.query, values, whole=True):
+                continue
+            names = frozenset(leaf.name for leaf in leaves if matches(leaf.refine or leaf.query, values, whole=True))
+        else:
+            if rule.refine is not None and not matches(rule.refine, values, whole=True):
+                continue  # the cluster query was a superset (|fieldref, costly regex): apply the exact condition
+            names = frozenset(n for n in hit.get("matched_queries", ())
+                              if n not in exact or matches(exact[n], values, whole=True))
+        if leaves and (exact or IGNORED in values) and not names:
             continue
         if "@timestamp" not in values or agency_field not in values:
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -26,10 +26,12 @@ from secmon.detect.rules.compile import (
     UnsupportedRule,
     and_,
     compile_conditions,
+    long_values_query,
     or_,
     query_fields,
 )
 from secmon.detect.rules.correlate import Correlation, Leaf
+from secmon.detect.rules.match import field_types
 from secmon.detect.rules.pipeline import (
     Logsources,
     logsources,
@@ -61,6 +63,9 @@ class CompiledRule:
     kind: str  # one of KINDS
     refine: Query | None = None  # exact in-process condition for hits (|fieldref), see compile.py
     refine_fields: tuple[str, ...] = ()
+    # events with a keyword value too long to index that `query` may therefore miss (compile.py,
+    # "Long values"): the cluster also fetches these and findings.py checks them exactly
+    long_query: Query | None = None
     condition: tuple[str, float] = ("gte", 1)  # correlation condition: operator and number
     value_field: str | None = None  # value_count / value_sum / value_avg: the field aggregated
     correlation: Correlation | None = None  # what the windowing evaluates (None: single rule or event_count >= N)
@@ -156,14 +161,21 @@ def detection(rule: SigmaRule, sources: Logsources) -> tuple[Compiled, tuple[str
             if n == 0:
                 raise  # the rule's own kind of event: the rule fails
             notes.append(f"does not run on {variant.label} events: {exc}")
+    unsearchable = sorted({f for _, compiled in parts for f in query_fields(compiled.query)} & field_types().not_indexed)
+    if unsearchable:  # stored, never indexed: no value of them can match, short or long
+        notes.append(f"reads {', '.join(unsearchable)}, stored but not searchable: those comparisons never match")
+    longs = [and_([q for q in (source, long) if q is not None]) for source, long in
+             ((source, long_values_query(or_([q for q in (compiled.query, compiled.refine) if q is not None])))
+              for source, compiled in parts) if long is not None]
+    long_query = or_(longs) if longs else None
     if len(parts) == 1 and parts[0][0] is None:
-        return parts[0][1], tuple(notes)
+        return replace(parts[0][1], long_query=long_query), tuple(notes)
     query = or_([and_([source, compiled.query]) if source else compiled.query for source, compiled in parts])
     if not any(compiled.refine for _, compiled in parts):
-        return Compiled(query, None, ()), tuple(notes)
+        return Compiled(query, None, (), long_query), tuple(notes)
     refine = or_([and_([q for q in (source, compiled.refine or compiled.query) if q is not None])
                   for source, compiled in parts])
-    return Compiled(query, refine, tuple(sorted(query_fields(refine)))), tuple(notes)
+    return Compiled(query, refine, tuple(sorted(query_fields(refine))), long_query), tuple(notes)
 
 
 def _default_group(rule: SigmaRule) -> tuple[str, ...]:
@@ -179,7 +191,8 @@ def _compile_single(rule: SigmaRule, path: Path, sources: Logsources) -> Compile
         severity=_severity(rule, Severity.MEDIUM, options), tags=_tags(rule), path=str(path), query=compiled.query,
         group_by=tuple(options.get("group-by", _default_group(rule))), threshold=1,
         timespan=parse_duration(options["suppress"]) if "suppress" in options else DEFAULT_SUPPRESS, kind="single",
-        refine=compiled.refine, refine_fields=compiled.refine_fields, options=options,
+        refine=compiled.refine, refine_fields=compiled.refine_fields, long_query=compiled.long_query,
+        options=options,
         translations=_translations(options), notes=notes, unmapped=_unmapped(rule.logsource, sources),
     )
 
@@ -210,7 +223,8 @@ def _correlation(rule: SigmaCorrelationRule, sources: Logsources, notes: list[st
         compiled, leaf_notes = detection(target, sources)
         name = str(target.name or target.id or ref.reference)
         notes += [f"{name}: {note}" for note in leaf_notes]
-        inputs.append(Leaf(name, {"bool": {"filter": [compiled.query], "_name": name}}, compiled.refine))
+        inputs.append(Leaf(name, {"bool": {"filter": [compiled.query], "_name": name}}, compiled.refine,
+                           compiled.long_query))
     condition = rule.condition
     if condition is not None and not isinstance(condition, SigmaCorrelationCondition):
         raise UnsupportedRule("extended (boolean) correlation conditions are not supported yet")
@@ -248,6 +262,7 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
     leaves = list({leaf.name: leaf for leaf in correlation.leaves()}.values())
     group_by = tuple(sources.map_field(_logsource(rule), g) for g in (rule.group_by or ()))
     options = _options(rule)
+    notes += _long_group_note(group_by, correlation.value_field)
     simple = correlation.kind == "event_count" and correlation.op == "gte" and all(
         isinstance(i, Leaf) and i.refine is None for i in correlation.inputs)
     return CompiledRule(
@@ -259,7 +274,19 @@ def _compile_correlation(rule: SigmaCorrelationRule, path: Path, sources: Logsou
         correlation=None if simple else correlation, options=options, translations=_translations(options),
         notes=tuple(notes), unmapped=next((u for u in (_unmapped(s, sources) for s in _logsources(rule)) if u), ""),
         refine_fields=tuple(sorted({f for leaf in leaves if leaf.refine for f in query_fields(leaf.refine)})),
+        long_query=or_(longs) if (longs := [leaf.long_query for leaf in leaves if leaf.long_query]) else None,
     )
+
+
+def _long_group_note(group_by: tuple[str, ...], value_field: str | None) -> list[str]:
+    """What long values still cannot do (compile.py, "Long values"): a correlation groups and
+    counts by doc values, which a keyword value longer than ignore_above does not have."""
+    types = field_types()
+    fields = [f for f in (*group_by, *((value_field,) if value_field else ())) if types.type_of(f) is None]
+    if not fields:
+        return []
+    limits = ", ".join(f"{f} over {types.limit(f)}" for f in fields)
+    return [f"events whose values are too long to index ({limits} characters) are not grouped or counted"]
 
 
 def _locate(text: str, start: int, reason: str) -> tuple[int, int]:

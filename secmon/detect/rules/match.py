@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from fnmatch import fnmatchcase
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from importlib import resources
@@ -29,6 +30,8 @@ import yaml
 from secmon.detect.rules.cidr import as_ipv6
 from secmon.detect.rules.linear import FullMatch, compile_fullmatch, encode
 from secmon.detect.rules.lucene_regexp import python_source
+
+IGNORED = "_ignored"  # Elasticsearch's metadata field naming the fields a document had too long to index
 
 Doc = Mapping[str, Any]
 Predicate = Callable[[Doc], bool]
@@ -51,6 +54,11 @@ class FieldTypes:
 
     def type_of(self, field: str) -> str | None:
         return self.types.get(field)
+
+    def whole(self) -> FieldTypes:
+        """The same fields with every keyword value indexed whatever its length: how secmon matches
+        long values (compile.py, "Long values"), on `_source` values, in-process."""
+        return replace(self, ignore_above={}, default_ignore_above=sys.maxsize, path_limits=())
 
     def limit(self, field: str) -> int:
         if field in self.ignore_above:
@@ -320,13 +328,24 @@ class _Compiler:
 
     def q_term(self, body: Mapping[str, Any]) -> ViewPredicate:
         field, spec = self._field(body, "term")
+        if field == IGNORED:
+            return self._ignored([str(spec["value"])])
         return self._term_predicate(field, [spec["value"]], bool(spec.get("case_insensitive", False)))
+
+    def _ignored(self, fields: list[str]) -> ViewPredicate:
+        """`_ignored`: the document has a keyword value longer than the field's ignore_above (what
+        Elasticsearch records there at index time; never, when matching whole values)."""
+        limits = [(f, self.types.limit(f)) for f in fields if f not in self.types.not_indexed]
+        return lambda doc: any(len(as_keyword(v)) > limit for f, limit in limits for v in doc.values(f)
+                               if not isinstance(v, Mapping))
 
     def q_terms(self, body: Mapping[str, Any]) -> ViewPredicate:
         fields = {k: v for k, v in body.items() if k != "boost"}
         if len(fields) != 1:
             raise UnsupportedQuery("terms takes one field")
         (field, values), = fields.items()
+        if field == IGNORED:
+            return self._ignored([str(v) for v in values])
         return self._term_predicate(field, list(values), False)
 
     def _term_predicate(self, field: str, wanted: list[Any], insensitive: bool) -> ViewPredicate:
@@ -664,18 +683,21 @@ def compile_matcher(query: Mapping[str, Any], types: FieldTypes | None = None) -
     return lambda doc: inner(View(doc))
 
 
-_CACHE: dict[int, tuple[Mapping[str, Any], Predicate]] = {}
+_CACHE: dict[tuple[int, bool], tuple[Mapping[str, Any], Predicate]] = {}
 _CACHE_LIMIT = 20000
 
 
-def matches(query: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
-    """Would Elasticsearch return `doc` (indexed with secmon's events template) for `query`?"""
-    cached = _CACHE.get(id(query))
+def matches(query: Mapping[str, Any], doc: Mapping[str, Any], whole: bool = False) -> bool:
+    """Would Elasticsearch return `doc` (indexed with secmon's events template) for `query`?
+    With `whole`, keyword values longer than ignore_above count as indexed (FieldTypes.whole)."""
+    key = (id(query), whole)
+    cached = _CACHE.get(key)
     if cached is None or cached[0] is not query:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-        cached = (query, compile_matcher(query))  # the query is kept, so its id is not reused
-        _CACHE[id(query)] = cached
+        types = field_types().whole() if whole else None
+        cached = (query, compile_matcher(query, types))  # the query is kept, so its id is not reused
+        _CACHE[key] = cached
     return cached[1](doc)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from secmon.detect.rules.findings import findings, hits_from_docs
 from secmon.detect.rules.linear import RegexTimeout
 from secmon.detect.rules.load import CompiledRule
-from secmon.detect.rules.match import View, ViewPredicate, compile_view_matcher
+from secmon.detect.rules.match import View, ViewPredicate, compile_view_matcher, field_types
 from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 
@@ -106,8 +106,10 @@ class RuleRouter:
         self._unfiltered: dict[RouteKey, list[int]] = {}
         self._always: list[int] = []
         with_needles: list[tuple[int, Groups]] = []
+        whole = field_types().whole()
         for number, rule in enumerate(rules):
-            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query), number))
+            # In-process, long values are read whole (compile.py, "Long values").
+            self._entries.append(_Entry(rule, compile_view_matcher(rule.refine or rule.query, whole), number))
             route = _route_keys(rule.query)
             self._routes.append(route)
             groups = needles(rule.query)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from secmon.detect.rules.compile import Query, and_
+from secmon.detect.rules.compile import Query, and_, or_, query_fields
 from secmon.detect.rules.load import CompiledRule
 from secmon.model import ScanWindow
 from secmon.types import AGENCY_FIELD, iso, parse_iso
@@ -41,9 +41,15 @@ def window_filter(start: datetime, end: datetime, field: str = "@timestamp") -> 
     return {"range": {field: {"gte": iso(start), "lt": iso(end), "format": "strict_date_optional_time"}}}
 
 
+def matching(rule: CompiledRule) -> Query:
+    """The rule's query, and the events with a value too long to index that it may miss (checked
+    exactly later, compile.py "Long values")."""
+    return rule.query if rule.long_query is None else or_([rule.query, rule.long_query])
+
+
 def rule_window_query(rule: CompiledRule, start: datetime, end: datetime) -> Query:
     """The rule's matches in [start - timespan, end)."""
-    return and_([window_filter(start - rule.timespan, end), rule.query])
+    return and_([window_filter(start - rule.timespan, end), matching(rule)])
 
 
 def group_fields(rule: CompiledRule) -> tuple[str, ...]:
@@ -58,6 +64,13 @@ def hit_fields(rule: CompiledRule) -> tuple[str, ...]:
 def fetch_fields(rule: CompiledRule, window: ScanWindow) -> tuple[str, ...]:
     """`hit_fields`, plus the window's field when it is not @timestamp: it says which hits are new."""
     return hit_fields(rule) + (() if window.field == "@timestamp" else (window.field,))
+def long_fields(rule: CompiledRule) -> tuple[str, ...]:
+    """Fields a hit with a value too long to index needs whole, to be checked exactly (compile.py)."""
+    if rule.long_query is None:
+        return ()
+    queries = [rule.query, rule.refine, *(q for leaf in (rule.correlation.leaves() if rule.correlation else [])
+                                          for q in (leaf.query, leaf.refine))]
+    return tuple(sorted(set().union(*(query_fields(q) for q in queries if q is not None))))
 
 
 def candidate_groups(rule: CompiledRule, counts: Iterable[tuple[Mapping[str, Any], int]]) -> list[Mapping[str, Any]]:
@@ -103,7 +116,7 @@ def probe_search(rule: CompiledRule, window: ScanWindow) -> dict[str, Any]:
     (say, a group-by field it cannot aggregate) must fail alone."""
     field = narrowing_field(rule)
     return {"size": 0, "track_total_hits": False,
-            "query": and_([window_filter(window.start, window.end, window.field), rule.query]),
+            "query": and_([window_filter(window.start, window.end, window.field), matching(rule)]),
             "aggs": {"first": {"min": {"field": "@timestamp"}}, "last": {"max": {"field": "@timestamp"}},
                      # One bucket more than narrowing takes: a full list says "too many", never a silent cut.
                      "keys": {"terms": {"field": field, "size": MAX_NARROWING_GROUPS + 1}},
@@ -155,7 +168,7 @@ def context(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
 
 def fetch_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
     """The rule's matches in its context, narrowed to the groups that have a new match."""
-    parts = [context(rule, window, fresh), rule.query]
+    parts = [context(rule, window, fresh), matching(rule)]
     if fresh.keys is not None:
         field = narrowing_field(rule)
         either: list[Query] = [{"terms": {field: list(fresh.keys)}}] if fresh.keys else []
