@@ -62,6 +62,33 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class Contribution:
+    """One feature's part in an anomaly: what it was, what is usual, how much it set the window apart."""
+
+    feature: str
+    actual: float
+    typical: float | None  # the entity's own median over the baseline (None: the entity has no history)
+    percentile: float  # where `actual` falls among the baseline windows of every entity (0-100)
+    share: float  # this feature's share of the isolation (the shares of a window add up to 1)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an anomaly detector raised a window: its score, the features behind it, values never seen."""
+
+    score: float
+    threshold: float
+    model: str  # detector:agency of the model that scored it ("*": the centre-wide model)
+    contributions: tuple[Contribution, ...]
+    new_values: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (feature, values new or rare to the baseline)
+    query: str = ""  # a Kibana (KQL) query showing the window's raw events
+    note: str = ""
+    # Scored by the centre-wide model because the agency has too little baseline of its own:
+    # said in every rendering (in the reader's language, so a flag rather than a sentence).
+    centre_wide: bool = False
+
+
+@dataclass(frozen=True)
 class Finding:
     """What one rule found in one scan window, before deduplication."""
 
@@ -81,6 +108,7 @@ class Finding:
     # Events of the burst inside the scan's window (the rest is context seen by earlier scans):
     # what this finding adds to its incident's count. None: all of them (`count`).
     new_count: int | None = None
+    explanation: Explanation | None = None  # anomaly findings: why the window was raised
 
     @property
     def group_key(self) -> str:

@@ -4,8 +4,9 @@ One instance is active at a time: the holder of the lease (`service/run.py`,
 renewed every lease/3). The others stand by, look again when the holder's lease
 expires, and take over then; every job first asks whether this process holds a
 live lease. Jobs: scan (by ingest-time watermark, in chunks), deliver (the only
-job that sends), daily digests (cron, agency local time), retention. Each
-interval job first runs at start, and again at a takeover.
+job that sends), daily digests (cron, agency local time), retention, and the
+retraining of the anomaly models (the scan scores their windows). Each interval
+job first runs at start, and again at a takeover.
 
 A stop request (SIGTERM/SIGINT, set by the CLI as `stop`) ends the scheduler:
 the running jobs finish their current step (a scan stops between chunks), the
@@ -35,7 +36,8 @@ from secmon.types import DEFAULT_TIMEZONE, iso, parse_duration, utcnow
 
 log = logging.getLogger(__name__)
 
-FIRST_RUN_AT_START = ("scan", "deliver", "retention")  # digests run at their agency-local time only
+# Digests run at their agency-local time only; retrain at start only retrains models that are not fresh.
+FIRST_RUN_AT_START = ("scan", "deliver", "retention", "retrain")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ def run(es: Elasticsearch, settings: Settings, stop: threading.Event, clock: Cal
         True)
     add("deliver", lambda token: jobs.deliver_due(es, settings, clock), every(schedule.outbox_interval), True)
     add("retention", lambda token: jobs.retention_due(es, settings, clock), every(schedule.retention_interval), True)
+    add("retrain", lambda token: jobs.retrain_due(es, settings, keeper, token, clock),
+        every(schedule.retrain_interval), True)
     if settings.alerts.daily_digest:
         hour, minute = (int(part) for part in settings.alerts.daily_digest.split(":"))
         for agency in settings.agencies:  # the agency's own 08:00, not the server's

@@ -23,7 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from secmon.alert.safe import header_text, one_line, paragraph
 from secmon.config import Settings
 from secmon.errors import ConfigError, Location
-from secmon.model import Incident, Notification, Severity
+from secmon.model import Explanation, Incident, Notification, Severity
 from secmon.types import Language, iso
 
 KINDS = ("alert", "overflow", "daily")
@@ -34,6 +34,8 @@ SUBJECT_LIMIT = 250
 VALUE_LIMIT = 200  # one host name, user name or group value
 TITLE_LIMIT = 300
 TEXT_LIMIT = 4000  # a rule description
+QUERY_LIMIT = 2000  # an anomaly's Kibana query (it quotes the entity, which comes from logs)
+NEW_VALUES_LIMIT = 10  # values never seen, shown per feature
 
 SEVERITY_NAMES: dict[str, dict[Severity, str]] = {
     "vi": {Severity.INFORMATIONAL: "Thông tin", Severity.LOW: "Thấp", Severity.MEDIUM: "Trung bình",
@@ -135,6 +137,28 @@ def incident_view(incident: Incident, language: str, timezone: str, settings: Se
         "count": f.count, "occurrences": incident.occurrences, "status": incident.status,
         "techniques": ", ".join(one_line(t.split(".", 1)[1].upper(), 20) for t in f.tags
                                 if t.startswith("attack.t")) or "-",
+        "anomaly": anomaly_view(f.explanation) if f.explanation is not None else None,
+    }
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def anomaly_view(e: Explanation) -> dict[str, Any]:
+    """Why a window is anomalous, as templates show it: numbers already formatted, every value that can
+    come from logs (new values, the entity quoted in the query) made visible-only and capped."""
+    return {
+        "score": f"{e.score:.3f}", "threshold": f"{e.threshold:.3f}", "model": one_line(e.model, VALUE_LIMIT),
+        "centre_wide": e.centre_wide,
+        "contributions": [{"feature": one_line(c.feature, VALUE_LIMIT), "actual": _number(c.actual),
+                           "typical": None if c.typical is None else _number(c.typical),
+                           "percentile": f"{c.percentile:.0f}", "share": f"{c.share:.0%}"}
+                          for c in e.contributions],
+        "new_values": [{"feature": one_line(name, VALUE_LIMIT),
+                        "values": [one_line(v, VALUE_LIMIT) for v in values[:NEW_VALUES_LIMIT]]}
+                       for name, values in e.new_values if values],
+        "note": one_line(e.note, VALUE_LIMIT), "query": one_line(e.query, QUERY_LIMIT),
     }
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from secmon.cli.context import When, agency_option, es_of, settings_of
+from secmon.detect.anomaly.explain import lines as explanation_lines
 from secmon.cli.output import entity, incidents_table, safe, table, to_json
 from secmon.incidents import records
 from secmon.incidents.lifecycle import RESOLUTIONS
@@ -67,8 +68,10 @@ def list_command(ctx: click.Context, agency: str | None, status: str | None, sin
 @incidents.command()
 @click.argument("incident_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--language", type=click.Choice(["en", "vi"]), default="en", show_default=True,
+              help="Language of an anomaly incident's explanation.")
 @click.pass_context
-def show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
+def show(ctx: click.Context, incident_id: str, as_json: bool, language: str) -> None:
     """One incident: what, who, when, its timeline and its raw events."""
     shown = show_incident(es_of(ctx), settings_of(ctx), incident_id)
     incident = shown.state.incident
@@ -95,6 +98,8 @@ def show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
         lines.append(f"  tags:        {safe(', '.join(f.tags))}")
     if f.description:
         lines.append(f"  description: {safe(f.description.strip())}")
+    if f.explanation is not None:
+        lines += ["", *(safe(line) for line in explanation_lines(f.explanation, language))]
     lines += ["", "timeline:"]
     lines += [f"  {when(c.at)}  {c.action:<12} by {safe(c.user, 40)}" + (f": {safe(c.note)}" if c.note else "")
               for c in incident.history]

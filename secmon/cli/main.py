@@ -21,6 +21,7 @@ from secmon.cli.collect import collect as collect_command
 from secmon.cli.exceptions import exceptions as exceptions_group
 from secmon.cli.incidents import incidents as incidents_group
 from secmon.cli.kibana import kibana as kibana_group
+from secmon.cli.model import model as model_group
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import scan_text, to_json
 from secmon.cli.pipelines import pipelines as pipelines_group
@@ -92,17 +93,19 @@ def setup(ctx: click.Context) -> None:
 @click.option("--no-rule-cache", is_flag=True, help="With --input: compile every rule, read and write no cache.")
 @click.option("--jobs", type=click.IntRange(1, 64), help="With --input: processes reading and matching the files "
                                                          "(default: one per CPU, up to 4, for inputs over 64 MB; else 1).")
+@click.option("--models", "model_files", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="With --input: anomaly models exported by `secmon model export`, scored in-process too.")
 @click.pass_context
 def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last: timedelta | None,
          rule_paths: tuple[Path, ...], no_deliver: bool, as_json: bool, fail_on_findings: bool, rule_failures: str,
          inputs: tuple[str, ...], agency: str, source: str | None, unmapped: str, dead_letters: str,
-         rule_cache: Path | None, no_rule_cache: bool, jobs: int | None) -> None:
+         rule_cache: Path | None, no_rule_cache: bool, jobs: int | None, model_files: tuple[Path, ...]) -> None:
     """Run the rules over a time window, store incidents and alert agencies (or over files: --input)."""
     if inputs:
         from secmon.cli.offline import offline
 
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
-                dead_letters == "error", rule_cache, no_rule_cache, jobs)
+                dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files)
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -141,6 +144,7 @@ cli.add_command(deliver_command)
 cli.add_command(exceptions_group)
 cli.add_command(incidents_group)
 cli.add_command(kibana_group)
+cli.add_command(model_group)
 cli.add_command(pipelines_group)
 cli.add_command(report_command)
 cli.add_command(rules_group)

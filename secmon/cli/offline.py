@@ -48,7 +48,8 @@ def inputs_text(reports: tuple[InputReport, ...]) -> str:
 
 def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rule_paths: tuple[Path, ...],
             agency: str, source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str,
-            dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None) -> None:
+            dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None,
+            models: tuple[Path, ...] = ()) -> None:
     from secmon.collect.inputs import expand
     from secmon.detect.rules.cache import default_folder
     from secmon.service.offline import OfflineJob, scan_files
@@ -70,7 +71,7 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
     paths = rule_paths or tuple(settings.resolve(p) for p in settings.rules)  # type: ignore[union-attr]
     job = OfflineJob(found.files, tuple(paths), agency, timezone, _pipeline_folders(settings), source, unmapped,
                      None if no_rule_cache else (rule_cache or default_folder()), found.passed_over,
-                     jobs or _workers(found.files))
+                     jobs or _workers(found.files), models)
     result = scan_files(job, utcnow())
     click.echo(to_json(result) if as_json else scan_text(result, timezone) + "\n" + inputs_text(result.inputs))
     dead = [r for r in result.inputs if r.dead_letters]

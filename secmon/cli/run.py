@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the flows are imported when a command runs: `secmon --help`
 @click.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run unattended until SIGTERM/Ctrl-C: scans, alert delivery, digests, retention.
+    """Run unattended until SIGTERM/Ctrl-C: scans, alert delivery, digests, retention, model retraining.
 
     Start it on as many hosts as you like: one is active (it holds the lease in
     Elasticsearch), the others stand by and take over when it stops answering.

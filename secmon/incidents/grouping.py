@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from secmon.model import Change, Finding, Incident, Notification, Severity, stable_id
+from secmon.model import Change, Explanation, Finding, Incident, Notification, Severity, stable_id
 
 MAX_BURSTS = 100  # kept per incident; older ones are folded into one
 MAX_CONTRIBUTIONS = 500  # window contributions kept apart; older ones are folded into one
@@ -150,7 +150,8 @@ def _merge(latest: State, finding: Finding, policy: Policy, now: datetime) -> De
         first_seen=min(old.finding.first_seen, finding.first_seen),
         last_seen=max(old.finding.last_seen, finding.last_seen),
         count=_total(contributions), new_count=None,
-        sample_event_ids=tuple(dict.fromkeys(old.finding.sample_event_ids + finding.sample_event_ids))[:20])
+        sample_event_ids=tuple(dict.fromkeys(old.finding.sample_event_ids + finding.sample_event_ids))[:20],
+        explanation=_stronger(old.finding, finding))
     if bursts == latest.bursts and contributions == latest.contributions and merged_finding == old.finding:
         return Decision(latest, latest, ())  # seen before: nothing to write, nobody to tell
     history = old.history
@@ -166,6 +167,13 @@ def _merge(latest: State, finding: Finding, policy: Policy, now: datetime) -> De
     if reminder is not None:
         notifications.append(Notification(incident, "reminder", f"reminder:{reminder}"))
     return Decision(State(incident, bursts, latest.group_key, contributions), latest, tuple(notifications))
+
+
+def _stronger(old: Finding, new: Finding) -> Explanation | None:
+    """An anomaly incident shows the explanation of its most anomalous window."""
+    if old.explanation is None or (new.explanation is not None and new.explanation.score > old.explanation.score):
+        return new.explanation or old.explanation
+    return old.explanation
 
 
 def _reminder_slot(old: Incident, merged: Finding, policy: Policy) -> int | None:

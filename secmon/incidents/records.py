@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch
 
 from secmon.errors import InputError, StoreUnavailable
 from secmon.incidents.grouping import Burst, Decision, Policy, State, decide_all
-from secmon.model import Change, Finding, Incident, Notification, Severity
+from secmon.model import Change, Contribution, Explanation, Finding, Incident, Notification, Severity
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.types import iso, parse_iso
@@ -67,10 +67,28 @@ def to_doc(state: State, scan_id: str = "") -> dict[str, Any]:
             "history": [{"at": iso(c.at), "action": c.action, "user": c.user, "note": c.note, "status": c.status}
                         for c in incident.history],
             "i18n": {lang: {"title": title, "description": text} for lang, title, text in finding.translations},
+            **({"explanation": explanation_doc(finding.explanation)} if finding.explanation else {}),
         },
         "threat": {"technique": {"id": techniques}},
         "tags": list(finding.tags),
     }
+
+
+def explanation_doc(e: Explanation) -> dict[str, Any]:
+    return {"score": e.score, "threshold": e.threshold, "model": e.model, "query": e.query, "note": e.note,
+            "centre_wide": e.centre_wide,
+            "contributions": [{"feature": c.feature, "actual": c.actual, "typical": c.typical,
+                               "percentile": c.percentile, "share": c.share} for c in e.contributions],
+            "new_values": [{"feature": f, "values": list(v)} for f, v in e.new_values]}
+
+
+def explanation_from(d: dict[str, Any]) -> Explanation:
+    return Explanation(score=float(d["score"]), threshold=float(d["threshold"]), model=str(d["model"]),
+                       contributions=tuple(Contribution(c["feature"], c["actual"], c.get("typical"), c["percentile"],
+                                                        c["share"]) for c in d.get("contributions", ())),
+                       new_values=tuple((n["feature"], tuple(n["values"])) for n in d.get("new_values", ())),
+                       query=d.get("query", ""), note=d.get("note", ""),
+                       centre_wide=bool(d.get("centre_wide", False)))
 
 
 def from_doc(incident_id: str, doc: dict[str, Any]) -> State:
@@ -83,7 +101,8 @@ def from_doc(incident_id: str, doc: dict[str, Any]) -> State:
         agency=doc["organization"]["id"], group=group, first_seen=parse_iso(event["start"]),
         last_seen=parse_iso(event["end"]), count=event["count"], sample_event_ids=tuple(s.get("sample_event_ids", ())),
         tags=tuple(doc.get("tags", ())), description=doc["rule"].get("description", ""),
-        translations=translations, detector=s.get("detector", "rule"))
+        translations=translations, detector=s.get("detector", "rule"),
+        explanation=explanation_from(s["explanation"]) if s.get("explanation") else None)
     history = tuple(Change(parse_iso(c["at"]), c["action"], c["user"], c.get("note", ""), c.get("status", "open"))
                     for c in s.get("history", ()))
     created = parse_iso(event["created"])

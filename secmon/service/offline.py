@@ -24,7 +24,7 @@ from secmon.collect.evtxfiles import is_evtx, read_evtx
 from secmon.detect.rules.compiled import RuleSet, unmapped_note
 from secmon.detect.rules.offline import Matches, RuleIndex, RuleRouter, findings_of, match_documents
 from secmon.errors import InputError, Location
-from secmon.model import DeadLetter, Event, Incident, InputReport, ScanSummary, stable_id
+from secmon.model import DeadLetter, Event, Finding, Incident, InputReport, ScanSummary, stable_id
 from secmon.normalize.engine import Normalizer, Result, put
 from secmon.normalize.pipeline import Pipeline, pipeline_named
 
@@ -47,6 +47,7 @@ class OfflineJob:
     cache: Path | None = None  # the rule cache folder (detect.rules.cache); None: compile every time
     passed_over: tuple[tuple[str, str], ...] = ()  # files of folders and globs not read, and why
     workers: int = 1  # processes reading and matching the inputs
+    models: tuple[Path, ...] = ()  # anomaly models from `secmon model export`, scored on the same documents
 
 
 @dataclass
@@ -349,9 +350,50 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
     ordered = [tallies[n] for n in sorted(tallies)]
     failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
     found = findings_of(router.rules, matches, failures)
+    if job.models:  # the detectors read the documents again (a second pass: matching keeps none)
+        docs = [dict(doc) for _, doc in _Reader(replace(job, workers=1), now).documents()]
+        scored, problems = anomaly_findings(list(job.models), list(job.rule_paths), docs, job.agency, job.timezone)
+        found = [*found, *scored]
+        failures += problems
     incidents = [Incident(id=f.incident_id, finding=f, created=now) for f in found]
     passed = [f"{len(job.passed_over)} files of the folders and patterns given were not read; first: "
               f"{job.passed_over[0][0]}: {job.passed_over[0][1]}"] if job.passed_over else []
     return summary(incidents, len(ruleset.rules), failures, now,
                    (*_notes(ordered, retagged, job.agency), *passed, *unmapped_note(ruleset), *cache_notes),
                    tuple(t.report() for t in ordered))
+
+
+def anomaly_findings(model_files: list[Path], rule_paths: list[Path], docs: list[dict[str, Any]], agency: str,
+                     timezone: str) -> tuple[list[Finding], list[tuple[str, str]]]:
+    """Score the documents' windows with exported models (checked as when read from Elasticsearch)."""
+    from secmon.detect.anomaly import fit
+    from secmon.detect.anomaly.detector import load_detectors
+    from secmon.detect.anomaly.explain import explain
+    from secmon.detect.anomaly.features import in_process
+    from secmon.detect.anomaly.trained import from_doc
+
+    loaded = load_detectors(rule_paths, files=False)
+    problems = [(p.where, p.reason) for p in loaded.problems]
+    findings: list[Finding] = []
+    for path in model_files:
+        try:
+            model = from_doc(json.loads(path.read_text(encoding="utf-8")), str(path))
+            detector = loaded.get(model.detector)
+        except (OSError, ValueError, InputError) as exc:
+            problems.append((str(path), str(exc)))
+            continue
+        if detector.templates:
+            problems.append((str(path), f"detector {detector.id} mines log templates, whose state lives in "
+                                        "Elasticsearch: not scored offline"))
+            continue
+        rows = list(in_process(detector, docs, timezone, agency=agency))
+        for scored in fit.score(model, detector, rows):
+            if scored.anomalous(model.threshold):
+                row = scored.row
+                findings.append(Finding(
+                    rule_id=detector.id, rule_title=detector.title, severity=detector.severity, agency=row.agency,
+                    group=((detector.entity, row.entity),), first_seen=row.first, last_seen=row.last,
+                    count=row.count, tags=detector.tags, description=detector.description,
+                    translations=detector.translations, detector="anomaly",
+                    explanation=explain(model, detector, scored, note=f"offline, model from {path.name}")))
+    return findings, problems

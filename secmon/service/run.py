@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,6 +31,7 @@ from secmon.service.common import audit, indices_of
 from secmon.service.deliver import daily_digests, deliver
 from secmon.service.retention import retention
 from secmon.service.scan import ScanOptions, scan
+from secmon.service.train import TrainReport, retrain
 from secmon.store import state
 from secmon.store.event_indices import refresh_events
 from secmon.store.indices import Indices
@@ -37,9 +39,13 @@ from secmon.types import iso, parse_duration
 
 log = logging.getLogger(__name__)
 
-JOBS = ("scan", "deliver", "digests", "retention")
+JOBS = ("scan", "deliver", "digests", "retention", "retrain")
+# A periodic retraining comes a retrain_interval after the last one, give or take the trigger's jitter;
+# one asked for sooner (at start, at a takeover) finds the models fresh and leaves them.
+DUE_SHARE = 0.9
 Clock = Callable[[], datetime]
 ScanFlow = Callable[[Elasticsearch, Settings, ScanOptions, datetime], ScanSummary]
+TrainFlow = Callable[[Elasticsearch, Settings, datetime], TrainReport]
 
 
 def holder_name() -> str:
@@ -265,3 +271,37 @@ def _outcome(note: str, errors: tuple[str, ...]) -> JobResult:
 def retention_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
     deleted = retention(es, settings, clock())
     return JobResult("success", f"deleted {len(deleted)} event indices" + (f": {', '.join(deleted)}" if deleted else ""))
+
+
+def retrain_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, clock: Clock,
+                train_flow: TrainFlow = retrain) -> JobResult:
+    """Retrain every detector's models over its baseline, when the last training is a
+    `schedule.retrain_interval` old.
+
+    When the models were last trained is on the job document (`value`), not in memory: a restart or
+    a takeover does not retrain models that are still fresh. Models have deterministic ids (detector
+    and agency), so a training that a stale instance finishes only rewrites equivalent documents; the
+    fenced write of `value` is what it is kept from.
+    """
+    indices = indices_of(settings)
+    interval = parse_duration(settings.schedule.retrain_interval)
+    found = state.read(es, indices, JobState.doc_id("retrain"))
+    last = JobState.from_doc(found.doc) if found else None
+    if last is not None and not decide.may_commit(last.token, token):
+        raise LeaseLost(f"the retrain job document carries token {last.token}, ours is {token}")
+    now = clock()
+    if last is not None and last.value is not None and now - last.value < interval * DUE_SHARE:
+        return JobResult("success", f"models trained at {iso(last.value)} are fresh; next training after "
+                                    f"{iso(last.value + interval)}")
+    report = train_flow(es, settings, now)
+    if keeper.holds(clock()) != token:
+        raise LeaseLost("the lease lapsed while the models were trained")
+    write_job(es, indices, "retrain", token, keeper.me, clock(), lambda current: replace(current, value=now))
+    outcomes = Counter(r.outcome for r in report.results)
+    note = (f"{outcomes['trained']} models trained, {outcomes['skipped']} skipped, {outcomes['failed']} failed"
+            + (f", {len(report.problems)} detector files did not load" if report.problems else ""))
+    if report.failed:
+        why = [f"{r.detector}:{r.agency}: {r.reason}" for r in report.results if r.outcome == "failed"]
+        why += [f"{where}: {reason}" for where, reason in report.problems]
+        return JobResult("partial", f"{note}; {'; '.join(why[:3])}")
+    return JobResult("success", note)

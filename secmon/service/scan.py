@@ -22,6 +22,7 @@ from secmon.incidents import exceptions, records
 from secmon.incidents.grouping import Policy
 from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
 from secmon.service.common import actor, audit, indices_of
+from secmon.service.train import score_scan
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.search import (
@@ -158,6 +159,8 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
              for rule in ruleset.rules]
     failures = [(p.where, p.reason) for p in ruleset.problems]
     run = run_rules(es, indices, rules, ScanWindow(options.start, options.end, options.field))
+    anomalies = score_scan(es, settings, paths, ScanWindow(options.start, options.end, options.field))
+    run = replace(run, findings=run.findings + anomalies.findings, failures=run.failures + anomalies.failures)
     failures += run.failures
     known = {a.id for a in settings.agencies}
     unknown = sorted({f.agency for f in run.findings} - known)
@@ -172,6 +175,7 @@ def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: Scan
     recorded = records.record(es, indices, findings, policy, now,
                               lambda told: queued.append(enqueue(es, indices, settings, told, now)), scan_id)
     notes = [f"events of agency {a!r} matched, but it is not in the config: no incident raised" for a in unknown]
+    notes += anomalies.notes
     notes += unmapped_note(ruleset)
     notes += [f"no alert: {why}" for report in queued for why in report.unrouted]
     below = sum(report.below_floor for report in queued)

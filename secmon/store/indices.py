@@ -53,6 +53,10 @@ class Indices:
         return f"{self.prefix}-exceptions"
 
     @property
+    def models(self) -> str:
+        return f"{self.prefix}-models"
+
+    @property
     def audit(self) -> str:
         return f"{self.prefix}-audit"
 

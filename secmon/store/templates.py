@@ -17,7 +17,8 @@ from elasticsearch import Elasticsearch, NotFoundError
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 
-TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit", "exceptions", "state")
+TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit", "exceptions", "state",
+                  "models")
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class BulkWriter:
         dumps = orjson.dumps
         for i, item in enumerate(items):
             if item.__class__ is Event:  # the common case, `_action` written out (this runs once a line)
-                doc = dict(item.doc)  # type: ignore[union-attr]
+                doc = dict(item.doc)
                 doc["event"] = {**doc.get("event", {}), "ingested": INGESTED_PLACEHOLDER}
                 head = {"index": {"_index": self._event_index(agency, str(doc["@timestamp"])), "_id": item.id}}
             else:

@@ -23,7 +23,7 @@ import yaml
 from sigma.rule import SigmaLogSource
 
 from secmon.detect.rules.examples import fires
-from secmon.detect.rules.load import load_rule_file, load_rules
+from secmon.detect.rules.load import load_rule_file, load_rules, rule_files
 from secmon.detect.rules.pipeline import logsources
 from secmon.model import Event
 from secmon.normalize.engine import Normalizer, put
@@ -31,7 +31,7 @@ from secmon.normalize.pipeline import load_pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"
-FILES = sorted(RULES.rglob("*.yml"))
+FILES = rule_files(RULES)  # Sigma rules only: rules/anomaly/ holds detectors (tests/unit/test_anomaly_detectors.py)
 
 LEVELS = {"informational", "low", "medium", "high", "critical"}
 STATUSES = {"stable", "test", "experimental", "deprecated", "unsupported"}

@@ -99,7 +99,11 @@ def unmapped_note(ruleset: RuleSet) -> list[str]:
 
 
 def rule_files(root: Path) -> list[Path]:
-    return sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]) if root.is_dir() else [root]
+    """Sigma rule files; anomaly detectors (`anomaly/` folders) are not Sigma and load elsewhere."""
+    if not root.is_dir():
+        return [root]
+    return sorted(p for p in [*root.rglob("*.yml"), *root.rglob("*.yaml")]
+                  if "anomaly" not in p.relative_to(root).parts[:-1])
 
 
 def gather(paths: list[Path], unmapped: UnmappedPolicy, load_file: Callable[[Path], RuleSet]) -> RuleSet:

@@ -1,0 +1,1 @@
+"""Anomaly detectors: entity behaviour over time windows, scored by IsolationForest models, explained."""
