@@ -18,6 +18,7 @@ from typing import Any
 from secmon.errors import InputError
 from secmon.model import Severity
 from secmon.types import parse_duration
+from secmon.validation import Problems
 from secmon.yamlio import Located, load_file
 
 KINDS = ("count", "ratio", "distinct", "sum", "avg", "max", "off_hours", "by", "new", "rare", "shape")
@@ -168,14 +169,19 @@ def load_detector_file(path: Path) -> tuple[Detector | None, list[DetectorProble
 
 
 class _Checker:
-    """Reads one detector document, noting every problem with its position."""
+    """Reads one detector document, noting every problem with its position (secmon.validation, as
+    for secmon.yml and pipelines); a broken detector is reported and the others load."""
 
     def __init__(self, doc: Located):
         self.doc = doc
-        self.problems: list[DetectorProblem] = []
+        self.found = Problems(doc)
+
+    @property
+    def problems(self) -> list[DetectorProblem]:
+        return [DetectorProblem(str(p.location), p.message) for p in self.found.found]
 
     def fail(self, at: tuple[str | int, ...], reason: str) -> None:
-        self.problems.append(DetectorProblem(str(self.doc.loc(*at)), reason))
+        self.found.add(reason, *at)
 
     def detector(self, path: Path) -> Detector | None:
         data = self.doc.data
