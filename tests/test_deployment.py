@@ -104,7 +104,7 @@ CALL_PRIVILEGES: dict[str, tuple[str, str]] = {
     "info": ("cluster", "monitor"), "cluster.health": ("cluster", "monitor"),
     "indices.get_index_template": ("cluster", "manage_index_templates"),
     "indices.put_index_template": ("cluster", "manage_index_templates"),
-    "search": ("index", "read"), "count": ("index", "read"), "get": ("index", "read"), "mget": ("index", "read"),
+    "search": ("index", "read"), "msearch": ("index", "read"), "count": ("index", "read"), "get": ("index", "read"), "mget": ("index", "read"),
     "open_point_in_time": ("index", "read"), "close_point_in_time": ("index", "read"),
     # document writes; the first write to a new index creates it (monthly event indices, ...)
     "bulk": ("index", "write"), "index": ("index", "write"), "create": ("index", "write"),

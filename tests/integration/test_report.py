@@ -7,6 +7,8 @@ deliver the alerts to a loopback SMTP server, acknowledge and close incidents of
 
 from __future__ import annotations
 
+from collections import Counter
+
 import shutil
 import subprocess
 import uuid
@@ -111,7 +113,9 @@ def test_numbers_match_the_indices(es, loaded: Loaded, reports: dict[str, Monthl
     severities = es.search(index=incidents, query=_month("event.start", JULY), size=0,
                            aggs={"s": {"terms": {"field": "secmon.severity"}}})["aggregations"]["s"]["buckets"]
     assert {k: n for k, n in facts.incidents.by_severity if n} == {b["key"]: b["doc_count"] for b in severities}
-    assert dict(facts.incidents.by_rule) == {"SSH password brute force": len(hits)}
+    # Counted from the stored incidents themselves (the library's other SSH rules fire on this log too).
+    by_rule = Counter(h["_source"]["rule"]["name"] for h in hits)
+    assert dict(facts.incidents.by_rule) == dict(by_rule) and by_rule["SSH password brute force"] > 0
     assert facts.incidents.events == sum(h["_source"]["event"]["count"] for h in hits)
     assert dict(facts.incidents.by_status) == {"open": len(hits) - 2, "acknowledged": 1, "closed": 1}
     assert facts.incidents.to_acknowledge.measured == 2 and facts.incidents.to_close.measured == 1
