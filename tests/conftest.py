@@ -8,6 +8,7 @@ index prefix, so runs never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -91,15 +92,24 @@ def es(es_url: str):  # type: ignore[no-untyped-def]
     client.close()
 
 
+@contextlib.contextmanager
+def scratch_prefix(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh index prefix; its indices and index templates are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
+        found = es.options(ignore_status=404).indices.get_index_template(name=f"{name}-*")
+        for template in found.get("index_templates", []):
+            es.indices.delete_index_template(name=template["name"])
+
+
 @pytest.fixture
 def prefix(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh index prefix for one test; its indices are deleted afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
-    found = es.options(ignore_status=404).indices.get_index_template(name=f"{name}-*")
-    for template in found.get("index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    with scratch_prefix(es) as name:
+        yield name
 
 
 class Mailbox:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from secmon.detect.rules.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.conftest import scratch_prefix
 from tests.unit.test_sigma_cidr import IP, KEYWORD, Network, cidr_query, networks, oracle, sample_texts
 
 pytestmark = [pytest.mark.integration]
@@ -29,15 +30,11 @@ ANY = ipaddress.ip_network("::/0")
 
 @pytest.fixture(scope="module")
 def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    install_templates(es, Indices(prefix))
-    name = f"{prefix}-events-cidr-2026.01"
-    es.indices.create(index=name)
-    yield name
-    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    with scratch_prefix(es) as prefix:
+        install_templates(es, Indices(prefix))
+        name = f"{prefix}-events-cidr-2026.01"
+        es.indices.create(index=name)
+        yield name
 
 
 def check(es, index: str, cases: list[tuple[Network, list[str]]]) -> None:  # type: ignore[no-untyped-def]

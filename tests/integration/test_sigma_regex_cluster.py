@@ -20,6 +20,7 @@ from secmon.detect.rules.load import CompiledRule, load_rule_file
 from secmon.detect.rules.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.conftest import scratch_prefix
 
 pytestmark = [pytest.mark.integration]
 
@@ -50,15 +51,11 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> list[CompiledRule]:
 
 @pytest.fixture(scope="module")
 def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    install_templates(es, Indices(prefix))
-    name = f"{prefix}-events-regex-2026.01"
-    es.indices.create(index=name)
-    yield name
-    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    with scratch_prefix(es) as prefix:
+        install_templates(es, Indices(prefix))
+        name = f"{prefix}-events-regex-2026.01"
+        es.indices.create(index=name)
+        yield name
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
