@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from secmon.cli.context import Exit, agency_option, es_of, settings_of
+from secmon.cli.output import safe, to_json
 from secmon.collect.syslog import Address, Limits, Listener, tls_context
 from secmon.config import Settings
 from secmon.errors import ExitCode, InputError
+from secmon.normalize.urls import MAX_ROUNDS, URL_PROBLEM_TAG
 from secmon.service.collect import DEFAULT_IN_FLIGHT, CollectOptions, CollectReport, collect_files, collect_stream, source_hint
 from secmon.service.follow import FollowSpec, collect_follow
 from secmon.store.writer import WriteStats
@@ -31,9 +33,11 @@ def _state_dir(state: Path | None, needed: bool) -> Path | None:
     return state.expanduser() if state else None
 
 
-def _counts(stats: WriteStats) -> str:
+def _counts(stats: WriteStats, url_undecodable: int = 0) -> str:
     text = (f"{stats.events} events shipped, {stats.dead_letters + stats.rejected} dead-lettered, "
             f"{stats.skipped} skipped")
+    if url_undecodable:
+        text += f", {url_undecodable} with a URL not decoded exactly (tagged {URL_PROBLEM_TAG})"
     if stats.retries:
         text += f", {stats.retries} retries"
     if stats.rejected:
@@ -43,10 +47,32 @@ def _counts(stats: WriteStats) -> str:
     return text
 
 
-def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, source: str) -> None:
-    """Warn about inputs that lost data or were dead-lettered whole, and exit 4 if any did."""
+def _summary(name: str, report: CollectReport) -> dict[str, Any]:
+    """One input's counts, as --json prints them."""
+    stats = report.stats
+    return {"input": name, "pipeline": report.pipeline, "events": stats.events,
+            "dead_letters": stats.dead_letters + stats.rejected, "rejected": stats.rejected,
+            "skipped": stats.skipped, "lost": sum(c.lost for c in report.sources.values()),
+            "url_undecodable": report.url_undecodable, "retries": stats.retries,
+            "spooled_batches": stats.spooled_batches, "damaged": report.damaged, "all_dead": report.all_dead,
+            "sources": {n: {"events": c.events, "dead_letters": c.dead_letters, "skipped": c.skipped,
+                            "url_undecodable": c.url_undecodable} for n, c in sorted(report.sources.items())},
+            "notes": list(report.notes)}
+
+
+def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, source: str,
+             undecodable_fail: bool = False) -> None:
+    """Warn about inputs that lost data, were dead-lettered whole or hold URLs that could not be decoded
+    exactly; exit 4 if any lost data or was dead-lettered whole (or, with `undecodable_fail`, held such a URL)."""
     bad = False
     for name, report in reports:
+        if report.url_undecodable:
+            bad = bad or undecodable_fail
+            click.echo(f"secmon: {'error' if undecodable_fail else 'warning'}: {safe(name)}: "
+                       f"{report.url_undecodable} events have a URL that could not be decoded exactly (an invalid "
+                       f"escape, bytes that are not UTF-8, overlong UTF-8, or more than {MAX_ROUNDS} layers): "
+                       f"stored with url.original as sent and tagged {URL_PROBLEM_TAG} (search tags:"
+                       f"{URL_PROBLEM_TAG}); web rules saw their path and query partly decoded", err=True)
         lost = sum(c.lost for c in report.sources.values())
         if report.damaged:
             bad = True
@@ -96,17 +122,23 @@ def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, sourc
               help="A longer record becomes a dead letter keeping its first 64 KiB and its length.")
 @click.option("--in-flight", type=click.IntRange(1, 64), default=DEFAULT_IN_FLIGHT, show_default=True, metavar="N",
               help="Bulk requests out at once (checkpoints still move only past batches all stored before them).")
+@click.option("--undecodable-urls", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
+              help="Events whose URL cannot be decoded exactly are stored, tagged url_undecodable, counted and "
+                   "warned about; `error` also exits 4.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts per input as JSON (warnings stay on stderr).")
 @click.pass_context
 def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
             syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
             tls_key: str | None, syslog_max_connections: int, syslog_idle_timeout: float, from_end: bool,
             multiline_start: str | None, state: Path | None, spool_max: int, batch_size: int, batch_wait: float,
-            max_line: int, in_flight: int) -> None:
+            max_line: int, in_flight: int, undecodable_urls: str, as_json: bool) -> None:
     """Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin).
 
     Prints, per file, the events shipped, the lines dead-lettered (in the dead-letter
-    index with the reason) and the lines skipped (blank or dropped by the pipeline).
-    Exits 4 when an input lost data (a damaged EVTX file) or had every record dead-lettered.
+    index with the reason), the lines skipped (blank or dropped by the pipeline) and the
+    events whose URL could not be decoded exactly (tagged url_undecodable).
+    Exits 4 when an input lost data (a damaged EVTX file) or had every record dead-lettered
+    (or, with --undecodable-urls error, held a URL that could not be decoded exactly).
     """
     listening = syslog_udp or syslog_tcp or syslog_tls
     if not follow and (listening or from_end):
@@ -121,7 +153,7 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
     if follow:
         limits = Limits(max_connections=syslog_max_connections, idle_timeout=syslog_idle_timeout)
         _follow(ctx, files, agency, source, year, options, (syslog_udp, syslog_tcp, syslog_tls), tls_cert, tls_key,
-                limits)
+                limits, as_json)
         return
     es, settings = es_of(ctx), settings_of(ctx)
     paths = [Path(name) for name in files if name != "-"]
@@ -131,16 +163,20 @@ def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str
     reports: list[tuple[str, CollectReport]] = []
     if "-" in files:
         report = collect_stream(es, settings, sys.stdin.buffer, agency, source, utcnow(), year, options)
-        click.echo(f"-: {_counts(report.stats)}")
+        if not as_json:
+            click.echo(f"-: {_counts(report.stats, report.url_undecodable)}")
         reports.append(("-", report))
     bars = _ProgressBars() if sys.stderr.isatty() else None
     for path, report in collect_files(es, settings, paths, agency, source, utcnow(), year, options,
                                       bars.start if bars else None):
         if bars:
             bars.finish()
-        click.echo(f"{path}: {_counts(report.stats)}")
+        if not as_json:
+            click.echo(f"{safe(path)}: {_counts(report.stats, report.url_undecodable)}")
         reports.append((str(path), report))
-    _verdict(reports, settings, source)
+    if as_json:
+        click.echo(to_json({"inputs": [_summary(name, report) for name, report in reports]}))
+    _verdict(reports, settings, source, undecodable_urls == "error")
 
 
 class _ProgressBars:
@@ -169,7 +205,7 @@ class _ProgressBars:
 
 def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: str, year: int | None,
             options: CollectOptions, listen: tuple[str | None, str | None, str | None],
-            tls_cert: str | None, tls_key: str | None, limits: Limits) -> None:
+            tls_cert: str | None, tls_key: str | None, limits: Limits, as_json: bool = False) -> None:
     udp, tcp, tls = (Address.parse(text, flag) if text else None
                      for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
     if tls and not (tls_cert and tls_key):
@@ -195,13 +231,18 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
             signal.signal(signum, handler)
         if listener:
             listener.stop()
-    _print_report(report)
+    if as_json:
+        click.echo(to_json({"inputs": [{**_summary("follow", report), "syslog_dropped": report.syslog_dropped}]}))
+    else:
+        _print_report(report)
 
 
 def _print_report(report: CollectReport) -> None:
     for name, counts in sorted(report.sources.items()):
-        click.echo(f"{name}: {counts.events} events, {counts.dead_letters} dead-lettered, {counts.skipped} skipped")
-    click.echo(f"total: {_counts(report.stats)}" + (
+        click.echo(f"{safe(name)}: {counts.events} events, {counts.dead_letters} dead-lettered, {counts.skipped} "
+                   f"skipped" + (f", {counts.url_undecodable} with a URL not decoded exactly"
+                                 if counts.url_undecodable else ""))
+    click.echo(f"total: {_counts(report.stats, report.url_undecodable)}" + (
         f", {report.syslog_dropped} syslog messages dropped (queue full)" if report.syslog_dropped else ""))
     for note in report.notes:
         click.echo(f"note: {note}", err=True)

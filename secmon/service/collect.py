@@ -40,6 +40,7 @@ from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer, Result, Skipped, TimeBounds
 from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
+from secmon.normalize.urls import URL_PROBLEM_TAG
 from secmon.service.common import audit, indices_of
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
@@ -86,6 +87,7 @@ class SourceCounts:
     skipped: int = 0
     lost: int = 0  # events known lost in unreadable data (damaged EVTX)
     unreadable: int = 0  # stretches of unreadable data (each a dead letter)
+    url_undecodable: int = 0  # events stored whose URL could not be decoded exactly (tagged url_undecodable)
     samples: list[tuple[str, str]] = field(default_factory=list)  # (line, reason) of the first dead letters
 
 
@@ -101,6 +103,11 @@ class CollectReport:
     def damaged(self) -> bool:
         """Data could not be read: events were lost (their dead letters say where)."""
         return any(c.lost or c.unreadable for c in self.sources.values())
+
+    @property
+    def url_undecodable(self) -> int:
+        """Events stored with a URL that could not be decoded exactly: web rules saw it partly encoded."""
+        return sum(c.url_undecodable for c in self.sources.values())
 
     @property
     def all_dead(self) -> bool:
@@ -213,6 +220,9 @@ def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCount
         item = normalizer.normalize(record.text, record.offset, record.record_id)
     if isinstance(item, Event):
         counts.events += 1
+        tags = item.doc.get("tags")
+        if tags and URL_PROBLEM_TAG in tags:  # stored, but never silent: counted and said
+            counts.url_undecodable += 1
     elif isinstance(item, DeadLetter):
         counts.dead_letters += 1
         if len(counts.samples) < SAMPLES and not record.problem:
@@ -426,4 +436,5 @@ def audit_collect(es: Elasticsearch, settings: Settings, report: CollectReport, 
     lost = sum(c.lost for c in report.sources.values())
     audit(es, indices_of(settings), "collect", "failure" if report.damaged or report.all_dead else "success", now,
           {**details, "events": stats.events, "dead_letters": stats.dead_letters + stats.rejected,
-           "rejected": stats.rejected, "skipped": stats.skipped, "lost": lost}, settings.agency(agency_id).id)
+           "rejected": stats.rejected, "skipped": stats.skipped, "lost": lost,
+           "url_undecodable": report.url_undecodable}, settings.agency(agency_id).id)

@@ -11,12 +11,11 @@ from secmon.service.offline import OfflineJob, _Reader
 from tests.conftest import ROOT, free_port, run_cli, write_config
 
 FILES = ("Lateral Movement/LM_WMI_4624_4688_TargetHost.evtx", "Execution/exec_sysmon_1_ftp.evtx")
-# A windows logsource maps the rule's field names to winlog.* (windows.yml); this rule names the ECS
-# field the pipeline sets, under a logsource of its own (run with --unmapped-logsources run).
+# A Windows rule may name the ECS fields the pipeline sets: they pass the Windows field mapping unchanged.
 RULE = """\
 title: Logon seen by its ECS action
 id: 6d0f0a48-1d55-4c38-9f0b-5a8e2f3c1d01
-logsource: {category: secmon_offline_test}
+logsource: {product: windows, service: security}
 detection:
   logon:
     event.action: logged-in
@@ -47,8 +46,7 @@ def test_offline_evtx_documents_equal_collected_ones(tmp_path, es, es_url, prefi
     # A rule on event.action fires offline on exactly the events the pipeline names so.
     rule = tmp_path / "logon.yml"
     rule.write_text(RULE, encoding="utf-8")
-    code, out, err = run_cli("scan", "--input", str(paths[0]), "--rules", str(rule), "--json",
-                             "--unmapped-logsources", "run")
+    code, out, err = run_cli("scan", "--input", str(paths[0]), "--rules", str(rule), "--json")
     assert code == 0, err
     found = json.loads(out)
     assert sum(i["finding"]["count"] for i in found["incidents"]) == sum(a == "logged-in" for a in actions.values())
@@ -63,7 +61,7 @@ def test_the_agency_timezone_reads_local_times(tmp_path, es_url) -> None:  # typ
     text = config.read_text(encoding="utf-8").replace("  - id: portal\n", "  - id: portal\n    timezone: Europe/Paris\n")
     config.write_text(text, encoding="utf-8")
     rule = tmp_path / "r.yml"
-    rule.write_text(RULE.replace("category: secmon_offline_test", "product: linux, service: sshd")
+    rule.write_text(RULE.replace("product: windows, service: security", "product: linux, service: sshd")
                     .replace("event.action: logged-in", "event.outcome: failure"), encoding="utf-8")
     times = {}
     for agency in ("so-tttt", "portal"):

@@ -1,7 +1,9 @@
 """The pySigma processing pipeline secmon applies before compiling, and logsource conditions.
 
 Field names: on `product: windows` rules, Sigma's EVTX names become the contract's
-`winlog.*` fields (windows.yml). Other rules use ECS names directly. Placeholders
+`winlog.*` fields (windows.yml); a name that is already ours (`process.executable`,
+`source.ip`, `winlog.channel`: windows.yml `ecs`) passes unchanged. Other rules use ECS
+names directly. Placeholders
 (`|expand`) take their values from windows.yml `placeholders`; one without values
 makes the rule fail with the placeholder's name instead of silently matching anything.
 
@@ -15,6 +17,7 @@ Sysmon 1 or Security 4688): each such `Variant` names the fields its own way (wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +27,7 @@ from typing import Any
 import yaml
 from sigma.processing.conditions import (
     FieldNameProcessingItemAppliedCondition,
+    IncludeFieldCondition,
     LogsourceCondition,
 )
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
@@ -177,9 +181,15 @@ class Logsources:
 
     def map_field(self, logsource: SigmaLogSource, name: str) -> str:
         """A Sigma field name as the pipeline maps it (for correlation group-by fields)."""
-        if logsource.product != "windows" or "." in name:
+        if logsource.product != "windows" or self.ours(name):
             return name
         return str(self.windows["fields"].get(name) or EVENT_DATA + name)
+
+    def ours(self, name: str) -> bool:
+        """Whether a field a Windows rule names is already an ECS or `winlog.*` field of our events
+        (windows.yml `ecs`), which the Windows mapping must leave alone."""
+        return _ours_pattern(tuple(self.windows["ecs"]["objects"]),
+                             tuple(self.windows["ecs"]["fields"])).fullmatch(name) is not None
 
 
 def _channel(name: str) -> Query:
@@ -193,6 +203,15 @@ def _term(field: str, value: str) -> Query:
 
 def _one_of(field: str, values: list[str]) -> Query:
     return _term(field, values[0]) if len(values) == 1 else {"terms": {field: list(values)}}
+
+
+@lru_cache(maxsize=4)
+def _ours_pattern(objects: tuple[str, ...], fields: tuple[str, ...]) -> re.Pattern[str]:
+    under = "|".join(re.escape(o) for o in objects)
+    exact = "|".join(re.escape(f) for f in fields)
+    # anchored at the end too: pySigma tries it with `match` (and re2, which has no \Z), so
+    # `messages` must not pass as `message`
+    return re.compile(rf"(?s)(?:(?:{under})\..+|{exact})$")
 
 
 @lru_cache(maxsize=1)
@@ -209,7 +228,10 @@ def register_modifier_aliases() -> None:
 
 def processing_pipeline() -> ProcessingPipeline:
     """A fresh pipeline (pySigma pipelines keep per-rule state, so never share one)."""
-    windows = logsources().windows
+    sources = logsources()
+    windows = sources.windows
+    ours = IncludeFieldCondition(fields=[_ours_pattern(tuple(windows["ecs"]["objects"]),
+                                                       tuple(windows["ecs"]["fields"])).pattern], mode="re")
     return ProcessingPipeline(name="secmon", priority=20, items=[
         ProcessingItem(identifier="secmon_placeholders",
                        transformation=ValueListPlaceholderTransformation(),
@@ -220,6 +242,9 @@ def processing_pipeline() -> ProcessingPipeline:
         ProcessingItem(identifier="secmon_windows_event_data",
                        transformation=AddFieldnamePrefixTransformation(EVENT_DATA),
                        rule_conditions=[LogsourceCondition(product="windows")],
-                       field_name_conditions=[FieldNameProcessingItemAppliedCondition("secmon_windows_fields")],
+                       # neither mapped by name (EventID) nor already ours (process.executable)
+                       field_name_conditions=[FieldNameProcessingItemAppliedCondition("secmon_windows_fields"),
+                                              ours],
+                       field_name_condition_linking=any,
                        field_name_condition_negation=True),
     ], vars=dict(windows.get("placeholders") or {}))
