@@ -189,11 +189,11 @@ class Shipper:
                 return
             if full_since is None:
                 full_since = time.monotonic()
-                with self._lock:
-                    self.spool_full_waits += 1
                 log.warning("the spool %s is full (%.0f MB of %.0f MB) and Elasticsearch is unreachable: "
                             "collection is paused until it is back", self._spool.folder, self._spool.size / 1e6,
                             self._spool.max_bytes / 1e6)
+                with self._lock:  # counted after the warning: whoever sees the count can also see the warning
+                    self.spool_full_waits += 1
             self._sleep(min(1.0, self._retry_every))
 
     def _went_down(self, exc: StoreUnavailable) -> None:
