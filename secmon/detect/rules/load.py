@@ -373,7 +373,8 @@ def _digest(path: Path) -> str | None:
         return None  # unreadable: load_rule_file says why, every time
 
 
-def _load_file_once(path: Path, sources: Logsources) -> RuleSet:
+def load_rule_file_once(path: Path, sources: Logsources) -> RuleSet:
+    """load_rule_file, or what it answered in this process for the same bytes (see _COMPILED)."""
     digest = _digest(path)
     known = _COMPILED.get(str(path))
     if digest is not None and known is not None and known[0] == digest and known[1] is sources:
@@ -389,4 +390,4 @@ def load_rules(paths: list[Path], unmapped: UnmappedPolicy = "skip") -> RuleSet:
     (they are in `skipped` otherwise, for the caller to report). A file already compiled in this
     process with the same bytes is not compiled again (see _COMPILED)."""
     sources = logsources()
-    return gather(paths, unmapped, lambda path: _load_file_once(path, sources))
+    return gather(paths, unmapped, lambda path: load_rule_file_once(path, sources))
