@@ -92,6 +92,14 @@ def es(es_url: str):  # type: ignore[no-untyped-def]
     client.close()
 
 
+def drop_prefix(es, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Delete the prefix's indices and index templates: two requests. One wildcard delete of the
+    templates is one cluster-state update; one delete per template (9 after `setup`) cost seconds
+    per test on a busy node. A 404 means the test created no template."""
+    es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
+    es.options(ignore_status=404).indices.delete_index_template(name=f"{name}-*")
+
+
 @contextlib.contextmanager
 def scratch_prefix(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh index prefix; its indices and index templates are deleted afterwards."""
@@ -99,10 +107,7 @@ def scratch_prefix(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
     try:
         yield name
     finally:
-        es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
-        found = es.options(ignore_status=404).indices.get_index_template(name=f"{name}-*")
-        for template in found.get("index_templates", []):
-            es.indices.delete_index_template(name=template["name"])
+        drop_prefix(es, name)
 
 
 @pytest.fixture
@@ -153,6 +158,50 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A free HTTP port whose default transport port (es-local: +1000) is free too."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        if port > 64535:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port + 1000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free pair of ports found")
+
+
+@pytest.fixture(scope="session")
+def _stoppable_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    port = int(os.environ.get("SECMON_TEST_STOP_ES_PORT", "0")) or free_port_pair()
+    env = {**os.environ, "SECMON_ES_HOME": str(tmp_path_factory.mktemp("stoppable-node")),
+           "SECMON_ES_PORT": str(port)}
+    env.pop("SECMON_ES_TRANSPORT_PORT", None)
+    try:
+        yield f"http://127.0.0.1:{port}", env
+    finally:
+        es_local(env, "wipe", check=False)
+
+
+@pytest.fixture
+def stoppable_node(_stoppable_node: tuple[str, dict[str, str]]) -> tuple[str, dict[str, str]]:
+    """A node of the session's own, which a test may stop and start again (the shared `es` node never
+    stops): (url, env for `es_local`). Its start costs 10 to 30 s on a busy machine, so the tests that
+    stop a node share one, each under its own index prefix, and leave it running. `es-local start`
+    here starts it the first time, and again if a test failed while it was stopped; when it already
+    runs it only waits for its health. The pid file says the node on the port is ours, not a node of
+    someone else that es-local found answering there."""
+    url, env = _stoppable_node
+    result = es_local(env, "start")
+    assert (Path(env["SECMON_ES_HOME"]) / "es.pid").is_file(), f"not our node on {url}: {result.stdout}"
+    return url, env
 
 
 def write_config(path: Path, es_url: str, prefix: str, smtp_port: int, extra: str = "", digest_over: int = 5) -> Path:

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import click
 
 from secmon.cli.context import When, agency_option, es_of, settings_of
-from secmon.detect.anomaly.explain import lines as explanation_lines
 from secmon.cli.output import entity, incidents_table, safe, table, to_json
 from secmon.incidents import records
 from secmon.incidents.lifecycle import RESOLUTIONS
@@ -99,6 +98,9 @@ def show(ctx: click.Context, incident_id: str, as_json: bool, language: str) -> 
     if f.description:
         lines.append(f"  description: {safe(f.description.strip())}")
     if f.explanation is not None:
+        # Here, not at the top: it pulls in numpy, which every `secmon` process would then load at start-up.
+        from secmon.detect.anomaly.explain import lines as explanation_lines
+
         lines += ["", *(safe(line) for line in explanation_lines(f.explanation, language))]
     lines += ["", "timeline:"]
     lines += [f"  {when(c.at)}  {c.action:<12} by {safe(c.user, 40)}" + (f": {safe(c.note)}" if c.note else "")

@@ -4,14 +4,12 @@ lost and nothing is duplicated. Real files, a real node, the real `secmon` proce
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -104,18 +102,6 @@ def test_sigkill_ten_times_while_shipping_loses_and_duplicates_nothing(tmp_path,
     assert_exactly(es, prefix, expected_ids(log))
 
 
-@pytest.fixture
-def own_node(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A node of this test's own, so it can be stopped without disturbing the others."""
-    port = int(os.environ.get("SECMON_TEST_STOP_ES_PORT", "9263"))
-    env = {**os.environ, "SECMON_ES_HOME": str(tmp_path / "es-node"), "SECMON_ES_PORT": str(port)}
-    es_local(env, "start")
-    try:
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        es_local(env, "wipe", check=False)
-
-
 def wait_for_count(es, index: str, wanted: int, timeout: float, proc: subprocess.Popen[bytes]  # type: ignore[no-untyped-def]
                    ) -> int:
     deadline = time.monotonic() + timeout
@@ -133,10 +119,11 @@ def wait_for_count(es, index: str, wanted: int, timeout: float, proc: subprocess
 DOWNTIME = 60.0  # seconds: the issue's "stopped for a minute"; many failed batches, a real spool
 
 
-def test_node_stopped_mid_stream_spools_then_ships_everything_once(tmp_path, datasets, own_node) -> None:  # type: ignore[no-untyped-def]
+def test_node_stopped_mid_stream_spools_then_ships_everything_once(tmp_path, datasets, stoppable_node  # type: ignore[no-untyped-def]
+                                                                  ) -> None:
     from elasticsearch import Elasticsearch
 
-    url, env = own_node
+    url, env = stoppable_node
     es = Elasticsearch(url, request_timeout=30)
     log = tmp_path / "auth.log"
     make_log(datasets, log, 10_000)

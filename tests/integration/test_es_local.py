@@ -94,19 +94,18 @@ def test_a_failed_start_prints_the_reason(tmp_path: Path) -> None:
         result.stderr
 
 
-def test_stop_then_start_at_once_on_the_same_ports(tmp_path: Path) -> None:
-    home = tmp_path / "node"
-    port = free_pair()
-    try:
-        ok(es_local(home, "start", "--port", str(port)))
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_nodes/_local/transport", timeout=30) as answer:
-            (node,) = json.load(answer)["nodes"].values()
-        assert node["transport"]["bound_address"] == [f"127.0.0.1:{port + 1000}"]
-        pid, start = (home / "es.pid").read_text().split()
-        assert start == Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-        ok(es_local(home, "stop"))
-        # At once: the stopped node's ports and data lock are free when stop returns.
-        ok(es_local(home, "start", "--port", str(port)))
-        assert "health:" in ok(es_local(home, "status", "--port", str(port)))
-    finally:
-        es_local(home, "wipe")
+def test_stop_then_start_at_once_on_the_same_ports(stoppable_node: tuple[str, dict[str, str]]) -> None:
+    # The session's stoppable node (conftest), started by `es-local start` on a free port: a start of
+    # its own would cost this test 10 to 30 s more on a busy machine.
+    url, env = stoppable_node
+    home, port = Path(env["SECMON_ES_HOME"]), int(env["SECMON_ES_PORT"])
+    ok(es_local(home, "start", "--port", str(port)))  # it runs: es-local says so and waits for its health
+    with urllib.request.urlopen(f"{url}/_nodes/_local/transport", timeout=30) as answer:
+        (node,) = json.load(answer)["nodes"].values()
+    assert node["transport"]["bound_address"] == [f"127.0.0.1:{port + 1000}"]
+    pid, start = (home / "es.pid").read_text().split()
+    assert start == Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    ok(es_local(home, "stop"))
+    # At once: the stopped node's ports and data lock are free when stop returns.
+    ok(es_local(home, "start", "--port", str(port)))
+    assert "health:" in ok(es_local(home, "status", "--port", str(port)))

@@ -22,7 +22,7 @@ import pytest
 from secmon.config import Settings, load_settings
 from secmon.report.month import Month
 from secmon.service.report import MonthlyReport, monthly_report
-from tests.conftest import DATASETS, ROOT, Mailbox, free_port, run_cli
+from tests.conftest import DATASETS, ROOT, Mailbox, drop_prefix, free_port, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
 JULY, JUNE = Month(2005, 7), Month(2005, 6)
@@ -88,10 +88,7 @@ pipelines: [{ROOT / 'pipelines'}]
         yield Loaded(c, prefix, load_settings(config), ids, ids[0], folder)
     finally:
         controller.stop()
-        es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-        for template in es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}-*").get(
-                "index_templates", []):
-            es.indices.delete_index_template(name=template["name"])
+        drop_prefix(es, prefix)
 
 
 @pytest.fixture(scope="module")

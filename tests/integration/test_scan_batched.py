@@ -34,6 +34,7 @@ from secmon.service.scan import rule_findings, run_rules
 from secmon.store.indices import Indices
 from secmon.store.search import AGGREGATIONS_PER_MSEARCH
 from secmon.store.templates import install_templates
+from tests.conftest import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
 
@@ -192,10 +193,7 @@ def loaded(es: Elasticsearch, datasets: Path) -> Iterator[Indices]:  # type: ign
     assert not errors, errors[:3]
     es.indices.refresh(index=indices.events_pattern())
     yield indices
-    es.indices.delete(index=f"{indices.prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{indices.prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    drop_prefix(es, indices.prefix)
 
 
 def ordered(findings: Any) -> list[Finding]:

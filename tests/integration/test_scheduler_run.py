@@ -8,7 +8,6 @@ runs the full-length versions.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -35,7 +34,6 @@ from tests.integration.unattended import (
     kill_during_a_scan,
     progress,
     smtp_server,
-    start_own_node,
     wait_until,
 )
 
@@ -175,25 +173,14 @@ def test_sigkill_ten_times_during_scans_while_the_log_grows_misses_and_repeats_n
     exactly_once(es, prefix, box, sources, procs[0], procs[-1])
 
 
-@pytest.fixture
-def own_node(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A node of this test's own (a free port, its own home), so it can be stopped without disturbing others."""
-    port = int(os.environ.get("SECMON_TEST_SCHEDULER_ES_PORT", "0")) or free_port()
-    url, env = start_own_node(tmp_path / "es-node", port)
-    try:
-        yield url, env
-    finally:
-        es_local(env, "wipe")
-
-
 OUTAGE = 15.0  # seconds: longer than the look-back (5 s) and many failed scans, lease renewals and bulks
 
 
 def test_node_stopped_while_the_collector_spools_then_late_events_are_scanned_and_alerted_once(  # type: ignore[no-untyped-def]
-        tmp_path, own_node, mailbox) -> None:
+        tmp_path, stoppable_node, mailbox) -> None:
     from elasticsearch import Elasticsearch
 
-    url, env = own_node
+    url, env = stoppable_node  # conftest: a node of the session's own, which this test may stop
     box, port = mailbox
     es = Elasticsearch(url, request_timeout=30)
     config = tmp_path / "secmon.yml"

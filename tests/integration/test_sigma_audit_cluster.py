@@ -17,6 +17,7 @@ from secmon.detect.rules.load import CompiledRule, load_rule_file
 from secmon.detect.rules.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.conftest import drop_prefix
 from tests.unit.test_sigma_audit import PLINK_4688, PLINK_SYSMON, RUN, SECLOGON, SERVICE, USER_RUN, event
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
@@ -46,10 +47,7 @@ def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
                               raise_on_error=False, refresh="wait_for")
     assert not errors, errors[:3]
     yield name
-    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    drop_prefix(es, prefix)
 
 
 def rule(tmp_path: Path, detection: str, category: str) -> CompiledRule:

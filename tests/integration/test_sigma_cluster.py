@@ -24,6 +24,7 @@ from secmon.detect.rules.offline import RuleRouter
 from secmon.normalize.winlog import flatten_evtx
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.conftest import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
 
@@ -91,10 +92,7 @@ def index(es, events: dict[str, dict[str, Any]]) -> Iterator[str]:  # type: igno
     assert not errors, errors[:3]
     es.indices.refresh(index=name)
     yield name
-    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    drop_prefix(es, prefix)
 
 
 def cluster_ids(es, index: str, rule: CompiledRule) -> set[str]:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from secmon.service.scan import rule_findings
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from secmon.types import AGENCY_FIELD
+from tests.conftest import drop_prefix
 from tests.unit.test_sigma_long_values import AT, CASES, rule_and_example
 
 pytestmark = [pytest.mark.integration]
@@ -30,10 +31,7 @@ def indices(es) -> Iterator[Indices]:  # type: ignore[no-untyped-def]
     indices = Indices(f"t{uuid.uuid4().hex[:10]}")
     install_templates(es, indices)
     yield indices
-    es.indices.delete(index=f"{indices.prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{indices.prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    drop_prefix(es, indices.prefix)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))

@@ -27,6 +27,7 @@ from secmon.detect.rules.match import matches
 from secmon.model import Event
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
+from tests.conftest import drop_prefix
 from tests.unit.test_pipelines import PIPELINES, normalize
 
 pytestmark = [pytest.mark.integration]
@@ -99,10 +100,7 @@ def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
     name = indices.events("web", __import__("datetime").datetime(2020, 6, 1))
     es.indices.create(index=name)
     yield name
-    es.indices.delete(index=f"{indices.prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for template in es.options(ignore_status=404).indices.get_index_template(name=f"{indices.prefix}-*").get(
-            "index_templates", []):
-        es.indices.delete_index_template(name=template["name"])
+    drop_prefix(es, indices.prefix)
 
 
 def fired_on_node(es, index: str, rules: list[CompiledRule], docs: dict[str, dict[str, Any]]  # type: ignore[no-untyped-def]

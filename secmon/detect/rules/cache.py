@@ -104,12 +104,12 @@ class RuleCache:
                 except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                     self._warn(f"{target}: the entry of {path} is damaged ({type(exc).__name__}: {exc}); "
                                "compiled again")
-            from secmon.detect.rules.load import load_rule_file  # pySigma: only on a miss
+            from secmon.detect.rules.load import load_rule_file_once  # pySigma: only on a miss
             from secmon.detect.rules.pipeline import logsources
 
             if not sources:
                 sources.append(logsources())
-            loaded = load_rule_file(path, sources[0])
+            loaded = load_rule_file_once(path, sources[0])  # a miss of the file; this process may know it
             self.misses += 1
             entry = [digest, self._encode(loaded)]
             try:  # a value JSON cannot hold (a YAML date in a `secmon:` section): that file is not kept

@@ -6,6 +6,7 @@ compiled and a list of problems (file:line:column, rule title, reason) for the r
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -355,8 +356,38 @@ def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
     return f"{path}:{start}" if start else str(path)
 
 
+# What each rule file compiled to in this process: path as given -> (SHA-256 of its bytes, the
+# logsources it was compiled with, its rules and problems). Every scan loads the whole library again (the
+# scheduler at each scan interval, each CLI command, a test session dozens of times) and pySigma needs
+# seconds for 231 rules; a file's result depends only on its bytes and on code and tables that do not
+# change inside a running process. A file edited in place has a new digest and is compiled again.
+# Sharing the result is safe: rules and problems are frozen, and no caller modifies a query in place
+# (queries are combined into new dicts: compile.and_/or_).
+_COMPILED: dict[str, tuple[str, Logsources, RuleSet]] = {}
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # unreadable: load_rule_file says why, every time
+
+
+def load_rule_file_once(path: Path, sources: Logsources) -> RuleSet:
+    """load_rule_file, or what it answered in this process for the same bytes (see _COMPILED)."""
+    digest = _digest(path)
+    known = _COMPILED.get(str(path))
+    if digest is not None and known is not None and known[0] == digest and known[1] is sources:
+        return known[2]
+    loaded = load_rule_file(path, sources)
+    if digest is not None and _digest(path) == digest:  # not kept if the file changed while it compiled
+        _COMPILED[str(path)] = (digest, sources, loaded)
+    return loaded
+
+
 def load_rules(paths: list[Path], unmapped: UnmappedPolicy = "skip") -> RuleSet:
     """Every rule under `paths`; those with an unmapped logsource run only with `unmapped="run"`
-    (they are in `skipped` otherwise, for the caller to report)."""
+    (they are in `skipped` otherwise, for the caller to report). A file already compiled in this
+    process with the same bytes is not compiled again (see _COMPILED)."""
     sources = logsources()
-    return gather(paths, unmapped, lambda path: load_rule_file(path, sources))
+    return gather(paths, unmapped, lambda path: load_rule_file_once(path, sources))
