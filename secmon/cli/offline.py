@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 import secmon
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import safe, scan_text, to_json
-from secmon.config import Settings
 from secmon.errors import ExitCode
 from secmon.model import InputReport
 from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+
+if TYPE_CHECKING:
+    from secmon.config import Settings
 
 
 def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
