@@ -126,7 +126,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         from secmon.cli.offline import offline
 
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
-                dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files)
+                dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files, rule_failures == "error")
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
