@@ -156,6 +156,8 @@ def main() -> None:
         for n in range(args.runs):
             warm.append(run([*common, *evtx], env))
             print("warm", n, warm[-1], flush=True)
+        jobs2 = [run([*common, *evtx, "--jobs", "2"], env) for _ in range(args.runs)]
+        print("warm --jobs 2", jobs2, flush=True)
         empty = Path(scratch) / "empty.jsonl"
         empty.write_text("", encoding="utf-8")
         start = [run([*common, "--input", str(empty)], env) for _ in range(args.runs)]
@@ -167,6 +169,8 @@ def main() -> None:
         result["samples_warm_cache"] = {**median_of(warm), "what": "the whole command over the 277 .evtx files, "
                                         "rules from the cache of the run before: start-up, EVTX parsing, the "
                                         "windows-evtx pipeline, routing, matching, windowing, the JSON report"}
+        result["samples_warm_cache_jobs_2"] = {**median_of(jobs2), "what": "samples, warm cache, --jobs 2: the "
+                                               "files shared out to 2 forked workers (default for inputs under 64 MB: 1)"}
         tool = find_evtx_dump(args.evtx_dump)
         if tool is None:
             result["floor_evtx_dump"] = "not installed"
