@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, help="runs with an empty cache (default: --runs)")
     parser.add_argument("--evtx-dump", help="the evtx_dump binary (the parse-only floor)")
     parser.add_argument("--baseline", type=Path, help="another checkout (before a change) timed in the same run")
+    parser.add_argument("--baseline-commit", help="what the baseline is, when it is not a git checkout "
+                                                  "(e.g. `git archive COMMIT` unpacked)")
     parser.add_argument("--copies", type=int, default=122)  # 122 x 8,255 = 1,007,110 events
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "offline.json")
@@ -192,7 +194,7 @@ def main() -> None:
             base_warm = [run([*common, *evtx], base_env) for _ in range(args.runs)]
             base_start = [run([*common, "--input", str(empty)], base_env) for _ in range(args.runs)]
             print("baseline", base_warm, base_start, flush=True)
-            result["baseline"] = {"checkout": str(args.baseline), "commit": git_commit(args.baseline),
+            result["baseline"] = {"checkout": str(args.baseline), "commit": args.baseline_commit or git_commit(args.baseline),
                                   "startup_warm_cache": median_of(base_start), "samples_warm_cache": median_of(base_warm),
                                   "what": "the same commands with the baseline checkout's code, in this run"}
             result["this_commit"] = git_commit(ROOT)
