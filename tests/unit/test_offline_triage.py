@@ -194,3 +194,24 @@ def test_a_rule_whose_query_does_not_run_in_process_is_counted_not_fatal() -> No
     findings_of(router.rules, matches, failures)
     assert failures == [("odd.yml: odd", "its query does not run in-process (query type 'geo_shape' is not part of "
                                          "what the compiler emits): not matched against 3 events")]
+
+
+def test_the_offline_scan_does_not_import_the_cluster_client(tmp_path: Path) -> None:
+    """Start-up is most of a small offline run: `scan --input` imports neither the Elasticsearch
+    client nor numpy (the other commands are imported when named, cli/main.py LAZY)."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    code = ("import sys; from secmon.cli.main import main\n"
+            "try:\n"
+            f"    main(['scan', '--input', {str(empty)!r}, '--rules', {str(ROOT / 'rules' / 'windows')!r},"
+            " '--no-rule-cache', '--json'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in ('elasticsearch', 'numpy', 'sklearn', 'apscheduler') if m in sys.modules),"
+            " file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
