@@ -90,7 +90,7 @@ def test_first_start_applies_roles_and_imports_every_agency_space() -> None:
         "kibana roles --apply", "kibana import --every-agency"]
     for command in commands:  # each parses as a real secmon command line
         args = shlex.split(command)[3:]
-        command = cli.commands[args[0]].commands[args[1]]  # type: ignore[attr-defined]
+        command = cli.load_all()[args[0]].commands[args[1]]  # type: ignore[attr-defined]
         assert command.make_context(args[1], args[2:]).params  # its options exist
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
 
-from secmon.config import DEFAULT_TIMEZONE, Settings, load_settings, parse_duration
 from secmon.errors import ExitCode
-from secmon.store.client import connect
+from secmon.types import DEFAULT_TIMEZONE, parse_duration
+
+if TYPE_CHECKING:
+    from secmon.config import Settings
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -66,6 +68,8 @@ def agency_option(required: bool = False, help: str = "Agency id from the config
 def settings_of(ctx: click.Context) -> Settings:
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
+        from secmon.config import load_settings  # imported when a command needs the config
+
         obj["settings"] = load_settings(obj["config_path"])
     return obj["settings"]  # type: ignore[no-any-return]
 
@@ -73,6 +77,8 @@ def settings_of(ctx: click.Context) -> Settings:
 def es_of(ctx: click.Context) -> Any:
     obj = ctx.ensure_object(dict)
     if "es" not in obj:
+        from secmon.store.client import connect  # the Elasticsearch client: only commands that talk to it
+
         obj["es"] = connect(settings_of(ctx).elasticsearch)
     return obj["es"]
 

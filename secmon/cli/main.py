@@ -15,28 +15,47 @@ from pathlib import Path
 
 import click
 
+from importlib import import_module
+
 from secmon import __version__
-from secmon.cli.alerts import alerts as alerts_group, deliver as deliver_command
-from secmon.cli.collect import collect as collect_command
-from secmon.cli.exceptions import exceptions as exceptions_group
-from secmon.cli.incidents import incidents as incidents_group
-from secmon.cli.kibana import kibana as kibana_group
-from secmon.cli.model import model as model_group
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
 from secmon.cli.output import scan_text, to_json
-from secmon.cli.pipelines import pipelines as pipelines_group
-from secmon.cli.report import report as report_command
-from secmon.cli.rules import rules as rules_group
-from secmon.cli.run import run as run_command
-from secmon.cli.run import status as status_command
 from secmon.errors import ExitCode, SecmonError
-from secmon.service.common import setup as setup_flow
 from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
 
+# The other commands, imported when named (or listed by --help): their modules pull in the
+# Elasticsearch client, numpy, SMTP and the scheduler, which `scan --input` (offline triage,
+# where start-up is most of a small run) never needs. Name -> "module:attribute".
+LAZY = {"alerts": "secmon.cli.alerts:alerts", "collect": "secmon.cli.collect:collect",
+        "deliver": "secmon.cli.alerts:deliver", "exceptions": "secmon.cli.exceptions:exceptions",
+        "incidents": "secmon.cli.incidents:incidents", "kibana": "secmon.cli.kibana:kibana",
+        "model": "secmon.cli.model:model", "pipelines": "secmon.cli.pipelines:pipelines",
+        "report": "secmon.cli.report:report", "rules": "secmon.cli.rules:rules", "run": "secmon.cli.run:run",
+        "schedule": "secmon.cli.run:run",  # its old name
+        "status": "secmon.cli.run:status"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands of LAZY are imported the first time they are looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            module, attribute = LAZY[cmd_name].split(":")
+            self.add_command(getattr(import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def load_all(self) -> dict[str, click.Command]:
+        """Every command, imported (what `commands` holds after): for code that walks the tree."""
+        ctx = click.Context(self)
+        return {name: command for name in self.list_commands(ctx) if (command := self.get_command(ctx, name))}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="secmon")
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
               default=lambda: os.environ.get("SECMON_CONFIG", "secmon.yml"), show_default="$SECMON_CONFIG or secmon.yml",
@@ -56,6 +75,8 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
 @click.pass_context
 def setup(ctx: click.Context) -> None:
     """Install index templates (idempotent)."""
+    from secmon.service.common import setup as setup_flow
+
     version, changes = setup_flow(es_of(ctx), settings_of(ctx), utcnow())
     click.echo(f"Elasticsearch {version}")
     for change in changes:
@@ -105,7 +126,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         from secmon.cli.offline import offline
 
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
-                dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files)
+                dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files, rule_failures == "error")
         return
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
@@ -138,19 +159,6 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         raise Exit(ExitCode.FINDINGS)
 
 
-cli.add_command(alerts_group)
-cli.add_command(collect_command)
-cli.add_command(deliver_command)
-cli.add_command(exceptions_group)
-cli.add_command(incidents_group)
-cli.add_command(kibana_group)
-cli.add_command(model_group)
-cli.add_command(pipelines_group)
-cli.add_command(report_command)
-cli.add_command(rules_group)
-cli.add_command(run_command)
-cli.add_command(run_command, name="schedule")  # its old name
-cli.add_command(status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 import secmon
 from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import safe, scan_text, to_json
-from secmon.config import Settings
 from secmon.errors import ExitCode
 from secmon.model import InputReport
 from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
+
+if TYPE_CHECKING:
+    from secmon.config import Settings
 
 
 def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
@@ -49,7 +52,7 @@ def inputs_text(reports: tuple[InputReport, ...]) -> str:
 def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rule_paths: tuple[Path, ...],
             agency: str, source: str | None, as_json: bool, fail_on_findings: bool, unmapped: str,
             dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None,
-            models: tuple[Path, ...] = ()) -> None:
+            models: tuple[Path, ...] = (), rule_failures_fail: bool = True) -> None:
     from secmon.collect.inputs import expand
     from secmon.detect.rules.cache import default_folder
     from secmon.service.offline import OfflineJob, scan_files
@@ -81,9 +84,15 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
                    err=True)
     for path, why in found.passed_over:
         click.echo(f"secmon: warning: not read: {safe(path)}: {why}", err=True)
+    failed = bool(result.rules_failed) and rule_failures_fail  # as the cluster scan: failed rules fail it
+    if failed:
+        click.echo(f"secmon: error: {len(result.rules_failed)} rules failed to load or run "
+                   "(--rule-failures warn to go on)", err=True)
     if dead and dead_letters_fail:
         click.echo(f"secmon: error: {sum(r.dead_letters for r in dead)} records of {len(dead)} "
                    f"file{'s' if len(dead) != 1 else ''} were not matched (--dead-letters warn to go on)", err=True)
+        failed = True
+    if failed:
         raise Exit(ExitCode.INPUT)
     if fail_on_findings and result.incidents:
         raise Exit(ExitCode.FINDINGS)

@@ -54,8 +54,8 @@ def get(doc: Mapping[str, Any], dotted: str) -> Any:
     if dotted in doc:
         return doc[dotted]
     node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    for part in dotted.split("."):  # (a dict first: isinstance(x, Mapping) is a slow ABC check)
+        if (type(node) is not dict and not isinstance(node, Mapping)) or part not in node:
             return None
         node = node[part]
     return node

@@ -46,9 +46,15 @@ def dataset_of(channel: str) -> str:
     return DATASETS.get(key) or "windows." + key.replace(" ", "_").replace("/", "_")
 
 
+# Types that are never a Mapping: tested first, as `isinstance(x, Mapping)` on them goes through
+# the ABC machinery (a Python-level call), tens of times per Windows event.
+_PLAIN = frozenset({str, int, float, bool, list, type(None)})
+
+
 def _text(value: Any) -> Any:
     """An XML element's text: `{"#attributes": ..., "#text": x}` -> x."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict or (kind not in _PLAIN and isinstance(value, Mapping)):
         return value.get("#text")
     return value
 
@@ -56,6 +62,8 @@ def _text(value: Any) -> Any:
 def _string(value: Any) -> str | list[str] | None:
     if type(value) is str:  # most values
         return value
+    if type(value) is int:  # most of the rest (ProcessId, LogonType, ...)
+        return str(value)
     value = _text(value)
     if value is None:
         return None
@@ -87,7 +95,7 @@ def _name(raw: str) -> str:
 def _data_fields(node: Any) -> dict[str, Any]:
     """EventData / UserData children -> {name: string value}; unnamed <Data> become param1..N."""
     out: dict[str, Any] = {}
-    if not isinstance(node, Mapping):
+    if node is None or (type(node) is not dict and not isinstance(node, Mapping)):
         return out
     for key, value in node.items():
         if key == "#attributes":

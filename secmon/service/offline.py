@@ -325,22 +325,28 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
     """Load the rules, read every input and match in-process; with `job.workers` > 1 the inputs are
     read and matched by forked processes sharing the loaded rules, and their matches merged."""
     global _FORKED
-    ruleset, indexes, cache_notes = _rules(job)
-    router = RuleRouter(ruleset.rules, indexes)
-    _FORKED = (router, job, now)
+    thresholds = gc.get_threshold()
+    # Loading thousands of rules allocates hundreds of thousands of objects, none of them garbage:
+    # at the default thresholds the collector would walk the growing heap again and again (a third
+    # of the start-up). Once loaded, the rules are frozen: later collections (matching makes no
+    # cycles, but allocates) never visit them, in this process or in a forked worker (where a visit
+    # would touch, hence copy, every page of the parent's heap).
+    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
     try:
+        ruleset, indexes, cache_notes = _rules(job)
+        router = RuleRouter(ruleset.rules, indexes)
+        gc.freeze()
+        _FORKED = (router, job, now)
         everything = list(range(len(job.inputs)))
         if job.workers <= 1 or len(job.inputs) <= 1:
             parts = [_match_part(everything)]
         else:
-            # The loaded rules stay shared with the workers: frozen, the collector never visits them in a
-            # child (which would touch, hence copy, every page of the parent's heap).
-            gc.freeze()
             with multiprocessing.get_context("fork").Pool(job.workers) as pool:
                 parts = list(pool.imap_unordered(_match_part, _parts(job)))
     finally:
         _FORKED = None
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     matches, retagged = Matches(), Counter[str]()
     tallies: dict[int, _FileTally] = {}
     for numbers, part_tallies, part_matches, part_retagged in parts:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from secmon.collect.files import FileReader, read_records
 from secmon.collect.multiline import Joiner, Line
@@ -166,3 +167,19 @@ def test_a_damaged_evtx_chunk_becomes_a_record_saying_so(tmp_path: Path, dataset
     records = list(read_evtx(tmp_path / "damaged.evtx"))
     assert any(r.problem.startswith(("unreadable EVTX data", "EVTX record")) for r in records)
     assert sum(1 for r in records if r.text.startswith("{")) > 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(JSON_VALUES)
+def test_an_evtx_record_text_is_what_json_writes(value: object) -> None:
+    """compact() (orjson when it writes the same) gives json.dumps's compact text: event ids come from it."""
+    from secmon.collect.evtxfiles import compact
+
+    record = json.dumps({"Event": value}, indent=2)
+    assert compact(record)[1] == json.dumps(json.loads(record), ensure_ascii=False, separators=(",", ":"))

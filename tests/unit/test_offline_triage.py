@@ -162,3 +162,56 @@ def test_the_scan_says_what_the_cache_warned(logs: Path, tmp_path: Path) -> None
     assert code == 0, err
     assert any(n.startswith("rule cache: ") and "compiled again" in n for n in again["notes"])
     assert [i["id"] for i in again["incidents"]] == [i["id"] for i in summary["incidents"]]
+
+
+# --- rules that fail (--rule-failures, as the cluster scan) ---------------------------------------
+
+def test_a_rule_that_fails_to_load_fails_the_offline_scan_unless_warned(logs: Path, rules: Path) -> None:
+    (rules / "bad.yml").write_text("title: broken\nlogsource: {product: windows}\ndetection:\n  condition: nothing\n",
+                                   encoding="utf-8")
+    code, out, err = run_cli("scan", "--input", str(logs), "--rules", str(rules), "--no-rule-cache")
+    assert code == 4 and "1 rules failed to load or run" in err and "--rule-failures warn" in err, (out, err)
+    assert "bad.yml" in out  # the text report names it
+    code, out, err = run_cli("scan", "--input", str(logs), "--rules", str(rules), "--no-rule-cache", "--json",
+                             "--rule-failures", "warn")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert [Path(where.split(":")[0]).name for where, _ in summary["rules_failed"]] == ["bad.yml"]
+    assert summary["rules_run"] > 1  # the other rules ran
+
+
+def test_a_rule_whose_query_does_not_run_in_process_is_counted_not_fatal() -> None:
+    from dataclasses import replace
+
+    from secmon.detect.rules.offline import findings_of, match_documents, RuleRouter
+
+    good = load_rules([ROOT / "rules" / "windows"]).rules[0]
+    odd = replace(good, id="odd", path="odd.yml", title="odd", query={"geo_shape": {"location": {}}}, refine=None)
+    router = RuleRouter([good, odd])
+    docs = [(f"e{n}", {"winlog": {"channel": "Security", "event_id": "4625"}}) for n in range(3)]
+    matches = match_documents(router, docs)
+    failures: list[tuple[str, str]] = []
+    findings_of(router.rules, matches, failures)
+    assert failures == [("odd.yml: odd", "its query does not run in-process (query type 'geo_shape' is not part of "
+                                         "what the compiler emits): not matched against 3 events")]
+
+
+def test_the_offline_scan_does_not_import_the_cluster_client(tmp_path: Path) -> None:
+    """Start-up is most of a small offline run: `scan --input` imports neither the Elasticsearch
+    client nor numpy (the other commands are imported when named, cli/main.py LAZY)."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    code = ("import sys; from secmon.cli.main import main\n"
+            "try:\n"
+            f"    main(['scan', '--input', {str(empty)!r}, '--rules', {str(ROOT / 'rules' / 'windows')!r},"
+            " '--no-rule-cache', '--json'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in ('elasticsearch', 'numpy', 'sklearn', 'apscheduler') if m in sys.modules),"
+            " file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

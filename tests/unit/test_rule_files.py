@@ -83,8 +83,12 @@ def test_an_offline_scan_runs_the_good_rules_and_reports_the_broken_files(bad_fo
                               f"uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4\n" for s in range(20)),
                       encoding="utf-8")
     config = write_config(tmp_path / "secmon.yml", "http://127.0.0.1:9", "unused", 25)  # for its pipelines
-    code, out, err = run_cli("-c", str(config), "scan", "--input", str(events), "--source", "linux-auth", "--agency", "so-tttt",
-                             "--rules", str(bad_folder), "--json")
+    args = ("-c", str(config), "scan", "--input", str(events), "--source", "linux-auth", "--agency", "so-tttt",
+            "--rules", str(bad_folder), "--json")
+    code, out, err = run_cli(*args)
+    assert code == 4 and f"{len(BAD)} rules failed to load or run" in err, err  # as the cluster scan
+    assert json.loads(out)["incidents"]  # reported all the same
+    code, out, err = run_cli(*args, "--rule-failures", "warn")
     assert code == 0, err
     summary = json.loads(out)
     assert [i["finding"]["rule_title"] for i in summary["incidents"]] == ["SSH password brute force"]

@@ -34,6 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import secmon
 from secmon.detect.rules.compiled import CompiledRule, RuleProblem, RuleSet, UnmappedPolicy, gather
 from secmon.detect.rules.correlate import Correlation, Leaf
@@ -141,7 +143,7 @@ class RuleCache:
                 if info.st_uid != os.getuid() or info.st_mode & 0o022:
                     self._warn(f"{target} is not the user's own file (owner or mode): not read, compiled again")
                     return {}
-                data = json.loads(handle.read())
+                data = _loads(handle.read())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, RecursionError) as exc:  # unreadable, not JSON, not UTF-8
@@ -188,11 +190,20 @@ class RuleCache:
             route = item["route"]
             self.indexes[(rule.path, rule.id)] = RuleIndex(
                 None if route is None else frozenset(_route_key(k) for k in route),
-                [frozenset((str(f), str(n)) for f, n in group) for group in item["needles"]])
+                [frozenset(map(tuple, group)) for group in item["needles"]])
             rules.append(rule)
         for pattern, insensitive, source in data["regexps"]:  # their translation, made when they compiled
             TRANSLATED[(str(pattern), bool(insensitive))] = str(source)
         return RuleSet(tuple(rules), tuple(RuleProblem(str(w), str(r)) for w, r in data["problems"]))
+
+
+def _loads(data: bytes | str) -> Any:
+    """JSON with orjson (the cache file is most of the start-up's reading: 3x faster than json),
+    json for what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _regexps(rule: CompiledRule) -> Iterator[tuple[str, bool]]:
@@ -245,7 +256,7 @@ class _CachedRule(CompiledRule):
     def __getattr__(self, name: str) -> Any:  # only called for what the instance lacks: the query, once
         if name != "query" or "_query_text" not in self.__dict__:
             raise AttributeError(name)
-        query = self.__dict__["query"] = json.loads(self.__dict__.pop("_query_text"))
+        query = self.__dict__["query"] = _loads(self.__dict__.pop("_query_text"))
         return query
 
 

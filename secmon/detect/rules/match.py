@@ -467,25 +467,27 @@ def _parts(segments: list[str] | None, insensitive: bool) -> tuple[bytes, ...] |
     return tuple(s.lower() for s in encoded) if insensitive else encoded
 
 
+# A wildcard pattern's tokens: an escaped character, `*` or `?`, a run of plain characters, a
+# backslash that ends the pattern (a literal backslash, as Elasticsearch reads it).
+_WILDCARD_TOKENS = re.compile(r"\\(.)|([*?])|([^\\*?]+)|(\\)", re.DOTALL)
+
+
 def _wildcard_segments(pattern: str) -> list[str] | None:
     """An Elasticsearch wildcard pattern split at its `*`s (escapes resolved); None if it has a `?`."""
     if "\\" not in pattern:  # most patterns: no escape to resolve
         return None if "?" in pattern else pattern.split("*")
-    segments, current, i = [], [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            current.append(pattern[i + 1])
-            i += 2
-            continue
-        if ch == "?":
+    # Windows paths escape every backslash: read by runs, not character by character (compiling
+    # the ~500 rules a set of files meets reads thousands of these).
+    segments: list[str] = []
+    current: list[str] = []
+    for escaped, operator, run, trailing in _WILDCARD_TOKENS.findall(pattern):
+        if operator == "?":
             return None
-        if ch == "*":
+        if operator == "*":
             segments.append("".join(current))
             current = []
         else:
-            current.append(ch)
-        i += 1
+            current.append(escaped or run or trailing)
     segments.append("".join(current))
     return segments
 

@@ -165,18 +165,27 @@ class RuleRouter:
                 found.add(number)
         return sorted(found)
 
-    def matching_numbers(self, view: View, timeouts: dict[int, int] | None = None) -> list[int]:
+    def matching_numbers(self, view: View, timeouts: dict[int, int] | None = None,
+                         broken: dict[int, tuple[str, int]] | None = None) -> list[int]:
         """Positions of every rule whose query matches the document. With `timeouts`, a rule whose
-        bounded fallback regex timed out (linear.RegexTimeout) is counted there, not raised."""
+        bounded fallback regex timed out (linear.RegexTimeout) is counted there, not raised; with
+        `broken`, a rule whose query does not compile in-process is (reason, documents not matched)."""
         found = []
+        predicates = self._predicates
         for number in self.candidates(view):
             try:
-                if self.predicate(number)(view):
+                predicate = predicates[number] or self.predicate(number)
+                if predicate(view):
                     found.append(number)
             except RegexTimeout:
                 if timeouts is None:
                     raise
                 timeouts[number] = timeouts.get(number, 0) + 1
+            except ValueError as exc:  # UnsupportedQuery, a CIDR or number the compiler cannot read
+                if broken is None:
+                    raise
+                reason, count = broken.get(number, (str(exc)[:300], 0))
+                broken[number] = (reason, count + 1)
         return found
 
     def matching(self, doc: Mapping[str, Any], timeouts: dict[int, int] | None = None) -> list[CompiledRule]:
@@ -225,12 +234,15 @@ class Matches:
 
     hits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     timeouts: dict[int, int] = field(default_factory=dict)
+    broken: dict[int, tuple[str, int]] = field(default_factory=dict)  # rules that did not compile in-process
 
     def add(self, other: Matches) -> None:
         for number, hits in other.hits.items():
             self.hits.setdefault(number, []).extend(hits)
         for number, count in other.timeouts.items():
             self.timeouts[number] = self.timeouts.get(number, 0) + count
+        for number, (reason, count) in other.broken.items():
+            self.broken[number] = (reason, self.broken.get(number, (reason, 0))[1] + count)
 
 
 def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, Any]]]) -> Matches:
@@ -243,7 +255,7 @@ def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, A
     found = Matches()
     for ident, doc in docs:
         view = router.view(doc)
-        for number in router.matching_numbers(view, found.timeouts):
+        for number in router.matching_numbers(view, found.timeouts, found.broken):
             rule = rules[number]
             one = hit(ident, doc_values(view.values, short[number]), wanted[number])
             if one is None:
@@ -257,13 +269,19 @@ def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, A
 def findings_of(rules: list[CompiledRule], matches: Matches, failures: list[tuple[str, str]] | None = None
                 ) -> list[Finding]:
     """The findings of the matches, through the same windowing code as the cluster path
-    (secmon.detect.rules.findings). A rule whose bounded fallback regex timed out on some documents
-    is reported in `failures` (rule, reason) with their count."""
+    (secmon.detect.rules.findings). A rule whose bounded fallback regex timed out on some documents,
+    or whose query did not compile in-process, is reported in `failures` (rule, reason) with the
+    number of documents it was not matched against."""
     for number, count in sorted(matches.timeouts.items()):
         if failures is None:
             raise RegexTimeout(f"rule {rules[number].path}")
         failures.append((f"{rules[number].path}: {rules[number].title}",
                          f"a regex outside RE2 timed out on {count} events, which it was not matched against"))
+    for number, (reason, count) in sorted(matches.broken.items()):
+        if failures is None:
+            raise ValueError(f"rule {rules[number].path}: {reason}")
+        failures.append((f"{rules[number].path}: {rules[number].title}",
+                         f"its query does not run in-process ({reason}): not matched against {count} events"))
     result: list[Finding] = []
     for number, hits in sorted(matches.hits.items()):
         result += findings(rules[number], sort_hits(hits))

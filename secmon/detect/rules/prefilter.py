@@ -248,29 +248,33 @@ def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]
 
 class NeedleIndex:
     """Items (rule numbers) by their needle groups; `hits(flat)` = the items every group of which
-    has an atom in the document."""
+    has an atom in the document. A field's automaton is built the first time a document has the
+    field: a large corpus names hundreds of fields, one set of files a few dozen."""
 
     def __init__(self, items: Iterable[tuple[int, Groups]]):
-        by_field: dict[str, dict[str, set[int]]] = {}
+        self._words: dict[str, dict[str, set[int]]] = {}
         self._need: dict[int, int] = {}
         for item, groups in items:
             self._need[item] = len(groups)
             for number, group in enumerate(groups):
                 for field, needle in group:  # (item, group) as one int: item * 8 + group number
-                    by_field.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
+                    self._words.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
         self._automata: dict[str, Any] = {}
-        for field, words in by_field.items():
-            automaton = ahocorasick.Automaton()
-            for needle, found in words.items():
-                automaton.add_word(needle, tuple(sorted(found)))
-            automaton.make_automaton()
-            self._automata[field] = automaton
+
+    def _automaton(self, field: str) -> Any:
+        found = self._automata.get(field)
+        if found is None:
+            found = self._automata[field] = ahocorasick.Automaton()
+            for needle, items in self._words[field].items():
+                found.add_word(needle, tuple(sorted(items)))
+            found.make_automaton()
+        return found
 
     def hits(self, flat: Mapping[str, list[Any]]) -> list[int]:
         found: set[int] = set()
         automata = self._automata
-        for field in flat.keys() & automata.keys():
-            automaton = automata[field]
+        for field in flat.keys() & self._words.keys():
+            automaton = automata.get(field) or self._automaton(field)
             for value in flat[field]:
                 text = START + (value if type(value) is str else as_keyword(value)).casefold() + END
                 for _, items in automaton.iter(text):
