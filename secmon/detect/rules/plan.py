@@ -8,7 +8,9 @@ the number of rules:
    _msearch. Each says whether the rule has
    new matches, when they happened, and the values of the rule's first group-by
    field among them (the candidate groups). A rule with no new match costs
-   nothing more. (Not one search with a filter aggregation per rule: the node
+   nothing more. A window of few events skips these searches: its events are
+   read once and matched in-process (inwindow.py), which gives the same answers.
+   (Not one search with a filter aggregation per rule: the node
    builds every filter on every segment of every index, even where the window
    matches nothing, so a quiet window cost seconds of node time; a search whose
    window range cannot match a shard is rewritten to match nothing there.)
