@@ -171,6 +171,12 @@ def edge_events() -> Iterator[tuple[str, dict[str, Any], datetime]]:
         for again in range(2):
             when = EDGES_AT + timedelta(minutes=30 + 20 * again + n)
             yield f"edge:var:{n}:{again}", nested(variant, "lab", when), LATE if again else OLD
+    # A web shell's path too long to index (url.path keeps 1,024 characters): only the rules' long-value
+    # part finds it on the node, and the in-process probe must too (by the value's length, not its text).
+    shell = dict((examples_of(ROOT / "rules/web/web-shell-accessed.yml") or {})["match"][0])
+    padded = "/" + "a" * 1100 + str(shell["url.path"])
+    yield "edge:long", nested({**shell, "url.path": padded, "url.original": padded}, "lab",
+                              EDGES_AT + timedelta(minutes=10)), OLD
     # A single rule, which no correlation reads: the correlations' windowing is not what is tested here.
     changed = dict((examples_of(ROOT / "rules/linux/root-password-changed.yml") or {})["match"][0])
     for n in range(BURST):
@@ -255,8 +261,9 @@ def test_batched_findings_equal_rule_by_rule(name: str, probe: str, es: Elastics
         assert not expected and len(sent) == 1
     else:
         assert expected, "a window that proves nothing"
-    if name == "edge cases":  # the burst's hits do not fit one answer
+    if name == "edge cases":  # the burst's hits do not fit one answer; the long path is a web shell
         assert any("_pit" in request for request in sent), sent
+        assert any("edge:long" in f.sample_event_ids for f in expected), expected
 
 
 def test_a_scheduled_scan_of_the_library_costs_a_handful_of_requests(loaded: Indices, counted: Counted,
