@@ -499,7 +499,15 @@ machine; ElastAlert 2 {machine['elastalert2']} with the client it pins, elastics
 Data: {data['events']:,} events of agency `{s['agency']}` over {span} from {s['span'][0]}: {per_source}; real lines
 normalized by secmon's pipelines, repeated with shifted timestamps and pids, `event.ingested` 2 s after the last
 event of each 2,000-event batch. Rules: the {s['rules']} rules of `rules/`; ElastAlert 2 runs its own rule
-files written from the same compiled queries: {json.dumps(s['elastalert2_rule_types'])}.
+files written from the same compiled queries: {json.dumps(s['elastalert2_rule_types'])}. ElastAlert 2 has
+no rule type for an ordered sequence (Sigma temporal_ordered): those run as `any` on the union of the sequence's
+queries, which does not check the order; every other rule runs as the ElastAlert 2 type that counts alike.
+
+How secmon scans (secmon/detect/rules/inwindow.py): a window of at most 10,000 events (each 5-minute window of
+the scheduled runs; the backfill's window too when the span holds no more) is read in one search, the fields the
+rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules' hits
+around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0
+search per rule. ElastAlert 2 runs each rule's query on the node every 5 minutes over its 15-minute buffer.
 
 Medians of {s['runs']} runs after a discarded warm-up; before each run the request cache of the events indices
 was cleared and each tool's state deleted. Counted at a proxy on loopback in front of the node, which both

@@ -29,6 +29,7 @@ from secmon.store.search import (
     Refused,
     RequestCount,
     aggregate_each,
+    every_hit_if_few,
     group_counts,
     matches_each,
     sorted_matches,
@@ -78,30 +79,40 @@ class RuleRun:
     requests: int = 0  # search requests sent to Elasticsearch
 
 
-def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule], window: ScanWindow) -> RuleRun:
+def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule], window: ScanWindow,
+              in_process: bool = True) -> RuleRun:
     """Every rule over the window: the findings whose bursts contain an event of the window.
 
-    A handful of requests whatever the number of rules (detect/rules/plan.py): one _msearch
-    of size-0 probes says which rules have new matches; one _msearch then fetches the hits of
-    those only, around their new matches and in their candidate groups. A rule whose query the
-    node refuses fails alone: each search of an _msearch has its own answer.
+    A handful of requests whatever the number of rules (detect/rules/plan.py): the probe says
+    which rules have new matches, then one _msearch fetches the hits of those only, around their
+    new matches and in their candidate groups. The probe is one search when the window holds
+    few events (read once and matched in-process, detect/rules/inwindow.py; not with
+    `in_process=False`), otherwise an _msearch of size-0 searches, one per rule. A rule whose
+    query the node refuses fails alone: each search of an _msearch has its own answer.
     """
-    from secmon.detect.rules import plan
+    from secmon.detect.rules import inwindow, plan
     from secmon.detect.rules.findings import findings as rule_hit_findings
 
     index = indices.events_pattern()
     count = RequestCount()
     failures: list[tuple[str, str]] = []
-    fresh: list[tuple[CompiledRule, Fresh]] = []
+    decided: dict[int, Fresh | None] = {}
     try:
-        answers = aggregate_each(es, index, [plan.probe_search(rule, window) for rule in rules], count)
+        body = inwindow.window_search(rules, window) if in_process and rules else None
+        few = every_hit_if_few(es, index, body, count) if body is not None else None
+        if few is not None:
+            decided = inwindow.probe_documents(rules, few)
+        rest = [n for n in range(len(rules)) if n not in decided]
+        answers = aggregate_each(es, index, [plan.probe_search(rules[n], window) for n in rest], count)
     except SecmonError as exc:  # the node, not a rule: every rule failed for that reason
         return RuleRun((), tuple((rule.id, str(exc)) for rule in rules), count.sent)
-    for rule, answer in zip(rules, answers):
+    for n, answer in zip(rest, answers):
         if isinstance(answer, Refused):
-            failures.append((rule.id, f"Elasticsearch refused the rule's search: {answer.reason}"))
-        elif (seen := plan.read_probe(rule, answer)) and plan.worth_fetching(rule, seen):
-            fresh.append((rule, seen))
+            failures.append((rules[n].id, f"Elasticsearch refused the rule's search: {answer.reason}"))
+        else:
+            decided[n] = plan.read_probe(rules[n], answer)
+    fresh = [(rule, seen) for n, rule in enumerate(rules)
+             if (seen := decided.get(n)) is not None and plan.worth_fetching(rule, seen)]
     searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window), plan.long_fields(rule))
                 for rule, seen in fresh]
     findings: list[Finding] = []

@@ -19,6 +19,7 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
+from secmon.errors import RequestRefused
 from secmon.store.client import refusal, reporting
 
 PAGE = 5000  # hits per page of a point in time
@@ -54,6 +55,22 @@ def aggregate_each(es: Elasticsearch, index: str, bodies: Sequence[dict[str, Any
         answers += [answer if isinstance(answer, Refused) else dict(answer.get("aggregations", {}))
                     for answer in _msearch(es, index, bodies[at:at + AGGREGATIONS_PER_MSEARCH], count)]
     return answers
+
+
+def every_hit_if_few(es: Elasticsearch, index: str, body: dict[str, Any], count: RequestCount
+                     ) -> list[dict[str, Any]] | None:
+    """Every hit of one search whose `size` is its bound, in one answer; None when more match
+    (`track_total_hits` must be size + 1) or the node refuses the search: the caller then asks
+    otherwise (the scan: rule by rule). A node that does not answer raises, as every search does."""
+    count.sent += 1
+    try:
+        with reporting(es, f"search {index}"):
+            response = es.search(index=index, **body, **_HEADER)
+    except RequestRefused:
+        return None
+    total = response["hits"]["total"]
+    hits: list[dict[str, Any]] = response["hits"]["hits"]
+    return hits if total["value"] <= body["size"] and total["relation"] == "eq" else None
 
 
 Search = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]  # query, doc-value fields, long fields

@@ -23,6 +23,7 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from secmon.collect.files import read_records
+from secmon.detect.rules import inwindow
 from secmon.detect.rules.compile import and_
 from secmon.detect.rules.examples import examples_of
 from secmon.detect.rules.load import CompiledRule, load_rules
@@ -78,9 +79,10 @@ class Counted:
 
         self.es.transport.perform_request = counted  # type: ignore[method-assign]
 
-    def run(self, indices: Indices, rules: tuple[CompiledRule, ...], window: ScanWindow) -> tuple[Any, list[str]]:
+    def run(self, indices: Indices, rules: tuple[CompiledRule, ...], window: ScanWindow, in_process: bool = True
+            ) -> tuple[Any, list[str]]:
         self.sent = []
-        outcome = run_rules(self.es, indices, rules, window)
+        outcome = run_rules(self.es, indices, rules, window, in_process)
         return outcome, list(self.sent)
 
 
@@ -170,6 +172,12 @@ def edge_events() -> Iterator[tuple[str, dict[str, Any], datetime]]:
         for again in range(2):
             when = EDGES_AT + timedelta(minutes=30 + 20 * again + n)
             yield f"edge:var:{n}:{again}", nested(variant, "lab", when), LATE if again else OLD
+    # A web shell's path too long to index (url.path keeps 1,024 characters): only the rules' long-value
+    # part finds it on the node, and the in-process probe must too (by the value's length, not its text).
+    shell = dict((examples_of(ROOT / "rules/web/web-shell-accessed.yml") or {})["match"][0])
+    padded = "/" + "a" * 1100 + str(shell["url.path"])
+    yield "edge:long", nested({**shell, "url.path": padded, "url.original": padded}, "lab",
+                              EDGES_AT + timedelta(minutes=10)), OLD
     # A single rule, which no correlation reads: the correlations' windowing is not what is tested here.
     changed = dict((examples_of(ROOT / "rules/linux/root-password-changed.yml") or {})["match"][0])
     for n in range(BURST):
@@ -196,6 +204,9 @@ def loaded(es: Elasticsearch, datasets: Path) -> Iterator[Indices]:  # type: ign
     drop_prefix(es, indices.prefix)
 
 
+REFERENCE: dict[str, list[Finding]] = {}  # the per-rule findings of each window, for both probes
+
+
 def ordered(findings: Any) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.rule_id, f.agency, f.group, f.first_seen, f.sample_event_ids))
 
@@ -219,23 +230,38 @@ def per_rule(es: Elasticsearch, indices: Indices, rules: tuple[CompiledRule, ...
     return found
 
 
+@pytest.mark.parametrize("probe", ["in-process", "too many for in-process"])
 @pytest.mark.parametrize("name", [*WINDOWS, "arrived LATE"])
-def test_batched_findings_equal_rule_by_rule(name: str, es: Elasticsearch, loaded: Indices, counted: Counted,
-                                             library: tuple[CompiledRule, ...]) -> None:
+def test_batched_findings_equal_rule_by_rule(name: str, probe: str, es: Elasticsearch, loaded: Indices,
+                                             counted: Counted, library: tuple[CompiledRule, ...],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both probes (the window's events matched in-process, or a size-0 search per rule on the node
+    when the window holds more than WINDOW_LIMIT events) give the findings of the per-rule path
+    (computed once per window). `in_process=False` (node probes only) is tested below."""
     window = WINDOWS.get(name, LATE_WINDOW)
+    if probe == "too many for in-process":
+        monkeypatch.setattr(inwindow, "WINDOW_LIMIT", 10)
     outcome, sent = counted.run(loaded, library, window)
     assert outcome.failures == ()
-    expected = ordered(per_rule(es, loaded, library, window))
+    if name not in REFERENCE:
+        REFERENCE[name] = ordered(per_rule(es, loaded, library, window))
+    expected = REFERENCE[name]
     assert ordered(outcome.findings) == expected
     assert outcome.requests == len(sent), sent
     rules = {f.rule_id for f in expected}
     print(f"\n{name}: {len(expected)} findings of {len(rules)} rules, batched in {len(sent)} requests: {sent}")
-    if name == "nothing":  # the probes alone: one _msearch per AGGREGATIONS_PER_MSEARCH rules
-        assert not expected and len(sent) == probes(library)
+    # In-process, the window's events are read first, in one search (each window here has fewer
+    # than WINDOW_LIMIT); then only the fetch of the rules that matched.
+    assert sent[0] == f"POST /{loaded.events_pattern()}/_search", sent
+    if probe == "too many for in-process" and name != "nothing":  # then the per-rule probes
+        assert sent[1:1 + probes(library)] == ["POST /_msearch"] * probes(library), sent
+    if name == "nothing":  # the window search alone: it holds no event
+        assert not expected and len(sent) == 1
     else:
         assert expected, "a window that proves nothing"
-    if name == "edge cases":  # the burst's hits do not fit one answer
+    if name == "edge cases":  # the burst's hits do not fit one answer; the long path is a web shell
         assert any("_pit" in request for request in sent), sent
+        assert any("edge:long" in f.sample_event_ids for f in expected), expected
 
 
 def test_a_scheduled_scan_of_the_library_costs_a_handful_of_requests(loaded: Indices, counted: Counted,
@@ -243,20 +269,21 @@ def test_a_scheduled_scan_of_the_library_costs_a_handful_of_requests(loaded: Ind
     outcome, sent = counted.run(loaded, library, LATE_WINDOW)
     matched = {f.rule_id for f in outcome.findings}
     assert 2 <= len(matched) <= 10 and not outcome.failures, (matched, outcome.failures)
-    assert len(sent) <= probes(library) + 5 and outcome.requests == len(sent), sent
+    assert len(sent) <= 1 + 5 and outcome.requests == len(sent), sent
     outcome, sent = counted.run(loaded, library, QUIET_WINDOW)
     assert outcome.findings == () and outcome.failures == ()
-    assert len(sent) == probes(library) and outcome.requests == len(sent), sent
+    assert len(sent) == 1 and outcome.requests == len(sent), sent  # its events, read and matched in-process
 
 
-def test_a_rule_the_node_refuses_fails_alone(loaded: Indices, counted: Counted,
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_rule_the_node_refuses_fails_alone(in_process: bool, loaded: Indices, counted: Counted,
                                              library: tuple[CompiledRule, ...]) -> None:
     base = next(rule for rule in library if rule.kind == "single")
     broken = (dataclasses.replace(base, id="wildcard-on-a-number", query={"wildcard": {"process.pid": "1*"}}),
               dataclasses.replace(base, id="grouped-by-text", group_by=("message.text",)))
     window = ONE_DAY
-    clean, _ = counted.run(loaded, library, window)
-    outcome, sent = counted.run(loaded, (*library[:40], *broken, *library[40:]), window)
+    clean, _ = counted.run(loaded, library, window, in_process)
+    outcome, sent = counted.run(loaded, (*library[:40], *broken, *library[40:]), window, in_process)
     assert [rule for rule, _ in outcome.failures] == ["wildcard-on-a-number", "grouped-by-text"]
     assert "wildcard" in outcome.failures[0][1] and "message.text" in outcome.failures[1][1], outcome.failures
     assert ordered(outcome.findings) == ordered(clean.findings) and clean.findings

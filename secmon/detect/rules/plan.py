@@ -8,7 +8,9 @@ the number of rules:
    _msearch. Each says whether the rule has
    new matches, when they happened, and the values of the rule's first group-by
    field among them (the candidate groups). A rule with no new match costs
-   nothing more. (Not one search with a filter aggregation per rule: the node
+   nothing more. A window of few events skips these searches: its events are
+   read once and matched in-process (inwindow.py), which gives the same answers.
+   (Not one search with a filter aggregation per rule: the node
    builds every filter on every segment of every index, even where the window
    matches nothing, so a quiet window cost seconds of node time; a search whose
    window range cannot match a shard is rewritten to match nothing there.)
@@ -133,7 +135,8 @@ class Fresh:
     lacking: bool  # some new match has no narrowing-field value (a single rule groups it as "(none)")
 
 
-def _moment(value: float) -> datetime:
+def moment(value: float) -> datetime:
+    """A date as the node's aggregations and epoch_millis doc values give it."""
     return datetime.fromtimestamp(value / 1000, timezone.utc)
 
 
@@ -144,7 +147,7 @@ def read_probe(rule: CompiledRule, aggregations: Mapping[str, Any]) -> Fresh | N
     buckets = aggregations["keys"]["buckets"]
     # key_as_string where the node formats the key (booleans, dates): what a terms query reads back.
     keys = tuple(b.get("key_as_string", b["key"]) for b in buckets)
-    return Fresh(_moment(aggregations["first"]["value"]), _moment(aggregations["last"]["value"]),
+    return Fresh(moment(aggregations["first"]["value"]), moment(aggregations["last"]["value"]),
                  keys if len(keys) <= MAX_NARROWING_GROUPS else None,
                  aggregations["lacking"]["doc_count"] > 0)
 
@@ -183,9 +186,9 @@ def findings_start(window: ScanWindow) -> datetime | None:
     return window.start if window.field == "@timestamp" else None
 
 
-def _millis(moment: datetime) -> datetime:
+def _millis(when: datetime) -> datetime:
     # Elasticsearch dates keep milliseconds and truncate the bounds of a range query the same way.
-    return moment - timedelta(microseconds=moment.microsecond % 1000)
+    return when - timedelta(microseconds=when.microsecond % 1000)
 
 
 def new_event_ids(hits: Iterable[Mapping[str, Any]], window: ScanWindow) -> frozenset[str] | None:
