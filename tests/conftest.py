@@ -27,7 +27,7 @@ TEST_PORT = int(os.environ.get("SECMON_TEST_ES_PORT", "9250"))
 
 @pytest.fixture(scope="session", autouse=True)
 def rule_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Offline scans cache compiled rules (detect/rules/cache.py): in a folder of the test session, never
+    """Offline scans cache compiled rules (detect/cache.py): in a folder of the test session, never
     the user's own ~/.cache/secmon (subprocesses inherit it through the environment)."""
     folder = tmp_path_factory.mktemp("rule-cache")
     before = os.environ.get("SECMON_CACHE_DIR")

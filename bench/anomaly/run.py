@@ -274,7 +274,7 @@ def ranking(scores_by_entity: dict[str, float], positives: set[str], ks: tuple[i
 def ssh(es_url: str) -> dict[str, Any]:
     """loghub Linux.log: the SSH brute-force rule's incidents name the attackers; do they top the
     source-address anomalies?"""
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.sigma.load import load_rules
     from secmon.service.scan import rule_findings
     from secmon.service.train import window_stats
 

@@ -4,7 +4,7 @@
   SigmaHQ/sigma @8eaafff1, DRL 1.1), rules/s;
 - offline matcher: every compiled community rule over every EVTX-ATTACK-SAMPLES event
   (sbousseaden/EVTX-ATTACK-SAMPLES @4ceed2f4, GPL-3.0; flattened by secmon.normalize.winlog),
-  routed by logsource and prefiltered by needles (secmon.detect.rules.offline.RuleRouter), events/s
+  routed by logsource and prefiltered by needles (secmon.detect.inprocess.router.RuleRouter), events/s
   on one core (process CPU time, median of 5 passes), next to logsource routing alone on a sample.
 
 Run: python bench/rules/bench_rules.py [--datasets ../shared/datasets]
@@ -20,8 +20,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from secmon.detect.rules.load import load_rules
-from secmon.detect.rules.offline import RuleRouter
+from secmon.detect.sigma.load import load_rules
+from secmon.detect.inprocess.router import RuleRouter
 from secmon.normalize.winlog import flatten_evtx
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@
 For every Sigma correlation type (event_count, value_count, temporal, temporal_ordered,
 value_sum, value_avg) it builds --events hits of one group, one per second (a steady flood:
 about 28 hours), a one-hour timespan (3,600 events per window), and times
-`secmon.detect.rules.correlate.fire`, the code every scan and offline run uses after matching,
+`secmon.detect.windowing.correlate.fire`, the code every scan and offline run uses after matching,
 twice per type:
 - `never`: a threshold no window reaches, so every window is examined to its end (the worst case
   for a search that stops at the first satisfying event);
@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from secmon.detect.rules.correlate import Correlation, Hit, Leaf, fire
+from secmon.detect.windowing.correlate import Correlation, Hit, Leaf, fire
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -92,7 +92,7 @@ def main() -> None:
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
-        "what": "secmon.detect.rules.correlate.fire over one group's hits (sorted, in memory): windowing only, "
+        "what": "secmon.detect.windowing.correlate.fire over one group's hits (sorted, in memory): windowing only, "
                 "no matching or I/O; process CPU seconds, median of the runs",
         "events_per_group": args.events, "timespan_seconds": SPAN.total_seconds(), "runs": args.runs,
         "target_seconds": TARGET_SECONDS, "cases": results,

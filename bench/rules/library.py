@@ -62,7 +62,7 @@ from elasticsearch import Elasticsearch  # noqa: E402
 
 from secmon.collect.files import read_records  # noqa: E402
 from secmon.config import load_settings  # noqa: E402
-from secmon.detect.rules.load import CompiledRule, load_rules  # noqa: E402
+from secmon.detect.sigma.load import CompiledRule, load_rules  # noqa: E402
 from secmon.model import Event, stable_id  # noqa: E402
 from secmon.normalize.engine import Normalizer  # noqa: E402
 from secmon.normalize.pipeline import load_pipelines  # noqa: E402
@@ -503,7 +503,7 @@ files written from the same compiled queries: {json.dumps(s['elastalert2_rule_ty
 no rule type for an ordered sequence (Sigma temporal_ordered): those run as `any` on the union of the sequence's
 queries, which does not check the order; every other rule runs as the ElastAlert 2 type that counts alike.
 
-How secmon scans (secmon/detect/rules/inwindow.py): a window of at most 10,000 events (each 5-minute window of
+How secmon scans (secmon/detect/inwindow.py): a window of at most 10,000 events (each 5-minute window of
 the scheduled runs; the backfill's window too when the span holds no more) is read in one search, the fields the
 rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules' hits
 around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from secmon.detect.rules.load import CompiledRule, load_rules
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.load import CompiledRule, load_rules
+from secmon.detect.inprocess.match import matches
 from secmon.model import Event
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import Pipeline, load_pipelines

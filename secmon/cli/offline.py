@@ -54,7 +54,7 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
             dead_letters_fail: bool, rule_cache: Path | None, no_rule_cache: bool, jobs: int | None = None,
             models: tuple[Path, ...] = (), rule_failures_fail: bool = True) -> None:
     from secmon.collect.inputs import expand
-    from secmon.detect.rules.cache import default_folder
+    from secmon.detect.cache import default_folder
     from secmon.service.offline import OfflineJob, scan_files
 
     config_path = ctx.ensure_object(dict).get("config_path")

@@ -20,7 +20,7 @@ from secmon.cli.output import table
 from secmon.errors import ExitCode, InputError
 
 if TYPE_CHECKING:  # commands import detect (pySigma) when they run: other commands start faster
-    from secmon.detect.rules.load import RuleSet
+    from secmon.detect.sigma.load import RuleSet
 
 
 def _targets(ctx: click.Context, paths: tuple[Path, ...]) -> list[Path]:
@@ -53,8 +53,8 @@ def rules() -> None:
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...], quiet: bool) -> None:
     """Load and compile rules; report a result per rule, every problem, and what will not run."""
-    from secmon.detect.rules.load import load_rules
-    from secmon.detect.rules.match import regex_fallbacks
+    from secmon.detect.sigma.load import load_rules
+    from secmon.detect.inprocess.match import regex_fallbacks
 
     ruleset = load_rules(_targets(ctx, paths))
     noted = 0
@@ -89,7 +89,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], quiet: bool) -> None:
 @click.pass_context
 def list_rules(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """List the rules that compile: id, kind, severity, title."""
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.sigma.load import load_rules
 
     ruleset = load_rules(_targets(ctx, paths), unmapped="run")
     click.echo(table(["rule", "kind", "severity", "title"],
@@ -103,7 +103,7 @@ def list_rules(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.pass_context
 def show(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Print each rule's compiled Query DSL as JSON (and its in-process refinement, if any)."""
-    from secmon.detect.rules.load import load_rules
+    from secmon.detect.sigma.load import load_rules
 
     ruleset = load_rules(_targets(ctx, paths), unmapped="run")
     for rule in ruleset.rules:
@@ -128,8 +128,8 @@ def show(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.pass_context
 def test(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """Run every rule file's `secmon: examples` in-process (no Elasticsearch)."""
-    from secmon.detect.rules.examples import examples_of, run_examples
-    from secmon.detect.rules.load import load_rule_file, rule_files
+    from secmon.detect.inprocess.examples import examples_of, run_examples
+    from secmon.detect.sigma.load import load_rule_file, rule_files
 
     problems: list[tuple[str, str]] = []
     passed = files = 0

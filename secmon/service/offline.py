@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from secmon.collect.evtxfiles import is_evtx, read_evtx
-from secmon.detect.rules.compiled import RuleSet, unmapped_note
-from secmon.detect.rules.offline import Matches, RuleIndex, RuleRouter, findings_of, match_documents
+from secmon.detect.compiled import RuleSet, unmapped_note
+from secmon.detect.inprocess.router import Matches, RuleIndex, RuleRouter, findings_of, match_documents
 from secmon.errors import InputError, Location
 from secmon.model import DeadLetter, Event, Finding, Incident, InputReport, ScanSummary, stable_id
 from secmon.normalize.engine import Normalizer, Result, put
@@ -44,7 +44,7 @@ class OfflineJob:
     pipelines: tuple[Path, ...]  # folders with the pipelines (windows-evtx, windows-json, --source)
     source: str | None = None  # a pipeline for every input, instead of EVTX/JSON by shape
     unmapped: str = "skip"  # rules with an unmapped logsource: "skip" or "run"
-    cache: Path | None = None  # the rule cache folder (detect.rules.cache); None: compile every time
+    cache: Path | None = None  # the rule cache folder (detect.cache); None: compile every time
     passed_over: tuple[tuple[str, str], ...] = ()  # files of folders and globs not read, and why
     workers: int = 1  # processes reading and matching the inputs
     models: tuple[Path, ...] = ()  # anomaly models from `secmon model export`, scored on the same documents
@@ -285,10 +285,10 @@ def summary(incidents: list[Incident], rules_run: int, failures: list[tuple[str,
 def _rules(job: OfflineJob) -> tuple[RuleSet, dict[int, RuleIndex], list[str]]:
     """The rules, from the cache when it has them (then also what the router reads from each)."""
     if job.cache is None:
-        from secmon.detect.rules.load import load_rules
+        from secmon.detect.sigma.load import load_rules
 
         return load_rules(list(job.rule_paths), job.unmapped), {}, []  # type: ignore[arg-type]
-    from secmon.detect.rules.cache import RuleCache
+    from secmon.detect.cache import RuleCache
 
     cache = RuleCache(job.cache)
     ruleset = cache.load_rules(list(job.rule_paths), job.unmapped)  # type: ignore[arg-type]

@@ -37,8 +37,8 @@ from secmon.store.search import (
 from secmon.types import iso, parse_duration, utcnow
 
 if TYPE_CHECKING:  # detect (pySigma, 0.18 s of imports) is imported where scans use it, not by `collect`
-    from secmon.detect.rules.load import CompiledRule, RuleSet
-    from secmon.detect.rules.plan import Fresh
+    from secmon.detect.sigma.load import CompiledRule, RuleSet
+    from secmon.detect.plan import Fresh
 
 
 def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start: datetime, end: datetime,
@@ -49,8 +49,8 @@ def rule_findings(es: Elasticsearch, indices: Indices, rule: CompiledRule, start
     rules (the tests hold the two equal). With `ingested` (an event.ingested window), only
     bursts holding an event ingested in it count.
     """
-    from secmon.detect.rules import plan
-    from secmon.detect.rules.findings import findings as rule_hit_findings
+    from secmon.detect import plan
+    from secmon.detect.windowing.findings import findings as rule_hit_findings
 
     query = plan.rule_window_query(rule, start, end)
     fields = plan.fetch_fields(rule, ingested or ScanWindow(start, end))
@@ -83,15 +83,15 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
               in_process: bool = True) -> RuleRun:
     """Every rule over the window: the findings whose bursts contain an event of the window.
 
-    A handful of requests whatever the number of rules (detect/rules/plan.py): the probe says
+    A handful of requests whatever the number of rules (detect/plan.py): the probe says
     which rules have new matches, then one _msearch fetches the hits of those only, around their
     new matches and in their candidate groups. The probe is one search when the window holds
-    few events (read once and matched in-process, detect/rules/inwindow.py; not with
+    few events (read once and matched in-process, detect/inwindow.py; not with
     `in_process=False`), otherwise an _msearch of size-0 searches, one per rule. A rule whose
     query the node refuses fails alone: each search of an _msearch has its own answer.
     """
-    from secmon.detect.rules import inwindow, plan
-    from secmon.detect.rules.findings import findings as rule_hit_findings
+    from secmon.detect import inwindow, plan
+    from secmon.detect.windowing.findings import findings as rule_hit_findings
 
     index = indices.events_pattern()
     count = RequestCount()
@@ -161,7 +161,7 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
 
 def _scan(es: Elasticsearch, settings: Settings, indices: Indices, options: ScanOptions, now: datetime,
           scan_id: str) -> ScanSummary:
-    from secmon.detect.rules.load import load_rules, unmapped_note
+    from secmon.detect.sigma.load import load_rules, unmapped_note
 
     paths = list(options.rule_paths) or [settings.resolve(p) for p in settings.rules]
     ruleset: RuleSet = load_rules(paths, options.unmapped)

@@ -1,6 +1,6 @@
 """Searches the detectors need, each paged and bounded; the queries come from `detect/`.
 
-A scan runs its rules in a handful of requests (see detect/rules/plan.py): one
+A scan runs its rules in a handful of requests (see detect/plan.py): one
 `_msearch` of size-0 searches, one per rule (`aggregate_each`), then one
 `_msearch` for the hits of the rules that matched (`matches_each`); a search whose hits
 do not fit in one answer is paged with a point in time + search_after

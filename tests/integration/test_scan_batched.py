@@ -23,11 +23,11 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from secmon.collect.files import read_records
-from secmon.detect.rules import inwindow
-from secmon.detect.rules.compile import and_
-from secmon.detect.rules.examples import examples_of
-from secmon.detect.rules.load import CompiledRule, load_rules
-from secmon.detect.rules.plan import window_filter
+from secmon.detect import inwindow
+from secmon.detect.sigma.compile import and_
+from secmon.detect.inprocess.examples import examples_of
+from secmon.detect.sigma.load import CompiledRule, load_rules
+from secmon.detect.plan import window_filter
 from secmon.model import Event, Finding, ScanWindow
 from secmon.normalize.engine import Normalizer, put
 from secmon.normalize.pipeline import load_pipelines

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from elasticsearch import helpers
 
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.conftest import drop_prefix

@@ -18,7 +18,7 @@ from elasticsearch import helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules.match import matches
+from secmon.detect.inprocess.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.conftest import scratch_prefix

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from elasticsearch import ApiError, helpers
 
-from secmon.detect.rules.load import CompiledRule, RuleSet, load_rules
-from secmon.detect.rules.match import compile_matcher, matches
-from secmon.detect.rules.offline import RuleRouter
+from secmon.detect.sigma.load import CompiledRule, RuleSet, load_rules
+from secmon.detect.inprocess.match import compile_matcher, matches
+from secmon.detect.inprocess.router import RuleRouter
 from secmon.normalize.winlog import flatten_evtx
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates

@@ -11,8 +11,8 @@ import pytest
 from elasticsearch import helpers
 
 from secmon.service import scan as service
-from secmon.detect.rules.findings import findings, hits_from_docs
-from secmon.detect.rules.load import load_rule_file
+from secmon.detect.windowing.findings import findings, hits_from_docs
+from secmon.detect.sigma.load import load_rule_file
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.unit.test_sigma_correlate import BASE  # the same base rules, so both sides test one thing

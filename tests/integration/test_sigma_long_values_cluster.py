@@ -16,8 +16,8 @@ from datetime import timedelta
 import pytest
 from elasticsearch import helpers
 
-from secmon.detect.rules.match import matches
-from secmon.detect.rules.offline import scan_documents
+from secmon.detect.inprocess.match import matches
+from secmon.detect.inprocess.router import scan_documents
 from secmon.service.scan import rule_findings
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates

@@ -14,10 +14,10 @@ from elasticsearch import helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules import plan
-from secmon.detect.rules.compile import and_, or_
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
+from secmon.detect import plan
+from secmon.detect.sigma.compile import and_, or_
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
 from secmon.store.indices import Indices
 from secmon.store.search import sorted_matches
 from secmon.store.templates import install_templates

@@ -16,8 +16,8 @@ from elasticsearch import helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.conftest import scratch_prefix

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from elasticsearch import helpers
 
-from secmon.detect.rules.match import matches
+from secmon.detect.inprocess.match import matches
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.conftest import scratch_prefix

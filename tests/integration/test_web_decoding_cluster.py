@@ -22,8 +22,8 @@ from elasticsearch import helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules.load import CompiledRule, load_rules
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.load import CompiledRule, load_rules
+from secmon.detect.inprocess.match import matches
 from secmon.model import Event
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates

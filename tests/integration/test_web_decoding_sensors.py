@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.load import load_rules
+from secmon.detect.sigma.load import load_rules
 from tests.conftest import ROOT, free_port, run_cli, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]

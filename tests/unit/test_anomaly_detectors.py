@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secmon.detect.anomaly.detector import load_detector_file, load_detectors
-from secmon.detect.rules.load import rule_files
+from secmon.detect.sigma.load import rule_files
 from tests.conftest import ROOT
 
 SHIPPED = ROOT / "rules" / "anomaly"

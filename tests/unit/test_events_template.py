@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from secmon.detect.rules.compile import query_fields
-from secmon.detect.rules.load import CompiledRule, load_rules
+from secmon.detect.sigma.compile import query_fields
+from secmon.detect.sigma.load import CompiledRule, load_rules
 from secmon.model import Event
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import FieldRule, load_pipelines

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.cache import RuleCache
-from secmon.detect.rules.load import load_rules
+from secmon.detect.cache import RuleCache
+from secmon.detect.sigma.load import load_rules
 from tests.conftest import ROOT, run_cli
 
 SAMPLES = ("Lateral Movement/LM_WMI_4624_4688_TargetHost.evtx.jsonl", "Execution/exec_sysmon_1_ftp.evtx.jsonl",
@@ -183,7 +183,7 @@ def test_a_rule_that_fails_to_load_fails_the_offline_scan_unless_warned(logs: Pa
 def test_a_rule_whose_query_does_not_run_in_process_is_counted_not_fatal() -> None:
     from dataclasses import replace
 
-    from secmon.detect.rules.offline import findings_of, match_documents, RuleRouter
+    from secmon.detect.inprocess.router import findings_of, match_documents, RuleRouter
 
     good = load_rules([ROOT / "rules" / "windows"]).rules[0]
     odd = replace(good, id="odd", path="odd.yml", title="odd", query={"geo_shape": {"location": {}}}, refine=None)

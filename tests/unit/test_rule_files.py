@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.load import load_rules
+from secmon.detect.sigma.load import load_rules
 from tests.conftest import DATASETS, ROOT, run_cli, write_config
 
 GOOD = ROOT / "rules" / "linux" / "ssh-password-brute-force.yml"

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from sigma.rule import SigmaLogSource
 
-from secmon.detect.rules.examples import fires
-from secmon.detect.rules.load import load_rule_file, load_rules, rule_files
-from secmon.detect.rules.pipeline import logsources
+from secmon.detect.inprocess.examples import fires
+from secmon.detect.sigma.load import load_rule_file, load_rules, rule_files
+from secmon.detect.sigma.pipeline import logsources
 from secmon.model import Event
 from secmon.normalize.engine import Normalizer, put
 from secmon.normalize.pipeline import load_pipelines
@@ -112,7 +112,7 @@ def file_problems(path: Path, docs: list[dict[str, Any]]) -> list[str]:
         if source and not logsources().known(SigmaLogSource(source.get("category"), source.get("product"),
                                                             source.get("service"))):
             problems.append(f"{doc.get('title')!r}: logsource {source} selects no events "
-                            "(add it to secmon/detect/rules/logsources.yml)")
+                            "(add it to secmon/detect/sigma/logsources.yml)")
     tags = [str(t) for t in rule.get("tags") or []]
     if not any(TECHNIQUE.match(t) for t in tags):
         problems.append("no ATT&CK technique tag (attack.tNNNN[.NNN])")

@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from secmon.detect.rules.load import load_rules
+from secmon.detect.sigma.load import load_rules
 from tests.unit.test_rule_library import FILES, ROOT, RULES, documents
 
 LANGUAGES = ("vi",)

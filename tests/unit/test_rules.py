@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.cidr import address_regexps
-from secmon.detect.rules.correlate import bursts
-from secmon.detect.rules.load import load_rule_file, load_rules
+from secmon.detect.sigma.cidr import address_regexps
+from secmon.detect.windowing.correlate import bursts
+from secmon.detect.sigma.load import load_rule_file, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def test_bursts_are_deterministic_for_a_later_extended_window() -> None:
 
 
 def test_single_rule_keeps_matches_that_lack_a_group_by_field(tmp_path: Path) -> None:
-    from secmon.detect.rules.findings import MISSING, findings, hits_from_docs
+    from secmon.detect.windowing.findings import MISSING, findings, hits_from_docs
 
     text = ("title: t\nid: 11111111-2222-4333-8444-555555555555\nlogsource: {product: nothing}\n"
             "detection:\n  sel:\n    f: x\n  condition: sel\nlevel: low\n")

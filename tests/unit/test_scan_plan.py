@@ -1,4 +1,4 @@
-"""The batched scan's query composition (detect/rules/plan.py) and the arrival-time filter of findings: pure."""
+"""The batched scan's query composition (detect/plan.py) and the arrival-time filter of findings: pure."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from secmon.detect.rules import plan
-from secmon.detect.rules.findings import findings
-from secmon.detect.rules.load import CompiledRule, load_rule_file
+from secmon.detect import plan
+from secmon.detect.windowing.findings import findings
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
 from secmon.model import ScanWindow
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sigma.types import SpecialChars
 
-from secmon.detect.rules.audit import constant_matches, derive, split
-from secmon.detect.rules.compile import Tokens
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
-from secmon.detect.rules.offline import RuleRouter
+from secmon.detect.sigma.audit import constant_matches, derive, split
+from secmon.detect.sigma.compile import Tokens
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
+from secmon.detect.inprocess.router import RuleRouter
 from secmon.normalize.winlog import flatten_evtx
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "evtx_attack_samples" / "jsonl"
@@ -177,8 +177,8 @@ def test_registry_on_4657(tmp_path: Path, detection: str, expected: list[dict[st
 def test_audit_fields_name_every_field_the_security_variants_read(tmp_path: Path) -> None:
     # What the events template must map for these rules to match Security events on the node
     # (the in-process matcher reads any field): Logsources.audit_fields() lists it.
-    from secmon.detect.rules.compile import query_fields
-    from secmon.detect.rules.pipeline import logsources
+    from secmon.detect.sigma.compile import query_fields
+    from secmon.detect.sigma.pipeline import logsources
 
     tables = logsources().windows["audit"]
     categories = {"process_creation": "process_creation", "process_termination": "process_termination",
@@ -194,7 +194,7 @@ def test_audit_fields_name_every_field_the_security_variants_read(tmp_path: Path
 
 def test_fieldref_on_windows_compares_the_mapped_fields(tmp_path: Path) -> None:
     # pySigma leaves a |fieldref item's field unmapped (`User`); it must still mean the event's field.
-    from secmon.detect.rules.examples import fires
+    from secmon.detect.inprocess.examples import fires
 
     compiled = rule(tmp_path, "  sel:\n    Image|endswith: '\\plink.exe'\n  same:\n    User|fieldref: ParentUser\n"
                               "  condition: sel and not same")

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from sigma.types import SigmaCIDRExpression
 
-from secmon.detect.rules.cidr import MAPPED, address_regexps, as_ipv6
-from secmon.detect.rules.compile import Compiler
-from secmon.detect.rules.load import load_rule_file
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.cidr import MAPPED, address_regexps, as_ipv6
+from secmon.detect.sigma.compile import Compiler
+from secmon.detect.sigma.load import load_rule_file
+from secmon.detect.inprocess.match import matches
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 KEYWORD, IP = "source.address", "source.ip"  # a keyword field and an ip field of the events template

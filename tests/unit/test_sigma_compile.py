@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
 
 
 def compile_rule(tmp_path: Path, detection: str, logsource: str = "{category: testing}") -> CompiledRule:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.examples import fires
-from secmon.detect.rules.load import CompiledRule, RuleSet, load_rule_file
+from secmon.detect.inprocess.examples import fires
+from secmon.detect.sigma.load import CompiledRule, RuleSet, load_rule_file
 
 BASE = """title: {name}
 name: {name}

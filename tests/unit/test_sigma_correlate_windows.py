@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules.correlate import (
+from secmon.detect.windowing.correlate import (
     MONOTONE,
     OPS,
     Burst,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from secmon.detect.rules.match import field_types
+from secmon.detect.fields import field_types
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "secmon" / "store" / "templates" / "events.json"
 

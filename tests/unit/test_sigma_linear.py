@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from secmon.detect.rules.linear import RegexTimeout, compile_fullmatch, encode
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches, regex_fallbacks
-from secmon.detect.rules.offline import scan_documents
+from secmon.detect.inprocess.linear import RegexTimeout, compile_fullmatch, encode
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches, regex_fallbacks
+from secmon.detect.inprocess.router import scan_documents
 
 HOSTILE = "a" * 5000 + "b"  # a value an attacker writes into a log
 

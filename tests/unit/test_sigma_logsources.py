@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sigma.rule import SigmaLogSource
 
-from secmon.detect.rules.load import load_rules
-from secmon.detect.rules.pipeline import logsources
+from secmon.detect.sigma.load import load_rules
+from secmon.detect.sigma.pipeline import logsources
 from tests.conftest import run_cli
 
 

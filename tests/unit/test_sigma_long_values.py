@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
-from secmon.detect.rules.offline import scan_documents
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
+from secmon.detect.inprocess.router import scan_documents
 from secmon.types import AGENCY_FIELD
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "windows"

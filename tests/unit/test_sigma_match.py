@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from secmon.detect.rules.lucene_regexp import UnsupportedRegex, from_sigma, to_python
-from secmon.detect.rules.match import UnsupportedQuery, field_values, matches
+from secmon.detect.sigma.lucene_regexp import UnsupportedRegex, from_sigma, to_python
+from secmon.detect.fields import field_values
+from secmon.detect.inprocess.match import UnsupportedQuery, matches
 
 
 def term(field: str, value: object, ci: bool = False) -> dict:  # type: ignore[type-arg]

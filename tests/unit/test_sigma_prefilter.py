@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secmon.detect.rules.match import compile_matcher
-from secmon.detect.rules.prefilter import NeedleIndex, flatten, needles
+from secmon.detect.inprocess.match import compile_matcher
+from secmon.detect.inprocess.prefilter import NeedleIndex, flatten, needles
 
 ALPHABET = "abcXYZ09 \\/.-_" + "åÅаАİıſKkǅǄǆß😀\u202e"
 FIELD = "winlog.event_data.CommandLine"
@@ -118,7 +118,7 @@ def test_needles_of_common_sigma_shapes() -> None:
 
 
 def test_flatten_is_field_values_for_every_path() -> None:
-    from secmon.detect.rules.match import field_values
+    from secmon.detect.fields import field_values
 
     doc = {"a": {"b": [1, {"c": "x"}, [2, None, {"c": ["y"]}]], "d.e": {"f": True}}, "a.b": {"c": 3},
            "n": None, "l": [[1, 2], []]}

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sigma.rule import SigmaLogSource
 
-from secmon.detect.rules.load import CompiledRule, load_rule_file
-from secmon.detect.rules.match import matches
-from secmon.detect.rules.offline import RuleRouter
-from secmon.detect.rules.pipeline import logsources
+from secmon.detect.sigma.load import CompiledRule, load_rule_file
+from secmon.detect.inprocess.match import matches
+from secmon.detect.inprocess.router import RuleRouter
+from secmon.detect.sigma.pipeline import logsources
 from tests.unit.test_sigma_audit import PLINK_4688, PLINK_SYSMON, event
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "secmon" / "store" / "templates" / "events.json"

@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from secmon.detect.anomaly.detector import PAIR, RANGE, TEMPLATE_FIELD, Condition, Detector, Feature, WorkingHours
-from secmon.detect.rules.match import as_keyword, field_types, field_values
+from secmon.detect.fields import as_keyword, field_types, field_values
 from secmon.types import AGENCY_FIELD, iso
 
 PAGE = 1000  # composite buckets per request: memory stays bounded whatever the window

@@ -15,7 +15,7 @@ from typing import Any
 from drain3.drain import Drain, LogCluster, Node
 from drain3.masking import LogMasker, MaskingInstruction
 
-from secmon.detect.rules.match import field_values
+from secmon.detect.fields import field_values
 from secmon.errors import InputError
 
 FORMAT = 1

@@ -29,8 +29,8 @@ from re import _parser as sre  # type: ignore[attr-defined]  # Python's own rege
 
 import ahocorasick
 
-from secmon.detect.rules.lucene_regexp import python_source
-from secmon.detect.rules.match import FieldTypes, as_keyword, as_list, field_types
+from secmon.detect.sigma.lucene_regexp import python_source
+from secmon.detect.fields import FieldTypes, as_keyword, as_list, field_types
 
 START, END = "\x02", "\x03"
 # Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say

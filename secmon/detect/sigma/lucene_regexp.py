@@ -198,7 +198,7 @@ TRANSLATED: dict[tuple[str, bool], str] = {}
 
 def python_source(pattern: str, case_insensitive: bool = False) -> str:
     """A Lucene `regexp` pattern (flags NONE) -> Python-dialect source for a whole-value match with
-    `.` matching newlines (re.DOTALL); RE2 reads the same source (secmon.detect.rules.linear)."""
+    `.` matching newlines (re.DOTALL); RE2 reads the same source (secmon.detect.inprocess.linear)."""
     key = (pattern, case_insensitive)
     found = TRANSLATED.get(key)
     if found is None:

@@ -38,15 +38,15 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaLogSource
 
-from secmon.detect.rules.audit import translation
-from secmon.detect.rules.compile import Query, Translation, and_, or_
+from secmon.detect.sigma.audit import translation
+from secmon.detect.sigma.compile import Query, Translation, and_, or_
 
 EVENT_DATA = "winlog.event_data."
 USER_DATA = "winlog.user_data."
 
 
 def _data(name: str) -> Any:
-    return yaml.safe_load(resources.files("secmon.detect.rules").joinpath(name).read_text(encoding="utf-8"))
+    return yaml.safe_load(resources.files("secmon.detect.sigma").joinpath(name).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)

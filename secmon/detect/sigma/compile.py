@@ -59,9 +59,9 @@ from sigma.types import (
     SpecialChars,
 )
 
-from secmon.detect.rules.cidr import address_regexps, as_ip_term
-from secmon.detect.rules.lucene_regexp import UnsupportedRegex, from_sigma
-from secmon.detect.rules.match import IGNORED, FieldTypes, field_types
+from secmon.detect.sigma.cidr import address_regexps, as_ip_term
+from secmon.detect.sigma.lucene_regexp import UnsupportedRegex, from_sigma
+from secmon.detect.fields import IGNORED, FieldTypes, field_types
 
 Query = dict[str, Any]
 MATCH_ALL: Query = {"match_all": {}}
@@ -123,7 +123,7 @@ def _plain(value: SigmaString) -> str:
             parts.append("*" if part is SpecialChars.WILDCARD_MULTI else "?")
         else:
             raise UnsupportedRule(f"placeholder %{getattr(part, 'name', part)}% has no values: list them under "
-                                  f"'placeholders' in secmon/detect/rules/windows.yml")
+                                  f"'placeholders' in secmon/detect/sigma/windows.yml")
     return "".join(parts)
 
 

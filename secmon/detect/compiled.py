@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from secmon.model import Severity
 
 if TYPE_CHECKING:
-    from secmon.detect.rules.compile import Query
-    from secmon.detect.rules.correlate import Correlation
+    from secmon.detect.sigma.compile import Query
+    from secmon.detect.windowing.correlate import Correlation
 
 KINDS = ("single", "event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg")
 

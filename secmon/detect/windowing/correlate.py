@@ -30,7 +30,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from secmon.detect.rules.compile import Query
+    from secmon.detect.sigma.compile import Query
 
 OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge, "eq": operator.eq,

@@ -14,9 +14,10 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
-from secmon.detect.rules.correlate import Hit, bursts, fire
-from secmon.detect.rules.compiled import CompiledRule
-from secmon.detect.rules.match import IGNORED, as_keyword, field_types, field_values, matches
+from secmon.detect.windowing.correlate import Hit, bursts, fire
+from secmon.detect.compiled import CompiledRule
+from secmon.detect.fields import IGNORED, as_keyword, field_types, field_values
+from secmon.detect.inprocess.match import matches
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
 

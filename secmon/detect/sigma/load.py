@@ -20,7 +20,7 @@ from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
 from secmon.types import parse_duration
-from secmon.detect.rules.compile import (
+from secmon.detect.sigma.compile import (
     Compiled,
     FieldContext,
     Query,
@@ -31,7 +31,7 @@ from secmon.detect.rules.compile import (
     or_,
     query_fields,
 )
-from secmon.detect.rules.compiled import (  # noqa: F401 - re-exported: where they were first defined
+from secmon.detect.compiled import (  # noqa: F401 - re-exported: where they were first defined
     KINDS,
     CompiledRule,
     RuleProblem,
@@ -41,9 +41,9 @@ from secmon.detect.rules.compiled import (  # noqa: F401 - re-exported: where th
     rule_files,
     unmapped_note,
 )
-from secmon.detect.rules.correlate import Correlation, Leaf
-from secmon.detect.rules.match import field_types
-from secmon.detect.rules.pipeline import (
+from secmon.detect.windowing.correlate import Correlation, Leaf
+from secmon.detect.fields import field_types
+from secmon.detect.sigma.pipeline import (
     Logsources,
     logsources,
     processing_pipeline,

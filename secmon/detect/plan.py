@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from secmon.detect.rules.compile import Query, and_, or_, query_fields
-from secmon.detect.rules.compiled import CompiledRule
+from secmon.detect.sigma.compile import Query, and_, or_, query_fields
+from secmon.detect.compiled import CompiledRule
 from secmon.model import ScanWindow
 from secmon.types import AGENCY_FIELD, iso, parse_iso
 

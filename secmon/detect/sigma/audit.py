@@ -41,7 +41,7 @@ from sigma.types import (
     SpecialChars,
 )
 
-from secmon.detect.rules.compile import (
+from secmon.detect.sigma.compile import (
     ANY,
     MATCH_NONE,
     Compiler,
@@ -54,7 +54,7 @@ from secmon.detect.rules.compile import (
     tokens,
     wildcard_text,
 )
-from secmon.detect.rules.match import alt_case, wildcard_source
+from secmon.detect.fields import alt_case, wildcard_source
 
 EVENT_DATA = "winlog.event_data."
 STAR = SpecialChars.WILDCARD_MULTI

@@ -37,10 +37,10 @@ from typing import Any
 import orjson
 
 import secmon
-from secmon.detect.rules.compiled import CompiledRule, RuleProblem, RuleSet, UnmappedPolicy, gather
-from secmon.detect.rules.correlate import Correlation, Leaf
-from secmon.detect.rules.lucene_regexp import TRANSLATED
-from secmon.detect.rules.offline import RouteKey, RuleIndex, rule_index
+from secmon.detect.compiled import CompiledRule, RuleProblem, RuleSet, UnmappedPolicy, gather
+from secmon.detect.windowing.correlate import Correlation, Leaf
+from secmon.detect.sigma.lucene_regexp import TRANSLATED
+from secmon.detect.inprocess.router import RouteKey, RuleIndex, rule_index
 from secmon.model import Severity
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class RuleCache:
                 except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                     self._warn(f"{target}: the entry of {path} is damaged ({type(exc).__name__}: {exc}); "
                                "compiled again")
-            from secmon.detect.rules.load import load_rule_file_once  # pySigma: only on a miss
-            from secmon.detect.rules.pipeline import logsources
+            from secmon.detect.sigma.load import load_rule_file_once  # pySigma: only on a miss
+            from secmon.detect.sigma.pipeline import logsources
 
             if not sources:
                 sources.append(logsources())

@@ -25,21 +25,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from secmon.detect.rules import plan
-from secmon.detect.rules.compile import Query, query_fields
-from secmon.detect.rules.compiled import CompiledRule
-from secmon.detect.rules.linear import RegexTimeout
-from secmon.detect.rules.match import (
-    IGNORED,
-    UnsupportedQuery,
-    View,
-    ViewPredicate,
-    as_keyword,
-    compile_view_matcher,
-    field_types,
-)
-from secmon.detect.rules.offline import RuleRouter
-from secmon.detect.rules.prefilter import ROUTE_FIELDS
+from secmon.detect import plan
+from secmon.detect.sigma.compile import Query, query_fields
+from secmon.detect.compiled import CompiledRule
+from secmon.detect.inprocess.linear import RegexTimeout
+from secmon.detect.fields import IGNORED, as_keyword, field_types
+from secmon.detect.inprocess.match import UnsupportedQuery, View, ViewPredicate, compile_view_matcher
+from secmon.detect.inprocess.router import RuleRouter
+from secmon.detect.inprocess.prefilter import ROUTE_FIELDS
 from secmon.model import ScanWindow
 
 # At most this many events are read for a window: a node search answers at most 10,000 hits

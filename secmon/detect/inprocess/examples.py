@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secmon.detect.rules.findings import findings, hits_from_docs
-from secmon.detect.rules.compiled import CompiledRule
-from secmon.detect.rules.match import matches
+from secmon.detect.windowing.findings import findings, hits_from_docs
+from secmon.detect.compiled import CompiledRule
+from secmon.detect.inprocess.match import matches
 from secmon.types import AGENCY_FIELD
 from secmon.yamlio import load_all_file
 

@@ -2,7 +2,7 @@
 
 A rule's logsource becomes mandatory terms at the top of its query (winlog.channel,
 winlog.event_id, event.dataset, ...), and its detection names literal text that every
-match contains (secmon.detect.rules.prefilter). `RuleRouter` indexes the rules by both,
+match contains (secmon.detect.inprocess.prefilter). `RuleRouter` indexes the rules by both,
 so a Sysmon process event is only tried on the few process-creation rules whose
 literals occur in it, not on the whole corpus. The answer is exactly
 `matches(rule query, doc)` for every rule: the indexes only skip rules whose
@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from secmon.detect.rules.findings import doc_value_limits, doc_values, findings, hit, sort_hits
-from secmon.detect.rules.linear import RegexTimeout
-from secmon.detect.rules.compiled import CompiledRule
-from secmon.detect.rules.match import FieldTypes, View, ViewPredicate, compile_view_matcher, field_types
-from secmon.detect.rules.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
+from secmon.detect.windowing.findings import doc_value_limits, doc_values, findings, hit, sort_hits
+from secmon.detect.inprocess.linear import RegexTimeout
+from secmon.detect.compiled import CompiledRule
+from secmon.detect.fields import FieldTypes, field_types
+from secmon.detect.inprocess.match import View, ViewPredicate, compile_view_matcher
+from secmon.detect.inprocess.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
 
@@ -104,7 +105,7 @@ def _route_keys(query: Mapping[str, Any]) -> frozenset[RouteKey] | None:
 class RuleRouter:
     """The rules indexed two ways, so that `candidates(view)` are few and include every rule that
     can match: by their logsource terms (route keys), and by the literal text one of which every
-    match contains (secmon.detect.rules.prefilter). A rule with literals is a candidate when one
+    match contains (secmon.detect.inprocess.prefilter). A rule with literals is a candidate when one
     occurs in the document and its route admits it; a rule without is routed by logsource alone."""
 
     def __init__(self, rules: Iterable[CompiledRule], indexes: Mapping[int, RuleIndex] | None = None):
@@ -269,7 +270,7 @@ def match_documents(router: RuleRouter, docs: Iterable[tuple[str, Mapping[str, A
 def findings_of(rules: list[CompiledRule], matches: Matches, failures: list[tuple[str, str]] | None = None
                 ) -> list[Finding]:
     """The findings of the matches, through the same windowing code as the cluster path
-    (secmon.detect.rules.findings). A rule whose bounded fallback regex timed out on some documents,
+    (secmon.detect.windowing.findings). A rule whose bounded fallback regex timed out on some documents,
     or whose query did not compile in-process, is reported in `failures` (rule, reason) with the
     number of documents it was not matched against."""
     for number, count in sorted(matches.timeouts.items()):

@@ -1,1 +1,0 @@
-"""Sigma rules: load with pySigma, compile to Elasticsearch Query DSL, correlate."""

@@ -1,0 +1,1 @@
+"""Sigma rules to Query DSL: load with pySigma, map logsources and fields, compile (regexps, CIDRs)."""
