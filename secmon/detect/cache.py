@@ -3,7 +3,7 @@
 Reading and compiling the community corpus (3,750 Sigma files: YAML, pySigma, our compiler,
 the router's literals) takes about ten seconds; the result depends only on the files' bytes
 and on the code and tables that compile them. `RuleCache` stores, per rule file, its compiled
-rules, its problems and what the router reads from each query (offline.RuleIndex), under a
+rules, its problems and what the router reads from each query (inprocess/router.py, RuleIndex), under a
 key made of:
 
 - the file's path and the SHA-256 of its content (a rule edited in place is compiled again);

@@ -39,7 +39,7 @@ class FieldTypes:
 
     def whole(self) -> FieldTypes:
         """The same fields with every keyword value indexed whatever its length: how secmon matches
-        long values (compile.py, "Long values"), on `_source` values, in-process."""
+        long values (sigma/compile.py, "Long values"), on `_source` values, in-process."""
         return replace(self, ignore_above={}, default_ignore_above=sys.maxsize, path_limits=())
 
     def limit(self, field: str) -> int:
@@ -99,7 +99,7 @@ def as_keyword(value: Any) -> str:
 def alt_case(ch: str) -> str:
     """The other case a character matches in a case_insensitive term, prefix or wildcard query:
     Elasticsearch 9 folds ASCII letters only there (`é` does not match `É`; a `regexp` query folds
-    Unicode, see lucene_regexp.case_class)."""
+    Unicode, see sigma/lucene_regexp.py, case_class)."""
     return ch.swapcase() if ch.isascii() and ch.isalpha() else ch
 
 

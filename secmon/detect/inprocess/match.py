@@ -22,14 +22,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-
 from secmon.detect.sigma.cidr import as_ipv6
 from secmon.detect.inprocess.linear import FullMatch, compile_fullmatch, encode
 from secmon.detect.sigma.lucene_regexp import python_source
 from secmon.detect.fields import (
     IGNORED, FieldTypes, field_types, field_values, as_keyword, literal_regex, wildcard_source, as_list,
 )
-
 
 Doc = Mapping[str, Any]
 Predicate = Callable[[Doc], bool]

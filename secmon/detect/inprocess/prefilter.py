@@ -208,7 +208,7 @@ def needles(query: Mapping[str, Any], types: FieldTypes | None = None, most: int
 
 
 def flatten(doc: Any) -> dict[str, list[Any]]:
-    """Every leaf value under its dotted path: what `match.field_values(doc, path)` returns, for all paths."""
+    """Every leaf value under its dotted path: what `fields.field_values(doc, path)` returns, for all paths."""
     out: dict[str, list[Any]] = {}
     if isinstance(doc, Mapping):
         _flatten_into(doc, "", out)

@@ -29,7 +29,7 @@ from secmon.types import AGENCY_FIELD
 
 # Route fields compared case-insensitively (pipeline._channel): their route keys are lower-cased on
 # both sides. Safe for ASCII values: a character matches another case-insensitively, as
-# Elasticsearch folds (match.alt_case), exactly when both lower-case alike.
+# Elasticsearch folds (fields.alt_case), exactly when both lower-case alike.
 FOLDED = frozenset({"winlog.channel"})
 
 
