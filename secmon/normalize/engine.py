@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -211,6 +211,35 @@ class Normalizer:
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(str(record_id).encode("utf-8"))
         return Event(id=digest.hexdigest()[:32], doc=doc)
+
+    # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
+    # the year clock's. A stream whose parser keeps state of its own (a Zeek or W3C header's columns)
+    # has no `stateless_parser` and must be normalized in one process.
+    @property
+    def stateless_parser(self) -> bool:
+        return not (self.pipeline.parse.kind == "csv" and self.pipeline.parse.header)
+
+    def state(self) -> tuple[int | None, int | None]:
+        return self._clock.state
+
+    def restore(self, state: tuple[int | None, int | None]) -> None:
+        """Continue as if the records before had left this state (forgetting the last timestamp's cache)."""
+        self._clock.restore(state)
+        self._last_stamp = (None, "")
+
+    @property
+    def first_time(self) -> tuple[datetime, tzinfo, int] | None:
+        """Since `restore`: the first yearless time, its zone and the year it got (None: there was none)."""
+        return self._clock.first
+
+    def consistent(self, first: tuple[datetime, tzinfo, int] | None, actual: tuple[int | None, int | None]) -> bool:
+        """Whether records normalized from some assumed state, whose `first_time` was `first`, got the times
+        they get after `actual`: only the first yearless time's year depends on the state before it (the
+        clock's state after it, and so every later year, follows from that year and that time)."""
+        if first is None:
+            return True
+        partial, zone, year = first
+        return self._clock.year_after(actual, partial, zone) == year
 
     def refuse(self, raw: str, reason: str, offset: int | None, record_id: str, length: int | None = None
                ) -> DeadLetter:
