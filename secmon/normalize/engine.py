@@ -188,6 +188,7 @@ class Normalizer:
         self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
+        self._checked: str | None = None  # the last time found inside the bounds (the same object: cached)
         # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
         # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
         self._fields = compile_fields(pipeline.fields, _apply_rule, before=pipeline.set)
@@ -274,8 +275,9 @@ class Normalizer:
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
             doc["@timestamp"] = self._timestamp(values)
-        if self._bounds is not None:
+        if self._bounds is not None and doc["@timestamp"] is not self._checked:  # lines often share a second
             self._check_time(doc["@timestamp"])
+            self._checked = doc["@timestamp"]
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         texts: dict[str, str] = {}  # the searched value of each field, read once
         for pattern, when, apply in self._patterns_for(values):
@@ -296,8 +298,14 @@ class Normalizer:
             key = get(doc, lookup.field)
             for path, value in lookup.table.get(str(key), ()) if key is not None else ():
                 put_path(doc, path, value)
-        put_path(doc, ("event", "original"), line)
-        put_path(doc, ("organization", "id"), self.agency)
+        event = doc.get("event")  # put_path(doc, ("event", "original"), line), written out: once a line
+        if not isinstance(event, dict):
+            event = doc["event"] = {}
+        event["original"] = line
+        organization = doc.get("organization")
+        if not isinstance(organization, dict):
+            organization = doc["organization"] = {}
+        organization["id"] = self.agency
         return doc
 
     def _timestamp(self, values: Values) -> str:

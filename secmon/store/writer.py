@@ -273,11 +273,15 @@ class BulkWriter:
         whether any of it is a retry (which waits first)."""
         retry = []
         retryable = False
+        events = 0
         for doc, result in zip(pending, results):
             outcome = result["index"]
             status = outcome.get("status", 500)
             if status < 300:
-                self._stored(doc.origin, stats)
+                if doc.origin.kind == "event":  # the common case, `_stored` written out (once a document)
+                    events += 1
+                else:
+                    self._stored(doc.origin, stats)
             elif status in RETRYABLE:
                 retry.append(doc)
                 retryable = True
@@ -285,6 +289,7 @@ class BulkWriter:
                 error = outcome.get("error", {})
                 reason = (f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict) else str(error))
                 retry.append(self._instead(doc, reason, stats))
+        stats.events += events
         return retry, retryable
 
     @staticmethod
