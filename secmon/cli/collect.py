@@ -98,8 +98,8 @@ def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, sourc
 @click.option("--in-flight", type=click.IntRange(1, 64), default=DEFAULT_IN_FLIGHT, show_default=True, metavar="N",
               help="Bulk requests out at once (checkpoints still move only past batches all stored before them).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, metavar="N",
-              help="Processes normalizing FILES (not with --follow); 1: the collecting process itself. "
-                   "On 2 cores shared with the node, 1 ships fastest (bench/results/ingest.md).")
+              help="Processes normalizing FILES (not with --follow); 1: the collecting process itself "
+                   "(more only pay where spare cores remain beside Elasticsearch: bench/ingest).")
 @click.pass_context
 def collect(ctx: click.Context, files: tuple[str, ...], agency: str, source: str, year: int | None, follow: bool,
             syslog_udp: str | None, syslog_tcp: str | None, syslog_tls: str | None, tls_cert: str | None,
