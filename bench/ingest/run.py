@@ -10,7 +10,8 @@ measurement on fresh indices of the same node, after the node has settled:
   same trimmed per-item answer as secmon (`filter_path`), then a refresh; the best stream count is
   the ceiling;
 - curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included),
-  with its CPU time and peak RSS (GNU time);
+  then `--workers N` at the default --in-flight, with the CPU time of all its processes (GNU time) and
+  the peak of their summed RSS (/proc, sampled);
 - runs: the best ceiling and secmon at its default --in-flight, alternating which goes first;
 - rsyslog imfile -> omelasticsearch (raw line + time, no ECS), when rsyslogd is installed.
 Medians go to bench/results/ingest.md and ingest.json. Not part of the test suite.
@@ -162,23 +163,56 @@ def run_ceiling(es: Elasticsearch, batches: list[list[bytes]], prefix: str, stre
     return elapsed
 
 
-def run_secmon(cfg: Path, log: Path, folder: Path, in_flight: int) -> tuple[float, int, float, str]:
-    """(seconds, peak RSS in KB, CPU seconds, output) of a `secmon collect` process.
+def tree_rss_kb(root: int) -> int:
+    """Resident memory (KB) of `root` and every process below it, now (/proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        rss[pid] = int(fields[21]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    seen = {root}
+    changed = True
+    while changed:  # descendants: processes whose parent is already in the tree
+        changed = False
+        for pid, parent in parents.items():
+            if parent in seen and pid not in seen:
+                seen.add(pid)
+                changed = True
+    return sum(rss.get(pid, 0) for pid in seen)
 
-    GNU time measures it: the peak RSS of a child forked straight from this process
-    would count this process's memory (the pre-serialized ceiling documents) too.
+
+def run_secmon(cfg: Path, log: Path, folder: Path, in_flight: int, workers: int) -> tuple[float, int, float, str]:
+    """(seconds, peak RSS in KB of all its processes, CPU seconds of all its processes, output) of a
+    `secmon collect` process.
+
+    GNU time gives the CPU time (user + system) of secmon and of its worker processes (children it
+    waited for). Peak RSS is the largest sum over the process tree, sampled ten times a second (GNU
+    time's own figure is the largest single process). Measured from outside: the peak RSS of a child
+    forked straight from this process would count this process's memory (the ceiling's documents) too.
     """
     measured = folder / "time.txt"
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-o", str(measured), "-f", "%M %U %S", sys.executable, "-m", "secmon",
-                           "-c", str(cfg), "collect", str(log), "-a", AGENCY, "-s", "linux-auth", "--year", "2005",
-                           "--in-flight", str(in_flight)],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    proc = subprocess.Popen(["/usr/bin/time", "-o", str(measured), "-f", "%M %U %S", sys.executable, "-m", "secmon",
+                             "-c", str(cfg), "collect", str(log), "-a", AGENCY, "-s", "linux-auth", "--year", "2005",
+                             "--in-flight", str(in_flight), "--workers", str(workers)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_kb(proc.pid))
+        time.sleep(0.1)
     elapsed = time.perf_counter() - started
-    output = proc.stdout.decode()
+    output = proc.stdout.read().decode() if proc.stdout else ""
     assert proc.returncode == 0, output
     rss, user, system = measured.read_text().split()[-3:]
-    return elapsed, int(rss), float(user) + float(system), output
+    return elapsed, max(peak, int(rss)), float(user) + float(system), output
 
 
 RSYSLOG_CONF = """\
@@ -256,14 +290,14 @@ class Bench:
         finally:
             drop(self.es, tag)
 
-    def secmon(self, in_flight: int) -> dict[str, float]:
+    def secmon(self, in_flight: int, workers: int = 1) -> dict[str, float]:
         """events/s, CPU seconds, lines per CPU second, peak RSS (MB), node CPU seconds of `secmon collect`."""
         tag = self._fresh()
         settle(self.es)
         before = node_cpu(self.es)
         try:
             elapsed, rss, cpu, output = run_secmon(config(self.folder / "secmon.yml", self.url, f"{tag}col"),
-                                                   self.log, self.folder, in_flight)
+                                                   self.log, self.folder, in_flight, workers)
             node = node_cpu(self.es) - before
             assert count(self.es, f"{tag}col-events-*,{tag}col-deadletter-*") == self.documents, output
             return {"events_per_s": self.documents / elapsed, "seconds": elapsed, "cpu_s": cpu,
@@ -290,6 +324,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of the best ceiling and of secmon (medians)")
     parser.add_argument("--streams", default="1,2,3,4,6", help="parallel streams the ceiling search tries")
     parser.add_argument("--in-flight", default="1,2,3,4,6", help="secmon --in-flight values of the curve")
+    parser.add_argument("--workers", default="2,3", help="secmon --workers values of the curve (at the default "
+                                                         "--in-flight; --workers 1 is the in-flight curve's)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest")
     args = parser.parse_args()
     es = Elasticsearch(args.es_url, request_timeout=120)
@@ -304,6 +340,9 @@ def main() -> None:
               flush=True)
         curve = {n: bench.secmon(n) for n in map(int, args.in_flight.split(","))}
         print(f"secmon curve (events/s by in-flight): { {n: round(c['events_per_s']) for n, c in curve.items()} }",
+              flush=True)
+        workers = {n: bench.secmon(DEFAULT_IN_FLIGHT, n) for n in map(int, args.workers.split(",")) if n > 1}
+        print(f"secmon curve (events/s by workers): { {n: round(c['events_per_s']) for n, c in workers.items()} }",
               flush=True)
         ceilings: list[float] = []
         node_ceiling: list[float] = []
@@ -320,12 +359,13 @@ def main() -> None:
                   flush=True)
         peer = bench.rsyslog() if shutil.which("rsyslogd") else None
         documents = bench.documents
-    write_results(args, version, documents, load_at_start, search, best, curve, ceilings, node_ceiling, secmons,
-                  peer)
+    write_results(args, version, documents, load_at_start, search, best, curve, workers, ceilings, node_ceiling,
+                  secmons, peer)
 
 
 def write_results(args: argparse.Namespace, version: str, documents: int, load_at_start: tuple[float, ...],
-                  search: dict[int, float], best: int, curve: dict[int, dict[str, float]], ceilings: list[float],
+                  search: dict[int, float], best: int, curve: dict[int, dict[str, float]],
+                  workers: dict[int, dict[str, float]], ceilings: list[float],
                   node_ceiling: list[float], secmons: list[dict[str, float]], rsyslog: float | None) -> None:
     def median(key: str) -> float:
         return statistics.median(s[key] for s in secmons)
@@ -351,12 +391,17 @@ def write_results(args: argparse.Namespace, version: str, documents: int, load_a
         "node_cpu_s": {"ceiling": statistics.median(node_ceiling), "secmon": median("node_cpu_s")},
         "cpu_bound_events_per_s": cpu_bound,
         "curve_in_flight": curve,
+        "curve_workers": workers,
         "rsyslog_events_per_s": rsyslog,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    rows = "\n".join(f"| {n} | {c['events_per_s']:,.0f} | {c['events_per_s'] / ceiling:.2f} | {c['cpu_s']:.1f} | "
-                     f"{c['lines_per_cpu_s']:,.0f} | {c['rss_mb']:.0f} |" for n, c in curve.items())
+    def row(label: str, c: dict[str, float]) -> str:
+        return (f"| {label} | {c['events_per_s']:,.0f} | {c['events_per_s'] / ceiling:.2f} | {c['cpu_s']:.1f} | "
+                f"{c['lines_per_cpu_s']:,.0f} | {c['rss_mb']:.0f} |")
+
+    rows = "\n".join([row(f"--in-flight {n}", c) for n, c in curve.items()]
+                     + [row(f"--workers {n} (--in-flight {DEFAULT_IN_FLIGHT})", c) for n, c in workers.items()])
     args.out.with_suffix(".md").write_text(f"""# Ingest benchmark
 
 `python bench/ingest/run.py --lines {args.lines} --runs {args.runs}` on {summary['date']} ({summary['host']};
@@ -371,16 +416,16 @@ documents; bulk requests of {BATCH:,} documents. See bench/README.md for what ea
 | ceiling: the same documents, pre-serialized, {best} parallel `_bulk` streams (best of {list(search)}), median | {ceiling:,.0f} events/s |
 | `secmon collect` (whole command, --in-flight {DEFAULT_IN_FLIGHT}), median | {secmon:,.0f} events/s |
 | secmon / ceiling | {secmon / ceiling:.2f} |
-| secmon lines per CPU second (user + system of the process, median) | {median('lines_per_cpu_s'):,.0f} |
-| secmon peak RSS (max of runs) | {summary['secmon_peak_rss_mb']:.0f} MB |
+| secmon lines per CPU second (user + system of all its processes, start-up included, median) | {median('lines_per_cpu_s'):,.0f} |
+| secmon peak RSS (all its processes, max of runs) | {summary['secmon_peak_rss_mb']:.0f} MB |
 | node CPU seconds: ceiling / secmon (median) | {summary['node_cpu_s']['ceiling']:.1f} / {summary['node_cpu_s']['secmon']:.1f} |
 | what {cores} cores allow node + collector (see README) | {cpu_bound:,.0f} events/s |
 
 Ceiling search (one run each, events/s by streams): {', '.join(f'{n}: {r:,.0f}' for n, r in search.items())}.
 
-secmon by `--in-flight` (one run each):
+secmon by `--in-flight` (`--workers 1`) and by `--workers` (one run each; CPU and RSS of all its processes):
 
-| in flight | events/s | vs ceiling | CPU s | lines per CPU s | RSS MB |
+| run | events/s | vs ceiling | CPU s | lines per CPU s | peak RSS MB |
 |---:|---:|---:|---:|---:|---:|
 {rows}
 """, encoding="utf-8")

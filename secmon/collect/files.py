@@ -74,6 +74,16 @@ def too_long(length: int, cap: int, kept: int) -> str:
 def split_lines(data: bytes, base: int, cap: int = MAX_LINE) -> Iterator[Line]:
     """Complete lines of `data` (which starts at file offset `base`), with their offsets; a line
     longer than `cap` keeps only its head (`Line.length` is then its real length)."""
+    if data.isascii():  # the common case: decoded once, and a character offset is a byte offset
+        text = data.decode("ascii")
+        start = 0
+        while (cut := text.find("\n", start)) >= 0:
+            if cut + 1 - start > cap:
+                yield Line(base + start, base + cut + 1, text[start:start + HEAD_BYTES], cut + 1 - start)
+            else:
+                yield Line(base + start, base + cut + 1, text[start:cut + 1])
+            start = cut + 1
+        return
     start = 0
     while (cut := data.find(b"\n", start)) >= 0:
         size = cut + 1 - start
@@ -122,8 +132,17 @@ class FileReader:
             data = rest + chunk
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
-            for line in split_lines(data[:cut], offset, cap):
-                yield from self._emit(joiner.feed(line), ident, key)
+            if self._multiline is None:  # no joining: each line is a record (the hot path, written out)
+                for line in split_lines(data[:cut], offset, cap):
+                    if line.length:
+                        yield from self._emit([line], ident, key)
+                    elif line.text.strip():
+                        yield Record(line.offset, line.text, f"{ident}:{line.offset}", line.end, key)
+                    else:
+                        self.skipped += 1
+            else:
+                for line in split_lines(data[:cut], offset, cap):
+                    yield from self._emit(joiner.feed(line), ident, key)
             offset += cut
             self.position = offset + len(rest)
             if len(rest) > cap:  # no newline within the cap: keep the head, skip to the newline

@@ -167,15 +167,32 @@ class YearlessClock:
         self._year = first_year
         self._now = now
         self._last_month: int | None = None
+        self.first: tuple[datetime, tzinfo, int] | None = None  # since `restore`: the first time and its year
 
-    def complete(self, partial: datetime, tz: tzinfo) -> datetime:
-        if self._year is None:
+    @property
+    def state(self) -> tuple[int | None, int | None]:
+        """All that the year of the next timestamp depends on, besides that timestamp."""
+        return self._year, self._last_month
+
+    def restore(self, state: tuple[int | None, int | None]) -> None:
+        self._year, self._last_month = state
+        self.first = None
+
+    def year_after(self, state: tuple[int | None, int | None], partial: datetime, tz: tzinfo) -> int:
+        """The year `partial` gets when it comes right after `state` (the clock itself is not moved)."""
+        year, last_month = state
+        if year is None:
             year = self._now.year
             if partial.replace(year=year, tzinfo=tz) > self._now + timedelta(days=1):
                 year -= 1
-            self._year = year
-        elif self._last_month is not None and partial.month < self._last_month - 6:
-            self._year += 1
+        elif last_month is not None and partial.month < last_month - 6:
+            year += 1
+        return year
+
+    def complete(self, partial: datetime, tz: tzinfo) -> datetime:
+        self._year = self.year_after((self._year, self._last_month), partial, tz)
+        if self.first is None:
+            self.first = (partial, tz, self._year)
         self._last_month = partial.month
         try:
             return partial.replace(year=self._year, tzinfo=tz)

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -188,6 +188,7 @@ class Normalizer:
         self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
+        self._checked: str | None = None  # the last time found inside the bounds (the same object: cached)
         # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
         # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
         self._fields = compile_fields(pipeline.fields, _apply_rule, before=pipeline.set)
@@ -211,6 +212,35 @@ class Normalizer:
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(str(record_id).encode("utf-8"))
         return Event(id=digest.hexdigest()[:32], doc=doc)
+
+    # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
+    # the year clock's. A stream whose parser keeps state of its own (a Zeek or W3C header's columns)
+    # has no `stateless_parser` and must be normalized in one process.
+    @property
+    def stateless_parser(self) -> bool:
+        return not (self.pipeline.parse.kind == "csv" and self.pipeline.parse.header)
+
+    def state(self) -> tuple[int | None, int | None]:
+        return self._clock.state
+
+    def restore(self, state: tuple[int | None, int | None]) -> None:
+        """Continue as if the records before had left this state (forgetting the last timestamp's cache)."""
+        self._clock.restore(state)
+        self._last_stamp = (None, "")
+
+    @property
+    def first_time(self) -> tuple[datetime, tzinfo, int] | None:
+        """Since `restore`: the first yearless time, its zone and the year it got (None: there was none)."""
+        return self._clock.first
+
+    def consistent(self, first: tuple[datetime, tzinfo, int] | None, actual: tuple[int | None, int | None]) -> bool:
+        """Whether records normalized from some assumed state, whose `first_time` was `first`, got the times
+        they get after `actual`: only the first yearless time's year depends on the state before it (the
+        clock's state after it, and so every later year, follows from that year and that time)."""
+        if first is None:
+            return True
+        partial, zone, year = first
+        return self._clock.year_after(actual, partial, zone) == year
 
     def refuse(self, raw: str, reason: str, offset: int | None, record_id: str, length: int | None = None
                ) -> DeadLetter:
@@ -245,8 +275,9 @@ class Normalizer:
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
             doc["@timestamp"] = self._timestamp(values)
-        if self._bounds is not None:
+        if self._bounds is not None and doc["@timestamp"] is not self._checked:  # lines often share a second
             self._check_time(doc["@timestamp"])
+            self._checked = doc["@timestamp"]
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         texts: dict[str, str] = {}  # the searched value of each field, read once
         for pattern, when, apply in self._patterns_for(values):
@@ -267,8 +298,14 @@ class Normalizer:
             key = get(doc, lookup.field)
             for path, value in lookup.table.get(str(key), ()) if key is not None else ():
                 put_path(doc, path, value)
-        put_path(doc, ("event", "original"), line)
-        put_path(doc, ("organization", "id"), self.agency)
+        event = doc.get("event")  # put_path(doc, ("event", "original"), line), written out: once a line
+        if not isinstance(event, dict):
+            event = doc["event"] = {}
+        event["original"] = line
+        organization = doc.get("organization")
+        if not isinstance(organization, dict):
+            organization = doc["organization"] = {}
+        organization["id"] = self.agency
         return doc
 
     def _timestamp(self, values: Values) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from elasticsearch import Elasticsearch
 
@@ -50,6 +50,9 @@ from secmon.store.templates import install_templates
 from secmon.store.writer import BulkWriter, Origin, WriteStats
 from secmon.types import parse_duration
 
+if TYPE_CHECKING:
+    from secmon.service.collect_workers import Workers
+
 log = logging.getLogger(__name__)
 
 MB = 1 << 20
@@ -67,6 +70,7 @@ class CollectOptions:
     poll_interval: float = 0.25
     max_line: int = MAX_LINE  # bytes: a longer record becomes a dead letter keeping its head
     in_flight: int = DEFAULT_IN_FLIGHT  # bulk requests out at once
+    workers: int = 1  # processes normalizing (collect_workers.py); 1: this one
 
     def multiline(self) -> re.Pattern[str] | None:
         if not self.multiline_start:
@@ -89,6 +93,15 @@ class SourceCounts:
     unreadable: int = 0  # stretches of unreadable data (each a dead letter)
     url_undecodable: int = 0  # events stored whose URL could not be decoded exactly (tagged url_undecodable)
     samples: list[tuple[str, str]] = field(default_factory=list)  # (line, reason) of the first dead letters
+
+    def add(self, other: SourceCounts) -> None:
+        self.events += other.events
+        self.dead_letters += other.dead_letters
+        self.skipped += other.skipped
+        self.lost += other.lost
+        self.unreadable += other.unreadable
+        self.url_undecodable += other.url_undecodable
+        self.samples += other.samples[:SAMPLES - len(self.samples)]
 
 
 @dataclass
@@ -305,9 +318,18 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             state.registry.advance(marks)
             state.registry.save()
 
-    shipper = Shipper(writer, state.spool if state else None, durable, in_flight=options.in_flight).start()
+    shipper = Shipper(writer, state.spool if state else None, durable, in_flight=options.in_flight)
     counts = SourceCounts()
     report = CollectReport(WriteStats(), {name: counts}, pipeline=normalizer.pipeline.id)
+    workers = None
+    if options.workers > 1:
+        if normalizer.stateless_parser:  # forked before the shipper's threads start
+            from secmon.service.collect_workers import Job, Workers  # only this road needs multiprocessing
+            workers = Workers(Job(normalizer, writer, agency, name), options.workers, counts)
+        else:
+            report.notes.append(f"pipeline {normalizer.pipeline.id} reads column names from header lines: "
+                                f"normalized in one process (--workers applies to other pipelines)")
+    shipper.start()
     reader: FileReader | None = None
     handle: BinaryIO | None = None
     try:
@@ -316,18 +338,30 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             records: Iterable[Record] = read_evtx(path)
         else:
             handle, records, reader, mark = _text_records(path, stream, normalizer, state, options, multiline)
-        batcher = Batcher(writer, shipper, agency, normalizer.pipeline.id, options,
-                          lambda ends: {k: (v, *mark[1:]) for k, v in ends.items()})
-        last = 0.0
-        for record in records:
-            batcher.add(normalize_record(normalizer, record, counts), record, name)
-            if progress and reader and time.monotonic() - last > 0.2:
-                last = time.monotonic()
+
+        def marks_of(ends: dict[str, int]) -> dict[str, Mark]:
+            return {k: (v, *mark[1:]) for k, v in ends.items()}
+
+        def report_progress() -> None:
+            if progress and reader:
                 progress(reader.position)
-        batcher.flush()
+
+        if workers is not None:
+            _ship_from_workers(workers, records, shipper, marks_of, options, report_progress)
+        else:
+            batcher = Batcher(writer, shipper, agency, normalizer.pipeline.id, options, marks_of)
+            last = 0.0
+            for record in records:
+                batcher.add(normalize_record(normalizer, record, counts), record, name)
+                if progress and time.monotonic() - last > 0.2:
+                    last = time.monotonic()
+                    report_progress()
+            batcher.flush()
         shipper.close()
     finally:
         shipper.abandon()
+        if workers is not None:
+            workers.close()
         if handle is not None and path is not None:
             handle.close()
     report.stats = shipper.stats
@@ -339,6 +373,21 @@ def _ship_once(es: Elasticsearch, indices: Indices, agency: str, path: Path | No
             progress(reader.position)
     report.stats.skipped += counts.skipped
     return report
+
+
+def _ship_from_workers(workers: Workers, records: Iterable[Record], shipper: Shipper,
+                       marks_of: Callable[[dict[str, int]], Any], options: CollectOptions,
+                       progress: Callable[[], None]) -> None:
+    """Batches of records to the worker processes, their documents to the shipper in the order read."""
+    from secmon.service.collect_workers import batches
+
+    for rows in batches(records, options.batch_events, options.batch_bytes):
+        # Each record's checkpoint end, the last one's per source (records come in order).
+        for docs, marks in workers.submit(rows, marks_of({row[4]: row[3] for row in rows if row[4]})):
+            shipper.submit(Batch(docs, marks))
+        progress()
+    for docs, marks in workers.drain():
+        shipper.submit(Batch(docs, marks))
 
 
 def _text_records(path: Path | None, stream: BinaryIO | None, normalizer: Normalizer, state: CollectorState | None,

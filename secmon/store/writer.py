@@ -143,6 +143,7 @@ class BulkWriter:
         self._now = now
         self._sleep = sleep
         self._index_names: dict[tuple[str, str], str] = {}
+        self._heads: dict[str, bytes] = {}  # index -> its action line up to the id
 
     def write(self, items: Iterable[Event | DeadLetter], agency: str) -> WriteStats:
         stats = WriteStats()
@@ -162,7 +163,19 @@ class BulkWriter:
             if item.__class__ is Event:  # the common case, `_action` written out (this runs once a line)
                 doc = dict(item.doc)
                 doc["event"] = {**doc.get("event", {}), "ingested": INGESTED_PLACEHOLDER}
-                head = {"index": {"_index": self._event_index(agency, str(doc["@timestamp"])), "_id": item.id}}
+                index = self._event_index(agency, str(doc["@timestamp"]))
+                ident = item.id
+                if ident.isascii() and ident.isalnum():  # our hex ids: the action line needs no escaping
+                    head_line = self._heads.get(index)
+                    if head_line is None:
+                        head_line = self._heads[index] = dumps({"index": {"_index": index, "_id": ""}})[:-3]
+                    origin = origins[i] if origins is not None else Origin("event", agency)
+                    try:
+                        docs.append(Doc(head_line + ident.encode() + b'"}}', dumps(doc), origin))
+                    except TypeError:  # what orjson refuses: `_dumps` writes it another way
+                        docs.append(Doc(head_line + ident.encode() + b'"}}', _dumps(doc), origin))
+                    continue
+                head = {"index": {"_index": index, "_id": ident}}
             else:
                 head, doc = self._action(item, agency, read)
             if isinstance(item, DeadLetter):
@@ -238,9 +251,9 @@ class BulkWriter:
                     # pre-serialized NDJSON lines: the client sends bytes as they are
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
-                    response = self._es.bulk(operations=[part for doc in pending  # type: ignore[misc]
-                                                         for part in (doc.head,
-                                                                      doc.body.replace(_PLACEHOLDER_BYTES, stamp))],
+                    # One NDJSON body, stamped with one `replace` (the placeholder cannot be in an action line).
+                    body = b"\n".join([part for doc in pending for part in (doc.head, doc.body)])
+                    response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp) + b"\n",  # type: ignore[arg-type]
                                              filter_path=ITEM_OUTCOME)
             except RequestRefused as exc:
                 raise _Refused(pending, exc.message.removeprefix("Elasticsearch refused to write events: ")) from None
@@ -260,11 +273,15 @@ class BulkWriter:
         whether any of it is a retry (which waits first)."""
         retry = []
         retryable = False
+        events = 0
         for doc, result in zip(pending, results):
             outcome = result["index"]
             status = outcome.get("status", 500)
             if status < 300:
-                self._stored(doc.origin, stats)
+                if doc.origin.kind == "event":  # the common case, `_stored` written out (once a document)
+                    events += 1
+                else:
+                    self._stored(doc.origin, stats)
             elif status in RETRYABLE:
                 retry.append(doc)
                 retryable = True
@@ -272,6 +289,7 @@ class BulkWriter:
                 error = outcome.get("error", {})
                 reason = (f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict) else str(error))
                 retry.append(self._instead(doc, reason, stats))
+        stats.events += events
         return retry, retryable
 
     @staticmethod

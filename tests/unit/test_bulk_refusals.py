@@ -39,12 +39,14 @@ class ScriptedBulk:
         self.requests: list[int] = []
         self.stored: dict[str, dict[str, Any]] = {}
 
-    def bulk(self, operations: list[bytes], filter_path: str) -> dict[str, Any]:
-        self.requests.append(len(operations) // 2)
-        if sum(len(part) for part in operations) > self.too_big and any(len(p) > self.too_big for p in operations):
+    def bulk(self, operations: bytes, filter_path: str) -> dict[str, Any]:
+        lines = operations.split(b"\n")  # one NDJSON body, each line ended by a newline (JSON escapes its own)
+        assert lines.pop() == b""
+        self.requests.append(len(lines) // 2)
+        if sum(len(part) for part in lines) > self.too_big and any(len(p) > self.too_big for p in lines):
             raise refused(413)
         items = []
-        for head, body in zip(operations[::2], operations[1::2]):
+        for head, body in zip(lines[::2], lines[1::2]):
             action = json.loads(head)["index"]
             dead = "deadletter" in action["_index"]
             if (self.bad in body and not dead) or (self.dead_letter_index_refuses and dead):
