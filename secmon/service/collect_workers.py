@@ -35,7 +35,7 @@ from typing import Any
 from secmon.collect.files import Record
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer
-from secmon.service.collect import SourceCounts, normalize_record
+from secmon.service.records import SourceCounts, normalize_record
 from secmon.store.writer import BulkWriter, Doc, Origin
 
 State = tuple[int | None, int | None]

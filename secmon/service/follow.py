@@ -27,14 +27,13 @@ from secmon.service.collect import (
     CollectOptions,
     CollectorState,
     CollectReport,
-    SourceCounts,
     audit_collect,
     find_pipeline,
-    normalize_record,
     prepare,
     replay,
     time_bounds,
 )
+from secmon.service.records import SourceCounts, normalize_record
 from secmon.store.ship import Shipper
 from secmon.store.writer import BulkWriter, WriteStats
 from secmon.types import utcnow

@@ -12,7 +12,7 @@ import orjson
 from secmon.collect.files import read_records
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import load_pipelines
-from secmon.service.collect import SourceCounts, normalize_record
+from secmon.service.records import SourceCounts, normalize_record
 from secmon.service.collect_workers import Job, Workers, batches
 from secmon.store.indices import Indices
 from secmon.store.writer import BulkWriter, Doc, Origin
