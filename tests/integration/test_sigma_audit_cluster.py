@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import helpers
 
 from secmon.detect.sigma.load import CompiledRule, load_rule_file
 from secmon.detect.inprocess.match import matches
-from secmon.store.indices import Indices
-from secmon.store.templates import install_templates
-from tests.conftest import drop_prefix
 from tests.unit.test_sigma_audit import PLINK_4688, PLINK_SYSMON, RUN, SECLOGON, SERVICE, USER_RUN, event
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
@@ -38,16 +33,10 @@ def documents() -> dict[str, dict[str, Any]]:
     return docs
 
 
-@pytest.fixture(scope="module")
-def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    install_templates(es, Indices(prefix))
-    name = f"{prefix}-events-audit-2026.01"
-    ok, errors = helpers.bulk(es, ({"_index": name, "_id": i, "_source": d} for i, d in documents().items()),
-                              raise_on_error=False, refresh="wait_for")
-    assert not errors, errors[:3]
-    yield name
-    drop_prefix(es, prefix)
+@pytest.fixture
+def index(windows_indices: dict[str, str]) -> str:
+    """The documents above on the node (tests/integration/conftest.py indexes them with the ECS module's)."""
+    return windows_indices["audit"]
 
 
 def rule(tmp_path: Path, detection: str, category: str) -> CompiledRule:

@@ -4,31 +4,20 @@ events template; the node returns exactly what the in-process matcher says and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from elasticsearch import helpers
 
 from secmon.detect.inprocess.match import matches
-from secmon.store.indices import Indices
-from secmon.store.templates import install_templates
-from tests.conftest import scratch_prefix
 from tests.unit.test_sigma_windows_ecs import CASES, documents, rule
 
 pytestmark = [pytest.mark.integration, pytest.mark.dataset]
 
 
-@pytest.fixture(scope="module")
-def index(es) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with scratch_prefix(es) as prefix:
-        install_templates(es, Indices(prefix))
-        name = f"{prefix}-events-ecs-2026.01"
-        docs = {ident: {**doc, "organization": {"id": "ecs"}} for ident, doc in documents().items()}
-        ok, errors = helpers.bulk(es, ({"_index": name, "_id": i, "_source": d} for i, d in docs.items()),
-                                  raise_on_error=False, refresh="wait_for")
-        assert not errors, errors[:3]
-        yield name
+@pytest.fixture
+def index(windows_indices: dict[str, str]) -> str:
+    """The unit tests' documents on the node (tests/integration/conftest.py indexes them with the audit module's)."""
+    return windows_indices["ecs"]
 
 
 @pytest.mark.parametrize("logsource,selection,expected", CASES, ids=[c[1] for c in CASES])
