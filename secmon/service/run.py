@@ -19,8 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon import lease as decide
 from secmon.config import Settings
@@ -36,6 +35,9 @@ from secmon.store import state
 from secmon.store.event_indices import refresh_events
 from secmon.store.indices import Indices
 from secmon.types import iso, parse_duration
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 log = logging.getLogger(__name__)
 
