@@ -19,7 +19,6 @@ from click.utils import make_default_short_help
 
 from secmon import __version__
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
-from secmon.cli.output import scan_text, to_json
 from secmon.errors import ExitCode, SecmonError
 from secmon.types import DEFAULT_TIMEZONE, utcnow
 
@@ -158,6 +157,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
                 dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files, rule_failures == "error")
         return
+    from secmon.cli.output import scan_text, to_json
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
     now = utcnow()
