@@ -21,8 +21,8 @@ HEAVY = ("elasticsearch", "elastic_transport", "requests", "numpy", "sklearn", "
          "apscheduler")
 
 
-def _imported(tmp_path: Path, *argv: str) -> list[str]:
-    """The HEAVY modules a run of `secmon ARGV` has imported when it ends (whatever its exit code)."""
+def _imported(tmp_path: Path, *argv: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The HEAVY (and `extra`) modules a run of `secmon ARGV` has imported when it ends (whatever its exit code)."""
     config = tmp_path / "secmon.yml"
     config.write_text("agencies:\n  - id: so-tttt\n    recipients: [soc@so-tttt.example.vn]\n"
                       f"rules: [{ROOT / 'rules'}]\npipelines: [{ROOT / 'pipelines'}]\n", encoding="utf-8")
@@ -31,7 +31,7 @@ def _imported(tmp_path: Path, *argv: str) -> list[str]:
             f"    main({['-c', str(config), *argv]!r})\n"
             "except SystemExit:\n"
             "    pass\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n")
+            f"print(sorted(m for m in {HEAVY + extra!r} if m in sys.modules), file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=120)
     assert done.stderr.strip(), f"no output; stdout: {done.stdout[-2000:]}"
@@ -53,3 +53,14 @@ def test_the_short_help_listed_by_secmon_help_is_each_commands_own() -> None:
     commands = cli.load_all()  # type: ignore[attr-defined]
     for name, (_, short_help) in LAZY.items():
         assert commands[name].get_short_help_str(limit=1000) == short_help, name
+
+
+def test_an_offline_scan_with_its_rules_cached_imports_no_heavy_module(tmp_path: Path) -> None:
+    """`scan --input` is offline triage: no client, no pySigma once the rules are cached, no pydantic
+    (no config file is validated), no `regex` (only for patterns RE2 refuses), no multiprocessing (one process)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    argv = ("scan", "--input", str(empty), "--rules", str(ROOT / "rules" / "windows"), "--rule-cache",
+            str(tmp_path / "cache"), "--json")
+    _imported(tmp_path, *argv)  # compiles the rules (pySigma) and fills the cache
+    assert _imported(tmp_path, *argv, extra=("pydantic", "regex", "multiprocessing")) == []
