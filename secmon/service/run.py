@@ -46,8 +46,8 @@ JOBS = ("scan", "deliver", "digests", "retention", "retrain")
 # one asked for sooner (at start, at a takeover) finds the models fresh and leaves them.
 DUE_SHARE = 0.9
 Clock = Callable[[], datetime]
-ScanFlow = Callable[[Elasticsearch, Settings, ScanOptions, datetime], ScanSummary]
-TrainFlow = Callable[[Elasticsearch, Settings, datetime], TrainReport]
+ScanFlow = Callable[["Elasticsearch", Settings, ScanOptions, datetime], ScanSummary]
+TrainFlow = Callable[["Elasticsearch", Settings, datetime], TrainReport]
 
 
 def holder_name() -> str:
