@@ -64,3 +64,46 @@ def test_an_offline_scan_with_its_rules_cached_imports_no_heavy_module(tmp_path:
             str(tmp_path / "cache"), "--json")
     _imported(tmp_path, *argv)  # compiles the rules (pySigma) and fills the cache
     assert _imported(tmp_path, *argv, extra=("pydantic", "regex", "multiprocessing")) == []
+
+
+def _type_checking_names(tree: ast.Module) -> tuple[set[str], set[int]]:
+    """Names imported under a top-level `if TYPE_CHECKING:` and the ids of that block's nodes."""
+    blocks = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    names = {(alias.asname or alias.name).split(".")[0] for block in blocks for node in ast.walk(block)
+             if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    return names, {id(node) for block in blocks for node in ast.walk(block)}
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """Ids of every node inside an annotation, and of names a function imports for itself."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        annotations: list[ast.expr] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+            annotations = [a.annotation for a in every if a is not None and a.annotation is not None]
+            annotations += [node.returns] if node.returns else []
+            local = {alias.asname or alias.name for inner in ast.walk(node)
+                     if isinstance(inner, (ast.Import, ast.ImportFrom)) for alias in inner.names}
+            inside |= {id(n) for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in local}
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        inside |= {id(n) for annotation in annotations for n in ast.walk(annotation)}
+    return inside
+
+
+def test_names_imported_for_type_checking_only_are_used_in_annotations_only() -> None:
+    """Heavy modules (the Elasticsearch client, pydantic) are imported under TYPE_CHECKING where only
+    annotations name them; a use at run time (an `except`, a type alias) would be a NameError that only
+    the code path reaching it shows."""
+    misused = []
+    for path in sorted((ROOT / "secmon").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names, block = _type_checking_names(tree)
+        if not names:
+            continue
+        allowed = block | _annotation_nodes(tree)
+        misused += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.id}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Name) and node.id in names and id(node) not in allowed]
+    assert misused == []
