@@ -20,19 +20,21 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from elasticsearch import Elasticsearch
 
 from secmon.config import Settings
 from secmon.errors import LeaseLost, StoreUnavailable
 from secmon.service import run as jobs
 from secmon.service.common import audit, indices_of, setup
 from secmon.types import DEFAULT_TIMEZONE, iso, parse_duration, utcnow
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 log = logging.getLogger(__name__)
 

@@ -19,19 +19,22 @@ import difflib
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
-
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from secmon.errors import Location, Problem, SecmonError
 from secmon.yamlio import Located
+
+# pydantic is imported when a document is validated, not with this module: its import is ~0.05 s of
+# CPU that a command which reads no file (--help, a usage error, `scan --input` over JSON) need not pay.
+if TYPE_CHECKING:
+    from pydantic import ConfigDict
 
 T = TypeVar("T")
 Path_ = tuple[str | int, ...]
 
 # Unknown keys are errors (a typo must not be a silently ignored setting); a number where text is
 # expected is text (YAML reads `8:00` or `2024` as numbers).
-SHAPE = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+SHAPE: ConfigDict = {"extra": "forbid", "coerce_numbers_to_str": True}
 
 
 def strict_shape(*classes: type) -> None:
@@ -78,6 +81,8 @@ class Problems:
 
 def shaped(tp: type[T], data: Any, problems: Problems, at: Path_ = ()) -> T | None:
     """`data` as a `tp` (a dataclass) if its shape is right; else None, with every error in `problems`."""
+    from pydantic import TypeAdapter, ValidationError
+
     try:
         return TypeAdapter(tp).validate_python(_tuples(data))
     except ValidationError as exc:

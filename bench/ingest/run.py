@@ -328,6 +328,9 @@ def main() -> None:
                                                          "--in-flight; --workers 1 is the in-flight curve's)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest")
     args = parser.parse_args()
+    # Bytecode as an installed secmon has it (pip compiles at install): where PYTHONDONTWRITEBYTECODE is set,
+    # the checkout would otherwise compile every module from source in every timed `secmon collect`.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "secmon")], check=True)
     es = Elasticsearch(args.es_url, request_timeout=120)
     version = es.info()["version"]["number"]
     load_at_start = os.getloadavg()

@@ -130,6 +130,10 @@ def main() -> None:
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "offline.json")
     args = parser.parse_args()
+    # Bytecode as an installed secmon has it (pip compiles at install): where PYTHONDONTWRITEBYTECODE is set,
+    # a checkout would otherwise compile every module from source in every timed run.
+    for checkout in (ROOT, *([args.baseline] if args.baseline else [])):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "secmon")], check=True)
     samples = args.datasets / "evtx_attack_samples"
     corpus = args.datasets / "sigma_rules"
     load = os.getloadavg()

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from elasticsearch import Elasticsearch
 
 from secmon.alert.outbox import create_docs, new_doc
 from secmon.alert.render import Rendered, RenderError, Templates, incident_view, local_time
@@ -23,6 +21,9 @@ from secmon.config import Agency, Settings
 from secmon.incidents import records
 from secmon.model import Incident, stable_id
 from secmon.store.indices import Indices
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 MAX_INCIDENTS = 1000  # read per agency and day; more are counted as "more than"
 MAX_LISTED = 100  # lines per section

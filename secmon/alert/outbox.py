@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.alert.message import message_id
 from secmon.alert.render import Rendered, RenderError, Templates, alert_context, summary
@@ -25,6 +23,9 @@ from secmon.model import Delivery, Notification, stable_id
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.types import DeliveryKind, iso, parse_iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 BULK_DOCS = 200  # rendered documents carry a few kB of HTML each
 

@@ -21,7 +21,6 @@ from secmon.config import Settings
 from secmon.errors import ExitCode, InputError
 from secmon.normalize.urls import MAX_ROUNDS, URL_PROBLEM_TAG
 from secmon.service.collect import DEFAULT_IN_FLIGHT, CollectOptions, CollectReport, collect_files, collect_stream, source_hint
-from secmon.service.follow import FollowSpec, collect_follow
 from secmon.store.writer import WriteStats
 from secmon.types import utcnow
 
@@ -229,6 +228,8 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
                      for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
     if tls and not (tls_cert and tls_key):
         raise click.UsageError("--syslog-tls needs --tls-cert and --tls-key")
+    from secmon.service.follow import FollowSpec, collect_follow  # the follow loop: only --follow needs it
+
     es, settings = es_of(ctx), settings_of(ctx)
     listener = None
     if udp or tcp or tls:

@@ -11,30 +11,47 @@ import os
 import sys
 from dataclasses import replace
 from datetime import datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 
 import click
-
-from importlib import import_module
+from click.utils import make_default_short_help
 
 from secmon import __version__
 from secmon.cli.context import Duration, Exit, When, es_of, settings_of
-from secmon.cli.output import scan_text, to_json
 from secmon.errors import ExitCode, SecmonError
 from secmon.types import DEFAULT_TIMEZONE, utcnow
 
 OFFLINE_AGENCY = "offline"  # `scan --input` without --agency: a tag, not an agency of the config
 
-# The other commands, imported when named (or listed by --help): their modules pull in the
-# Elasticsearch client, numpy, SMTP and the scheduler, which `scan --input` (offline triage,
-# where start-up is most of a small run) never needs. Name -> "module:attribute".
-LAZY = {"alerts": "secmon.cli.alerts:alerts", "collect": "secmon.cli.collect:collect",
-        "deliver": "secmon.cli.alerts:deliver", "exceptions": "secmon.cli.exceptions:exceptions",
-        "incidents": "secmon.cli.incidents:incidents", "kibana": "secmon.cli.kibana:kibana",
-        "model": "secmon.cli.model:model", "pipelines": "secmon.cli.pipelines:pipelines",
-        "report": "secmon.cli.report:report", "rules": "secmon.cli.rules:rules", "run": "secmon.cli.run:run",
-        "schedule": "secmon.cli.run:run",  # its old name
-        "status": "secmon.cli.run:status"}
+# The other commands, imported when named: their modules pull in the Elasticsearch client, numpy,
+# SMTP and the scheduler, which `scan --input` (offline triage, where start-up is most of a small run)
+# and `--help` never need. Name -> ("module:attribute", the command's short help). `secmon --help`
+# lists the short help from here, so listing the commands imports none of them; a unit test
+# (tests/unit/test_startup.py) keeps these texts equal to the commands' own.
+LAZY = {"alerts": ("secmon.cli.alerts:alerts", "The alert outbox: list it, re-queue failed alerts, send a test email."),
+        "collect": ("secmon.cli.collect:collect",
+                    "Parse log FILES into ECS events and ship them to Elasticsearch (`-` reads stdin)."),
+        "deliver": ("secmon.cli.alerts:deliver",
+                    "Send the queued alerts that are due (the scheduler does this every minute)."),
+        "exceptions": ("secmon.cli.exceptions:exceptions", "Exceptions (events that are not incidents) and "
+                       "suppressions (findings not raised for a while)."),
+        "incidents": ("secmon.cli.incidents:incidents",
+                      "Incidents: list them (the default), show one, and work them (ack, close, reopen)."),
+        "kibana": ("secmon.cli.kibana:kibana",
+                   "Kibana saved objects (data views, dashboards), roles per agency, and import into spaces."),
+        "model": ("secmon.cli.model:model",
+                  "Anomaly models: train them, score a period, explain a window, look at what is stored."),
+        "pipelines": ("secmon.cli.pipelines:pipelines", "Work with the parsing pipelines (pipelines/*.yml)."),
+        "report": ("secmon.cli.report:report", "The monthly report: incidents, response times, alerts, scan "
+                   "coverage, anomalies, month-over-month."),
+        "rules": ("secmon.cli.rules:rules", "Work with detection rules (Sigma files)."),
+        "run": ("secmon.cli.run:run", "Run unattended until SIGTERM/Ctrl-C: scans, alert delivery, digests, "
+                "retention, model retraining."),
+        "schedule": ("secmon.cli.run:run", "Run unattended until SIGTERM/Ctrl-C: scans, alert delivery, digests, "
+                     "retention, model retraining."),  # its old name
+        "status": ("secmon.cli.run:status",
+                   "Health of unattended monitoring; exit 7 when unhealthy (a container health check).")}
 
 
 class LazyGroup(click.Group):
@@ -45,9 +62,21 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in LAZY:
-            module, attribute = LAZY[cmd_name].split(":")
+            module, attribute = LAZY[cmd_name][0].split(":")
             self.add_command(getattr(import_module(module), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with the short help of commands not imported yet taken from LAZY."""
+        names = [name for name in self.list_commands(ctx)
+                 if name not in self.commands or not self.commands[name].hidden]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands
+                 else make_default_short_help(LAZY[name][1], limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def load_all(self) -> dict[str, click.Command]:
         """Every command, imported (what `commands` holds after): for code that walks the tree."""
@@ -128,6 +157,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         offline(ctx, OFFLINE_AGENCY, inputs, rule_paths, agency, source, as_json, fail_on_findings, unmapped,
                 dead_letters == "error", rule_cache, no_rule_cache, jobs, model_files, rule_failures == "error")
         return
+    from secmon.cli.output import scan_text, to_json
     from secmon.service.scan import ScanOptions, scan as scan_flow
 
     now = utcnow()

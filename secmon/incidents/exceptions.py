@@ -18,15 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any, Literal
 
 from secmon.errors import InputError
 from secmon.model import Finding, stable_id
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.types import AGENCY_FIELD, iso, parse_iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 ANY = "*"
 MAX_VALUE = 1024  # keyword fields index at most this much; a longer value could never be equal

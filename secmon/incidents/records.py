@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.errors import InputError, StoreUnavailable
 from secmon.incidents.grouping import Burst, Decision, Policy, State, decide_all
@@ -24,6 +22,9 @@ from secmon.model import Change, Contribution, Explanation, Finding, Incident, N
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.types import iso, parse_iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 Version = tuple[int, int]  # (seq_no, primary_term) of the stored document
 MAX_ROUNDS = 5

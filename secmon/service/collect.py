@@ -21,8 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from elasticsearch import Elasticsearch
-
 from secmon.collect.evtxfiles import is_evtx, read_evtx
 from secmon.collect.files import (
     FINGERPRINT_BYTES,
@@ -51,6 +49,7 @@ from secmon.store.writer import BulkWriter, Origin, WriteStats
 from secmon.types import parse_duration
 
 if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
     from secmon.service.collect_workers import Workers
 
 log = logging.getLogger(__name__)

@@ -10,15 +10,16 @@ import os
 import pwd
 import socket
 from datetime import datetime
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.config import Settings
 from secmon.store.client import check, reporting
 from secmon.store.indices import Indices
 from secmon.store.templates import TemplateChange, install_templates
 from secmon.types import iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def operator() -> str:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.alert.daily import DigestReport, daily_digests as queue_daily_digests
 from secmon.alert.dispatch import DeliveryReport, deliver_pending
@@ -16,6 +15,9 @@ from secmon.config import Agency, Settings
 from secmon.errors import DeliveryError
 from secmon.service.common import audit, indices_of, operator
 from secmon.types import DEFAULT_TIMEZONE
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def deliver(es: Elasticsearch, settings: Settings, now: datetime, retry_now: bool = False) -> DeliveryReport:

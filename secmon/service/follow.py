@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.collect.files import Record
 from secmon.collect.registry import Mark
@@ -37,6 +36,9 @@ from secmon.service.records import SourceCounts, normalize_record
 from secmon.store.ship import Shipper
 from secmon.store.writer import BulkWriter, WriteStats
 from secmon.types import utcnow
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 log = logging.getLogger(__name__)
 

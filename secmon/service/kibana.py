@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.config import Settings
 from secmon.errors import KibanaUnavailable
@@ -17,6 +16,9 @@ from secmon.kibana.client import DEFAULT_SPACE, ImportResult, KibanaClient
 from secmon.kibana.export import saved_objects, to_ndjson
 from secmon.service.common import actor, audit, indices_of
 from secmon.store.client import reporting
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def export(settings: Settings, agency: str | None = None) -> str:

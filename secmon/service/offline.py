@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -341,6 +340,8 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
         if job.workers <= 1 or len(job.inputs) <= 1:
             parts = [_match_part(everything)]
         else:
+            import multiprocessing  # --jobs over 1 only
+
             with multiprocessing.get_context("fork").Pool(job.workers) as pool:
                 parts = list(pool.imap_unordered(_match_part, _parts(job)))
     finally:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.config import Settings
 from secmon.report import facts as f
@@ -22,6 +20,9 @@ from secmon.store.fields import JobState, Scan
 from secmon.store.indices import Indices
 from secmon.store.search import every_source
 from secmon.types import DEFAULT_TIMEZONE, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 MAX_INCIDENTS = 200_000  # per month read for a report; beyond it the report says how many it left out
 MAX_SCANS = 100_000

@@ -9,13 +9,15 @@ month is older than `agency.retention`; each deletion is audited.
 from __future__ import annotations
 
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.config import Settings
 from secmon.service.common import audit, indices_of
 from secmon.store.event_indices import delete_index, event_indices
 from secmon.types import iso, parse_duration
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def _month_after(first: datetime) -> datetime:

@@ -19,8 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon import lease as decide
 from secmon.config import Settings
@@ -37,6 +36,9 @@ from secmon.store.event_indices import refresh_events
 from secmon.store.indices import Indices
 from secmon.types import iso, parse_duration
 
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
 log = logging.getLogger(__name__)
 
 JOBS = ("scan", "deliver", "digests", "retention", "retrain")
@@ -44,8 +46,8 @@ JOBS = ("scan", "deliver", "digests", "retention", "retrain")
 # one asked for sooner (at start, at a takeover) finds the models fresh and leaves them.
 DUE_SHARE = 0.9
 Clock = Callable[[], datetime]
-ScanFlow = Callable[[Elasticsearch, Settings, ScanOptions, datetime], ScanSummary]
-TrainFlow = Callable[[Elasticsearch, Settings, datetime], TrainReport]
+ScanFlow = Callable[["Elasticsearch", Settings, ScanOptions, datetime], ScanSummary]
+TrainFlow = Callable[["Elasticsearch", Settings, datetime], TrainReport]
 
 
 def holder_name() -> str:

@@ -13,8 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from elasticsearch import Elasticsearch
-
 from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
 from secmon.errors import SecmonError
@@ -37,6 +35,7 @@ from secmon.store.search import (
 from secmon.types import iso, parse_duration, utcnow
 
 if TYPE_CHECKING:  # detect (pySigma, 0.18 s of imports) is imported where scans use it, not by `collect`
+    from elasticsearch import Elasticsearch
     from secmon.detect.sigma.load import CompiledRule, RuleSet
     from secmon.detect.plan import Fresh
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.config import Settings
 from secmon.lease import LEASE_ID, JobState, Lease
@@ -19,6 +18,9 @@ from secmon.store import state
 from secmon.store.client import check
 from secmon.store.overview import count_by, latest
 from secmon.types import parse_duration, parse_iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 @dataclass(frozen=True)

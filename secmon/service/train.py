@@ -10,9 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.config import Settings
 from secmon.detect.anomaly import features, fit
@@ -30,6 +28,9 @@ from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.store.search import sorted_matches
 from secmon.types import DEFAULT_TIMEZONE, iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 MAX_TRAIN_WINDOWS = 200_000  # more baseline windows than this are thinned (every k-th), and it is said
 MAX_SAMPLED = 200  # anomalous windows per scan whose sample events are looked up

@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any, Literal
 
 from secmon.config import Settings
 from secmon.incidents import exceptions, lifecycle, records
@@ -18,6 +16,9 @@ from secmon.incidents.grouping import State
 from secmon.service.common import actor, audit, indices_of
 from secmon.store.client import reporting
 from secmon.types import iso
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 Action = Literal["ack", "close", "reopen"]
 MAX_EVENTS = 50

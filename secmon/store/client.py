@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from typing import TYPE_CHECKING, Any
 
 from secmon.config import ElasticsearchSettings
 from secmon.errors import RequestRefused, StoreUnavailable
+
+# The client package is imported where a client is built or its errors are caught, not with this module:
+# its import (the async client, the HTTP libraries) is about 0.35 s of CPU that commands which never
+# connect (--help, a usage error, `scan --input`) should not pay.
+if TYPE_CHECKING:
+    from elasticsearch import ApiError, Elasticsearch
 
 REFUSED_FOR_CONTENT = {400, 413}  # the request itself is wrong or too large: retrying it as it is cannot help
 LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
@@ -17,6 +21,8 @@ LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
 
 def connect(settings: ElasticsearchSettings) -> Elasticsearch:
     """A client; no request is made here (constructors must not do I/O)."""
+    from elasticsearch import Elasticsearch
+
     tls: dict[str, Any] = {"ca_certs": settings.ca_certs} if settings.ca_certs else {}
     return Elasticsearch(
         list(settings.hosts),
@@ -31,6 +37,8 @@ def connect(settings: ElasticsearchSettings) -> Elasticsearch:
 @contextmanager
 def reporting(es: Elasticsearch, doing: str) -> Iterator[None]:
     """Map the client's exceptions to StoreUnavailable, naming the host and what we were doing."""
+    from elasticsearch import ApiError, TransportError
+
     try:
         yield
     except ApiError as exc:

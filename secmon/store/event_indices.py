@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING
 
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def event_indices(es: Elasticsearch, indices: Indices, agency: str) -> list[str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.errors import StoreUnavailable
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 Version = tuple[int, int]
 

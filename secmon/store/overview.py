@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from elasticsearch import Elasticsearch
+from typing import TYPE_CHECKING, Any
 
 from secmon.store.client import reporting
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 def count_by(es: Elasticsearch, index: str, field: str, size: int = 20) -> dict[str, int]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
-
-from elasticsearch import Elasticsearch, NotFoundError
+from typing import TYPE_CHECKING, Any
 
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 TEMPLATE_NAMES = ("events", "deadletter", "incidents", "alerts", "scans", "audit", "exceptions", "state",
                   "models")
@@ -38,6 +39,8 @@ def load_template(name: str, prefix: str) -> dict[str, Any]:
 
 
 def install_templates(es: Elasticsearch, indices: Indices) -> list[TemplateChange]:
+    from elasticsearch import NotFoundError  # with the client, not at start-up (store/client.py)
+
     changes = []
     for name in TEMPLATE_NAMES:
         body = load_template(name, indices.prefix)

@@ -30,15 +30,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
-from elasticsearch import Elasticsearch
 
 from secmon.errors import RequestRefused, StoreUnavailable
 from secmon.model import DeadLetter, Event
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 RETRYABLE = {429, 502, 503, 504}
 ITEM_OUTCOME = "items.*.status,items.*.error"

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import re2
-import regex
 
 FALLBACK_TIMEOUT = 1.0  # seconds one value may take on the fallback engine
 _OPTIONS = re2.Options()
@@ -73,6 +72,8 @@ def compile_fullmatch(source: str) -> FullMatch:
         return FullMatch(source, test)
     reason = compiled.error()
     reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    import regex  # the rare pattern RE2 refuses: most runs never import it
+
     slow = regex.compile(source, regex.DOTALL)
 
     def bounded(value: bytes) -> bool:
