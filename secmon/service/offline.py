@@ -27,6 +27,7 @@ from secmon.errors import InputError, Location
 from secmon.model import DeadLetter, Event, Finding, Incident, InputReport, ScanSummary, stable_id
 from secmon.normalize.engine import Normalizer, Result, put
 from secmon.normalize.pipeline import Pipeline, pipeline_named
+from secmon.normalize.urls import URL_PROBLEM_TAG
 
 EVTX_PIPELINE = "windows-evtx"  # {"Event": {"System": ..., "EventData": ...}}: EVTX files and their JSON
 WINLOG_PIPELINE = "windows-json"  # flat NXLog / Winlogbeat-style JSON
@@ -58,6 +59,7 @@ class _FileTally:
     dead_letters: int = 0
     skipped: int = 0
     lost: int = 0
+    url_undecodable: int = 0
     first: str = ""
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -71,7 +73,8 @@ class _FileTally:
 
     def report(self) -> InputReport:
         return InputReport(self.path, ", ".join(sorted(self.readers)) or "-", self.events, self.dead_letters,
-                           self.skipped, tuple(self.reasons.most_common()), self.first, self.lost)
+                           self.skipped, tuple(self.reasons.most_common()), self.first, self.lost,
+                           self.url_undecodable)
 
 
 class _Reader:
@@ -125,6 +128,9 @@ class _Reader:
     def _counted(result: Result, tally: _FileTally, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         if isinstance(result, Event):
             tally.events += 1
+            tags = result.doc.get("tags")
+            if tags and URL_PROBLEM_TAG in tags:  # matched as decoded as it could be; never silent: counted
+                tally.url_undecodable += 1
             yield result.id, result.doc
         elif isinstance(result, DeadLetter):
             tally.dead(where, result.reason)
@@ -200,7 +206,11 @@ class _Reader:
         else:
             tally.readers.add("json, ECS")
             tally.events += 1
-            yield self._ecs(where, obj, raw)
+            ident, doc = self._ecs(where, obj, raw)
+            tags = doc.get("tags")
+            if isinstance(tags, list) and URL_PROBLEM_TAG in tags:
+                tally.url_undecodable += 1
+            yield ident, doc
 
     def _ecs(self, ident: str, record: Mapping[str, Any], raw: str) -> tuple[str, dict[str, Any]]:
         """An ECS document (nested or with dotted keys) as agency `agency`'s: its own organization.id is
