@@ -80,12 +80,13 @@ class _FileTally:
 class _Reader:
     """Turns the records of the input files into (id, ECS document), counting per file."""
 
-    def __init__(self, job: OfflineJob, now: datetime):
+    def __init__(self, job: OfflineJob, now: datetime, pipelines: dict[str, Pipeline] | None = None):
+        """`pipelines`: the ones already read by id, shared by the readers of one process."""
         self.job = job
         self.now = now
         self.tallies: list[_FileTally] = []
         self.retagged: Counter[str] = Counter()  # organization.id of ECS inputs, replaced by --agency
-        self._pipelines: dict[str, Pipeline] = {}
+        self._pipelines: dict[str, Pipeline] = {} if pipelines is None else pipelines
         self._shared: dict[str, Normalizer] = {}
 
     def pipeline(self, pipeline_id: str) -> Pipeline:
@@ -307,22 +308,23 @@ def _rules(job: OfflineJob) -> tuple[RuleSet, dict[int, RuleIndex], list[str]]:
 
 
 Part = tuple[list[int], list[_FileTally], Matches, Counter[str]]
-_FORKED: tuple[RuleRouter, OfflineJob, datetime] | None = None  # what a worker process inherits
+# What a worker process inherits: the router, the job, the time, and the pipelines its readers share.
+_FORKED: tuple[RuleRouter, OfflineJob, datetime, dict[str, Pipeline]] | None = None
 
 
 def _match_part(numbers: list[int]) -> Part:
     """Read and match the inputs at these positions (in this process, or in a forked worker)."""
     assert _FORKED is not None
-    router, job, now = _FORKED
-    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now)
+    router, job, now, pipelines = _FORKED
+    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now, pipelines)
     return numbers, reader.tallies, match_documents(router, reader.documents()), reader.retagged
 
 
 def _parts(job: OfflineJob) -> list[list[int]]:
-    """The inputs in groups of about equal size for `job.workers` processes (a few groups each, so
-    that one large file does not leave the others idle)."""
+    """The inputs in groups of about equal size for `job.workers` processes (eight groups each, so
+    that the last large file does not leave the others idle long)."""
     sizes = sorted(((p.stat().st_size, n) for n, p in enumerate(job.inputs)), reverse=True)
-    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 4))]
+    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 8))]
     loads = [0] * len(groups)
     for size, number in sizes:
         smallest = loads.index(min(loads))
@@ -346,7 +348,7 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
         ruleset, indexes, cache_notes = _rules(job)
         router = RuleRouter(ruleset.rules, indexes)
         gc.freeze()
-        _FORKED = (router, job, now)
+        _FORKED = (router, job, now, {})
         everything = list(range(len(job.inputs)))
         if job.workers <= 1 or len(job.inputs) <= 1:
             parts = [_match_part(everything)]
