@@ -365,9 +365,8 @@ def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
 # decide); one whose signature moved is read and hashed once, and compiled again only if its bytes did
 # change. Sharing the result is safe: rules and problems are frozen, and no caller modifies a query in
 # place (queries are combined into new dicts: compile.and_/or_).
-_COMPILED: dict[str, tuple[tuple[int, ...], str, Logsources, RuleSet]] = {}
-
 Signature = tuple[int, ...]
+_COMPILED: dict[str, tuple[Signature, str, Logsources, RuleSet]] = {}
 
 
 def signature(path: Path) -> Signature | None:
@@ -396,7 +395,7 @@ def load_rule_file_once(path: Path, sources: Logsources, digest: str | None = No
             return known[3]
         digest = digest or digest_of(path)
         if digest == known[1]:  # touched, not changed
-            _COMPILED[str(path)] = (before, *known[1:])  # type: ignore[assignment]
+            _COMPILED[str(path)] = (before, known[1], known[2], known[3])
             return known[3]
     digest = digest or digest_of(path)
     loaded = load_rule_file(path, sources)
