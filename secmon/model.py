@@ -220,6 +220,7 @@ class InputReport:
     reasons: tuple[tuple[str, int], ...] = ()  # dead-letter reasons, most frequent first, with their counts
     first: str = ""  # where the first dead letter is (line or offset)
     lost: int = 0  # events known lost in damaged EVTX data
+    url_undecodable: int = 0  # events whose URL could not be decoded exactly (tagged url_undecodable), matched
 
 
 @dataclass(frozen=True)

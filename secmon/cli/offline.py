@@ -13,6 +13,7 @@ from secmon.cli.context import Exit, settings_of
 from secmon.cli.output import safe, scan_text, to_json
 from secmon.errors import ExitCode
 from secmon.model import InputReport
+from secmon.normalize.urls import URL_PROBLEM_TAG
 from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, utcnow
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ def inputs_text(reports: tuple[InputReport, ...]) -> str:
     lines = []
     for report in reports:
         lines.append(f"input {safe(report.path)}: {report.events} events, {report.dead_letters} dead-lettered"
-                     + (f", {report.skipped} skipped" if report.skipped else "") + f" ({safe(report.reader)})")
+                     + (f", {report.skipped} skipped" if report.skipped else "")
+                     + (f", {report.url_undecodable} with a URL not decoded exactly (tagged {URL_PROBLEM_TAG})"
+                        if report.url_undecodable else "") + f" ({safe(report.reader)})")
         if report.dead_letters:
             reasons = "; ".join(f"{n} x {safe(reason, 160)}" for reason, n in report.reasons[:3])
             more = f"; {len(report.reasons) - 3} other reasons" if len(report.reasons) > 3 else ""

@@ -6,7 +6,9 @@ and on the code and tables that compile them. `RuleCache` stores, per rule file,
 rules, its problems and what the router reads from each query (inprocess/router.py, RuleIndex), under a
 key made of:
 
-- the file's path and the SHA-256 of its content (a rule edited in place is compiled again);
+- the file's path and the SHA-256 of its content (a rule edited in place is compiled again); a file
+  whose size, mtime, ctime and inode are those recorded with its entry is not read again (as git's
+  index decides), one whose signature moved is hashed once and compiled only if its bytes changed;
 - `fingerprint()`: secmon's version, pySigma's, Python's, and the SHA-256 of every source and
   data file that compiles a rule (secmon/detect/**/*.py and *.yml: the compiler, the field and
   logsource mappings, the field types; yamlio, types and model). Any change to them is a new
@@ -45,7 +47,7 @@ from secmon.model import Severity
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # of the cache file; part of the fingerprint
+FORMAT = 3  # of the cache file; part of the fingerprint
 
 
 def default_folder() -> Path:
@@ -92,15 +94,18 @@ class RuleCache:
         sources: list[Any] = []  # load.logsources(), read once, only when a file must be compiled
 
         def load_file(path: Path) -> RuleSet:
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError:
-                digest = ""  # unreadable: load_rule_file says why
-            entry = stored.get(str(path))
-            if digest and isinstance(entry, list) and len(entry) == 2 and entry[0] == digest:
+            from secmon.detect.sigma.load import digest_of, signature
+
+            seen = signature(path)
+            found = stored.get(str(path))
+            entry: list[Any] = found if isinstance(found, list) and len(found) == 3 and seen is not None else []
+            digest = ""
+            if entry and entry[2] != list(seen or ()):  # moved: read and hash it once
+                digest = digest_of(path) or ""  # unreadable: load_rule_file says why
+            if entry and (entry[2] == list(seen or ()) or (digest and entry[0] == digest)):
                 try:
                     loaded = self._decode(entry[1])
-                    fresh[str(path)] = entry
+                    fresh[str(path)] = [entry[0], entry[1], list(seen or ())]
                     self.hits += 1
                     return loaded
                 except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -111,14 +116,16 @@ class RuleCache:
 
             if not sources:
                 sources.append(logsources())
-            loaded = load_rule_file_once(path, sources[0])  # a miss of the file; this process may know it
+            digest = digest or digest_of(path) or ""
+            # a miss of the file; this process may know it
+            loaded = load_rule_file_once(path, sources[0], digest or None)
             self.misses += 1
-            entry = [digest, self._encode(loaded)]
+            entry = [digest, self._encode(loaded), list(seen) if seen is not None else []]
             try:  # a value JSON cannot hold (a YAML date in a `secmon:` section): that file is not kept
                 json.dumps(entry, allow_nan=False)
             except (TypeError, ValueError):
                 entry = []
-            if digest and entry:
+            if digest and seen is not None and entry and signature(path) == seen:  # unchanged while compiled
                 fresh[str(path)] = entry
             return loaded
 

@@ -259,14 +259,30 @@ def _user(data: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+_ADDRESSES: dict[str, str | None] = {}  # address text -> its canonical form (None: not an address); bounded
+
+
+def _address(text: str) -> str | None:
+    # Events repeat their few addresses (a host's own, its DC's): each is parsed once (ipaddress is slow).
+    if text in _ADDRESSES:
+        return _ADDRESSES[text]
+    try:
+        found: str | None = str(ipaddress.ip_address(text.split("%")[0].removeprefix("::ffff:")))
+    except ValueError:
+        found = None  # "LOCAL", hostnames: not an address, stays in winlog.event_data only
+    if len(_ADDRESSES) >= 4096:
+        _ADDRESSES.clear()
+    _ADDRESSES[text] = found
+    return found
+
+
 def _endpoint(data: Mapping[str, Any], ip_keys: tuple[str, ...], port_keys: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     address = _first(data, *ip_keys)
     if address:
-        try:
-            out["ip"] = str(ipaddress.ip_address(address.split("%")[0].removeprefix("::ffff:")))
-        except ValueError:
-            pass  # "LOCAL", hostnames: not an address, stays in winlog.event_data only
+        found = _address(address)
+        if found is not None:
+            out["ip"] = found
     port = _integer(_first(data, *port_keys))
     if port is not None and 0 < port < 65536 and out:
         out["port"] = port

@@ -26,6 +26,7 @@ from secmon.errors import InputError, Location
 from secmon.model import DeadLetter, Event, Finding, Incident, InputReport, ScanSummary, stable_id
 from secmon.normalize.engine import Normalizer, Result, put
 from secmon.normalize.pipeline import Pipeline, pipeline_named
+from secmon.normalize.urls import URL_PROBLEM_TAG
 
 EVTX_PIPELINE = "windows-evtx"  # {"Event": {"System": ..., "EventData": ...}}: EVTX files and their JSON
 WINLOG_PIPELINE = "windows-json"  # flat NXLog / Winlogbeat-style JSON
@@ -57,6 +58,7 @@ class _FileTally:
     dead_letters: int = 0
     skipped: int = 0
     lost: int = 0
+    url_undecodable: int = 0
     first: str = ""
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -70,18 +72,20 @@ class _FileTally:
 
     def report(self) -> InputReport:
         return InputReport(self.path, ", ".join(sorted(self.readers)) or "-", self.events, self.dead_letters,
-                           self.skipped, tuple(self.reasons.most_common()), self.first, self.lost)
+                           self.skipped, tuple(self.reasons.most_common()), self.first, self.lost,
+                           self.url_undecodable)
 
 
 class _Reader:
     """Turns the records of the input files into (id, ECS document), counting per file."""
 
-    def __init__(self, job: OfflineJob, now: datetime):
+    def __init__(self, job: OfflineJob, now: datetime, pipelines: dict[str, Pipeline] | None = None):
+        """`pipelines`: the ones already read by id, shared by the readers of one process."""
         self.job = job
         self.now = now
         self.tallies: list[_FileTally] = []
         self.retagged: Counter[str] = Counter()  # organization.id of ECS inputs, replaced by --agency
-        self._pipelines: dict[str, Pipeline] = {}
+        self._pipelines: dict[str, Pipeline] = {} if pipelines is None else pipelines
         self._shared: dict[str, Normalizer] = {}
 
     def pipeline(self, pipeline_id: str) -> Pipeline:
@@ -124,6 +128,9 @@ class _Reader:
     def _counted(result: Result, tally: _FileTally, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         if isinstance(result, Event):
             tally.events += 1
+            tags = result.doc.get("tags")
+            if tags and URL_PROBLEM_TAG in tags:  # matched as decoded as it could be; never silent: counted
+                tally.url_undecodable += 1
             yield result.id, result.doc
         elif isinstance(result, DeadLetter):
             tally.dead(where, result.reason)
@@ -199,7 +206,11 @@ class _Reader:
         else:
             tally.readers.add("json, ECS")
             tally.events += 1
-            yield self._ecs(where, obj, raw)
+            ident, doc = self._ecs(where, obj, raw)
+            tags = doc.get("tags")
+            if isinstance(tags, list) and URL_PROBLEM_TAG in tags:
+                tally.url_undecodable += 1
+            yield ident, doc
 
     def _ecs(self, ident: str, record: Mapping[str, Any], raw: str) -> tuple[str, dict[str, Any]]:
         """An ECS document (nested or with dotted keys) as agency `agency`'s: its own organization.id is
@@ -296,22 +307,23 @@ def _rules(job: OfflineJob) -> tuple[RuleSet, dict[int, RuleIndex], list[str]]:
 
 
 Part = tuple[list[int], list[_FileTally], Matches, Counter[str]]
-_FORKED: tuple[RuleRouter, OfflineJob, datetime] | None = None  # what a worker process inherits
+# What a worker process inherits: the router, the job, the time, and the pipelines its readers share.
+_FORKED: tuple[RuleRouter, OfflineJob, datetime, dict[str, Pipeline]] | None = None
 
 
 def _match_part(numbers: list[int]) -> Part:
     """Read and match the inputs at these positions (in this process, or in a forked worker)."""
     assert _FORKED is not None
-    router, job, now = _FORKED
-    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now)
+    router, job, now, pipelines = _FORKED
+    reader = _Reader(replace(job, inputs=tuple(job.inputs[n] for n in numbers)), now, pipelines)
     return numbers, reader.tallies, match_documents(router, reader.documents()), reader.retagged
 
 
 def _parts(job: OfflineJob) -> list[list[int]]:
-    """The inputs in groups of about equal size for `job.workers` processes (a few groups each, so
-    that one large file does not leave the others idle)."""
+    """The inputs in groups of about equal size for `job.workers` processes (eight groups each, so
+    that the last large file does not leave the others idle long)."""
     sizes = sorted(((p.stat().st_size, n) for n, p in enumerate(job.inputs)), reverse=True)
-    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 4))]
+    groups: list[list[int]] = [[] for _ in range(min(len(sizes), job.workers * 8))]
     loads = [0] * len(groups)
     for size, number in sizes:
         smallest = loads.index(min(loads))
@@ -335,7 +347,7 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
         ruleset, indexes, cache_notes = _rules(job)
         router = RuleRouter(ruleset.rules, indexes)
         gc.freeze()
-        _FORKED = (router, job, now)
+        _FORKED = (router, job, now, {})
         everything = list(range(len(job.inputs)))
         if job.workers <= 1 or len(job.inputs) <= 1:
             parts = [_match_part(everything)]

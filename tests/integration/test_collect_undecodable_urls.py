@@ -52,3 +52,19 @@ def test_collect_counts_and_says_them(tmp_path, es, es_url, prefix, datasets) ->
     assert code == 4, err
     assert f"{len(lines)} events shipped" in out and f"{undecodable} with a URL not decoded exactly" in out, out
     assert "secmon: error:" in err and "url_undecodable" in err, err
+
+
+def test_the_offline_scan_counts_them_per_input(tmp_path, es_url, prefix, datasets) -> None:  # type: ignore[no-untyped-def]
+    """`scan --input` (no node read) counts them per file as `collect` does, in text and --json."""
+    lines, undecodable = scan_lines(datasets)
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = str(write_config(tmp_path / "secmon.yml", es_url, prefix, free_port()))
+    rules = str(Path(__file__).resolve().parents[2] / "rules" / "web")
+    common = ["-c", config, "scan", "--input", str(log), "--source", "apache-access", "--rules", rules, "--no-rule-cache"]
+    code, out, err = run_cli(*common, "--json")
+    assert code == 0, err
+    (report,) = json.loads(out)["inputs"]
+    assert (report["events"], report["url_undecodable"]) == (len(lines), undecodable), report
+    code, out, err = run_cli(*common)
+    assert f"{undecodable} with a URL not decoded exactly (tagged url_undecodable)" in out, out

@@ -123,6 +123,12 @@ def test_cache_hit_miss_and_a_rule_edited(rules: Path, tmp_path: Path) -> None:
     assert (third.hits, third.misses) == (files - 1, 1)
     assert [r.title for r in changed.rules if r.path == str(edited)][0].startswith("Edited ")
     assert plain(changed) == plain(load_rules([rules]))
+    # Touched, not changed (a checkout, a copy): read and hashed again, not compiled again.
+    touched = sorted(rules.rglob("*.yml"))[1]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    fourth = RuleCache(tmp_path / "cache")
+    assert plain(fourth.load_rules([rules])) == plain(changed)
+    assert (fourth.hits, fourth.misses) == (files, 0)
 
 
 def test_a_damaged_or_foreign_cache_file_is_ignored_with_a_warning(rules: Path, tmp_path: Path) -> None:
@@ -139,8 +145,8 @@ def test_a_damaged_or_foreign_cache_file_is_ignored_with_a_warning(rules: Path, 
     assert healed.misses == 0 and not healed.warnings
     # An entry of the right shape with wrong contents: that file compiled again, said.
     data = json.loads(target.read_text(encoding="utf-8"))
-    path, (digest, _) = next(iter(data["files"].items()))
-    data["files"][path] = [digest, {"rules": [{"id": 1}], "problems": [], "regexps": []}]
+    path, (digest, _, seen) = next(iter(data["files"].items()))
+    data["files"][path] = [digest, {"rules": [{"id": 1}], "problems": [], "regexps": []}, seen]
     target.write_text(json.dumps(data), encoding="utf-8")
     partial = RuleCache(folder)
     assert plain(partial.load_rules([rules])) == plain(load_rules([rules]))

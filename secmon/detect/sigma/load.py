@@ -356,32 +356,51 @@ def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
     return f"{path}:{start}" if start else str(path)
 
 
-# What each rule file compiled to in this process: path as given -> (SHA-256 of its bytes, the
-# logsources it was compiled with, its rules and problems). Every scan loads the whole library again (the
-# scheduler at each scan interval, each CLI command, a test session dozens of times) and pySigma needs
-# seconds for 231 rules; a file's result depends only on its bytes and on code and tables that do not
-# change inside a running process. A file edited in place has a new digest and is compiled again.
-# Sharing the result is safe: rules and problems are frozen, and no caller modifies a query in place
-# (queries are combined into new dicts: compile.and_/or_).
-_COMPILED: dict[str, tuple[str, Logsources, RuleSet]] = {}
+# What each rule file compiled to in this process: path as given -> (its stat signature, the SHA-256
+# of its bytes, the logsources it was compiled with, its rules and problems); one entry per path, the
+# latest. Every scan loads the whole library again (the scheduler at each scan interval, each CLI
+# command, a test session dozens of times) and pySigma needs seconds for 231 rules; a file's result
+# depends only on its bytes and on code and tables that do not change inside a running process. A file
+# whose size, mtime, ctime and inode are those of the entry is not read again (as git's index and make
+# decide); one whose signature moved is read and hashed once, and compiled again only if its bytes did
+# change. Sharing the result is safe: rules and problems are frozen, and no caller modifies a query in
+# place (queries are combined into new dicts: compile.and_/or_).
+Signature = tuple[int, ...]
+_COMPILED: dict[str, tuple[Signature, str, Logsources, RuleSet]] = {}
 
 
-def _digest(path: Path) -> str | None:
+def signature(path: Path) -> Signature | None:
+    """What changes when the file is written (size, mtime, ctime, inode); None when it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+def digest_of(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None  # unreadable: load_rule_file says why, every time
 
 
-def load_rule_file_once(path: Path, sources: Logsources) -> RuleSet:
-    """load_rule_file, or what it answered in this process for the same bytes (see _COMPILED)."""
-    digest = _digest(path)
+def load_rule_file_once(path: Path, sources: Logsources, digest: str | None = None) -> RuleSet:
+    """load_rule_file, or what it answered in this process for the same file (see _COMPILED);
+    `digest`, the SHA-256 of its bytes when the caller has it (hashed once)."""
+    before = signature(path)
     known = _COMPILED.get(str(path))
-    if digest is not None and known is not None and known[0] == digest and known[1] is sources:
-        return known[2]
+    if before is not None and known is not None and known[2] is sources:
+        if known[0] == before:
+            return known[3]
+        digest = digest or digest_of(path)
+        if digest == known[1]:  # touched, not changed
+            _COMPILED[str(path)] = (before, known[1], known[2], known[3])
+            return known[3]
+    digest = digest or digest_of(path)
     loaded = load_rule_file(path, sources)
-    if digest is not None and _digest(path) == digest:  # not kept if the file changed while it compiled
-        _COMPILED[str(path)] = (digest, sources, loaded)
+    if digest is not None and before is not None and signature(path) == before:  # unchanged while it compiled
+        _COMPILED[str(path)] = (before, digest, sources, loaded)
     return loaded
 
 
