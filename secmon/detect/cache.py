@@ -94,7 +94,7 @@ class RuleCache:
         sources: list[Any] = []  # load.logsources(), read once, only when a file must be compiled
 
         def load_file(path: Path) -> RuleSet:
-            from secmon.detect.sigma.load import digest_of, signature
+            from secmon.detect.filestamp import digest_of, signature
 
             seen = signature(path)
             found = stored.get(str(path))

@@ -6,7 +6,6 @@ compiled and a list of problems (file:line:column, rule title, reason) for the r
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -20,6 +19,7 @@ from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
 from secmon.types import parse_duration
+from secmon.detect.filestamp import Signature, digest_of, signature
 from secmon.detect.sigma.compile import (
     Compiled,
     FieldContext,
@@ -365,24 +365,7 @@ def _sigma_where(path: Path, error: Exception, start: int | None) -> str:
 # decide); one whose signature moved is read and hashed once, and compiled again only if its bytes did
 # change. Sharing the result is safe: rules and problems are frozen, and no caller modifies a query in
 # place (queries are combined into new dicts: compile.and_/or_).
-Signature = tuple[int, ...]
 _COMPILED: dict[str, tuple[Signature, str, Logsources, RuleSet]] = {}
-
-
-def signature(path: Path) -> Signature | None:
-    """What changes when the file is written (size, mtime, ctime, inode); None when it cannot be read."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-
-
-def digest_of(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None  # unreadable: load_rule_file says why, every time
 
 
 def load_rule_file_once(path: Path, sources: Logsources, digest: str | None = None) -> RuleSet:
