@@ -54,11 +54,16 @@ BATCH = 2000
 
 
 def make_log(path: Path, count: int) -> None:
+    """`count` lines from the real ones, each repeated `copies` times in a row with distinct pids, so that
+    times stay in order: the file spans the dataset's nine months (nine monthly indices), as a busier
+    server's log of that time would. (Repeating the whole file instead turned the year at each copy:
+    100,000 lines made 81 monthly indices, and the node spent its time creating indices.)"""
     pid = re.compile(r"\[\d+\]")
     real = [line for line in DATASET.read_text(encoding="utf-8", errors="replace").splitlines() if pid.search(line)]
+    copies = -(-count // len(real))
     with path.open("w", encoding="utf-8") as handle:
         for i in range(count):
-            handle.write(pid.sub(f"[{1_000_000 + i}]", real[i % len(real)], count=1) + "\n")
+            handle.write(pid.sub(f"[{1_000_000 + i}]", real[i // copies], count=1) + "\n")
 
 
 def config(path: Path, url: str, prefix: str) -> Path:
