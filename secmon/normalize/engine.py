@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from re import _constants as re_constants  # type: ignore[attr-defined]
+from re import _parser as re_parser  # type: ignore[attr-defined]
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -287,7 +289,7 @@ class Normalizer:
             self._checked = doc["@timestamp"]
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
-        for tests, name, search, apply in self._patterns_for(values):
+        for tests, name, search, needle, apply in self._patterns_for(values):
             if tests and not _holds_all(tests, values):
                 continue
             if search is None:
@@ -295,6 +297,8 @@ class Normalizer:
             else:
                 if name != searched:
                     searched, text = name, str(_value(values, name) or "")
+                if needle not in text:
+                    continue
                 found = search(text)
                 if found is None:
                     continue
@@ -356,14 +360,50 @@ class Step(NamedTuple):
     def tried(self) -> Tried:
         """What the loop of `_to_doc` reads, looked up once (this runs several times a line)."""
         regex = self.pattern.regex
-        return Tried(self.when.tests, self.pattern.field, regex.search if regex is not None else None, self.apply)
+        return Tried(self.when.tests, self.pattern.field, regex.search if regex is not None else None,
+                     required_text(regex) if regex is not None else "", self.apply)
 
 
 class Tried(NamedTuple):
     tests: tuple[tuple[str, frozenset[str]], ...]  # the condition's tests still to make
     field: str  # the value `search` is given
     search: Callable[[str], re.Match[str] | None] | None  # None: the pattern has no regex
+    needle: str  # text every match contains ("": none known): where it is absent, `search` is not run
     apply: Apply
+
+
+def required_text(regex: re.Pattern[str]) -> str:
+    """The longest text every match of `regex` contains, or "" (a case-insensitive pattern: none is taken).
+
+    Most patterns of a source fail on most of its lines (an sshd line is tried against a dozen
+    sshd patterns); a substring test in C is far cheaper than a failed search. Only literals
+    that every match consumes count: those in the pattern's top-level sequence and in the plain
+    groups of it; anything optional, repeated, alternated or a look-around ends a run.
+    """
+    if regex.flags & re.IGNORECASE:
+        return ""
+    try:
+        parsed = re_parser.parse(regex.pattern, regex.flags)
+    except re.error:  # it compiled, so it parses; should it not, nothing is skipped
+        return ""
+    runs: list[str] = []
+
+    def walk(items: Any) -> bool:
+        run: list[str] = []
+        for op, value in items:
+            if op is re_constants.LITERAL:
+                run.append(chr(value))
+                continue
+            runs.append("".join(run))
+            run = []
+            if op is re_constants.SUBPATTERN:
+                _group, add_flags, _del_flags, inner = value
+                if add_flags & re.IGNORECASE or not walk(inner):
+                    return False
+        runs.append("".join(run))
+        return True
+
+    return max(runs, key=len, default="") if walk(parsed) else ""
 
 
 def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
