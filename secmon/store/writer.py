@@ -39,6 +39,7 @@ from secmon.errors import RequestRefused, StoreUnavailable
 from secmon.model import DeadLetter, Event
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+from secmon.types import add_counts
 
 RETRYABLE = {429, 502, 503, 504}
 ITEM_OUTCOME = "items.*.status,items.*.error"
@@ -94,15 +95,7 @@ class WriteStats:
     splits: int = 0  # requests refused for their size or content, sent again in halves
 
     def add(self, other: WriteStats) -> None:
-        self.events += other.events
-        self.dead_letters += other.dead_letters
-        self.rejected += other.rejected
-        self.retries += other.retries
-        self.skipped += other.skipped
-        self.spooled_batches += other.spooled_batches
-        self.splits += other.splits
-        for reason, count in other.reasons.items():
-            self.reasons[reason] = self.reasons.get(reason, 0) + count
+        add_counts(self, other)
 
 
 def _iso(moment: datetime) -> str:
