@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MB = 1 << 20
-DEFAULT_WORKERS = 1  # processes normalizing: measured on 2 cores (bench/results/ingest.json, "curve_workers")
+DEFAULT_WORKERS = 1  # processes normalizing: on 2 cores busy with the node, 2 and 3 reached 0.45 and 0.54 of the
+# ceiling (one run each, bench/ingest "curve_workers"), no better than one process, with 209 and 267 MB RSS
 
 
 @dataclass(frozen=True)
