@@ -2,14 +2,16 @@
 
     python bench/ingest/run.py --es-url http://127.0.0.1:9200 [--lines 200000] [--runs 3]
 
-For the same real log lines (Linux.log from ../shared/datasets, repeated with distinct pids), each
-measurement on fresh indices of the same node, after the node has settled:
+For the same real log lines (Linux.log from ../shared/datasets, each repeated in a row with distinct pids,
+so that the times stay in order: nine monthly indices), each measurement on fresh indices of the same node,
+after the node has settled:
 - warm-up: one ceiling run, discarded (the first requests meet a cold node);
 - ceiling search: the documents secmon sends, pre-serialized (ids, indices, ingest time stamped),
   sent in `_bulk` requests of the same size (2,000) by 1, 2, 3, 4, 6 parallel streams asking for the
   same trimmed per-item answer as secmon (`filter_path`), then a refresh; the best stream count is
   the ceiling;
-- curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included),
+- curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included; its
+  templates and audit index installed before, untimed, as the ceiling's templates are),
   then `--workers N` at the default --in-flight, with the CPU time of all its processes (GNU time) and
   the peak of their summed RSS (/proc, sampled);
 - runs: the best ceiling and secmon at its default --in-flight, alternating which goes first;
