@@ -8,8 +8,9 @@ across the indices, the code and the Kibana objects.
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"  # agency local time unless the config says otherwise
 AGENCY_FIELD = "organization.id"  # every event, incident and alert names its agency here
@@ -63,3 +64,19 @@ def format_duration(value: timedelta) -> str:
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def add_counts(total: Any, more: Any) -> None:
+    """Add the dataclass `more` into `total`, field by field: numbers summed, dicts of numbers summed key by
+    key, lists extended. Every field is added, so a counter added to such a class is never left out."""
+    for spec in fields(total):
+        mine, theirs = getattr(total, spec.name), getattr(more, spec.name)
+        if isinstance(mine, dict):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
+        elif isinstance(mine, list):
+            mine.extend(theirs)
+        elif isinstance(mine, (int, float)):
+            setattr(total, spec.name, mine + theirs)
+        else:
+            raise TypeError(f"{type(total).__name__}.{spec.name}: cannot add a {type(mine).__name__}")

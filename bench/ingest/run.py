@@ -2,14 +2,16 @@
 
     python bench/ingest/run.py --es-url http://127.0.0.1:9200 [--lines 200000] [--runs 3]
 
-For the same real log lines (Linux.log from ../shared/datasets, repeated with distinct pids), each
-measurement on fresh indices of the same node, after the node has settled:
+For the same real log lines (Linux.log from ../shared/datasets, each repeated in a row with distinct pids,
+so that the times stay in order: nine monthly indices), each measurement on fresh indices of the same node,
+after the node has settled:
 - warm-up: one ceiling run, discarded (the first requests meet a cold node);
 - ceiling search: the documents secmon sends, pre-serialized (ids, indices, ingest time stamped),
   sent in `_bulk` requests of the same size (2,000) by 1, 2, 3, 4, 6 parallel streams asking for the
   same trimmed per-item answer as secmon (`filter_path`), then a refresh; the best stream count is
   the ceiling;
-- curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included),
+- curve: `secmon collect FILE --in-flight N` as a separate process for each N (start-up included; its
+  templates and audit index installed before, untimed, as the ceiling's templates are),
   then `--workers N` at the default --in-flight, with the CPU time of all its processes (GNU time) and
   the peak of their summed RSS (/proc, sampled);
 - runs: the best ceiling and secmon at its default --in-flight, alternating which goes first;
@@ -44,6 +46,7 @@ from secmon.normalize.engine import Normalizer, Skipped  # noqa: E402
 from secmon.normalize.pipeline import load_pipelines  # noqa: E402
 from secmon.store.indices import Indices  # noqa: E402
 from secmon.store.templates import install_templates  # noqa: E402
+from secmon.service.collect import DEFAULT_WORKERS  # noqa: E402
 from secmon.store.ship import DEFAULT_IN_FLIGHT  # noqa: E402
 from secmon.store.writer import _PLACEHOLDER_BYTES as PLACEHOLDER  # noqa: E402
 from secmon.store.writer import ITEM_OUTCOME, BulkWriter  # noqa: E402
@@ -51,14 +54,20 @@ from secmon.store.writer import ITEM_OUTCOME, BulkWriter  # noqa: E402
 DATASET = ROOT.parent / "shared" / "datasets" / "loghub_linux_full" / "Linux" / "Linux.log"
 AGENCY = "so-tttt"
 BATCH = 2000
+CORES = os.cpu_count() or 1
 
 
 def make_log(path: Path, count: int) -> None:
+    """`count` lines from the real ones, each repeated `copies` times in a row with distinct pids, so that
+    times stay in order: the file spans the dataset's nine months (nine monthly indices), as a busier
+    server's log of that time would. (Repeating the whole file instead turned the year at each copy:
+    100,000 lines made 81 monthly indices, and the node spent its time creating indices.)"""
     pid = re.compile(r"\[\d+\]")
     real = [line for line in DATASET.read_text(encoding="utf-8", errors="replace").splitlines() if pid.search(line)]
+    copies = -(-count // len(real))
     with path.open("w", encoding="utf-8") as handle:
         for i in range(count):
-            handle.write(pid.sub(f"[{1_000_000 + i}]", real[i % len(real)], count=1) + "\n")
+            handle.write(pid.sub(f"[{1_000_000 + i}]", real[i // copies], count=1) + "\n")
 
 
 def config(path: Path, url: str, prefix: str) -> Path:
@@ -117,7 +126,7 @@ def drop(es: Elasticsearch, tag: str) -> None:
         es.indices.delete_index_template(name=template["name"])
 
 
-SETTLE_LIMIT = 30.0  # seconds: on a machine shared with other work the node may never be idle
+SETTLE_LIMIT = 10.0  # seconds: on a machine shared with other work the node may never be idle
 
 
 def settle(es: Elasticsearch, quiet: float = 0.3, limit: float = SETTLE_LIMIT) -> None:
@@ -293,6 +302,13 @@ class Bench:
     def secmon(self, in_flight: int, workers: int = 1) -> dict[str, float]:
         """events/s, CPU seconds, lines per CPU second, peak RSS (MB), node CPU seconds of `secmon collect`."""
         tag = self._fresh()
+        # What a deployed secmon finds in place, as the ceiling's templates are installed before its clock
+        # starts: the index templates and the audit index (creating either is a cluster-state update,
+        # ~0.5 s each on a node that holds many indices and templates). The event indices are created
+        # in the timed run on both sides.
+        indices = Indices(f"{tag}col")
+        install_templates(self.es, indices)
+        self.es.indices.create(index=indices.audit)
         settle(self.es)
         before = node_cpu(self.es)
         try:
@@ -302,6 +318,8 @@ class Bench:
             assert count(self.es, f"{tag}col-events-*,{tag}col-deadletter-*") == self.documents, output
             return {"events_per_s": self.documents / elapsed, "seconds": elapsed, "cpu_s": cpu,
                     "lines_per_cpu_s": self.documents / cpu, "rss_mb": rss / 1024, "node_cpu_s": node,
+                    # the share of the machine's cores node and secmon used together during the run
+                    "cores_busy": (node + cpu) / (elapsed * CORES),
                     "doc_bytes": mean_source_bytes(self.es, f"{tag}col-events-*")}
         finally:
             drop(self.es, tag)
@@ -317,11 +335,17 @@ class Bench:
             drop(self.es, tag)
 
 
+def numbers(text: str) -> list[int]:
+    """"1,2,3" -> [1, 2, 3]; "" -> [] (that part of the curve is not measured)."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--es-url", default="http://127.0.0.1:9200")
     parser.add_argument("--lines", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3, help="runs of the best ceiling and of secmon (medians)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the best ceiling and of secmon (medians); "
+                                                             "0: the ceiling search and the curve only")
     parser.add_argument("--streams", default="1,2,3,4,6", help="parallel streams the ceiling search tries")
     parser.add_argument("--in-flight", default="1,2,3,4,6", help="secmon --in-flight values of the curve")
     parser.add_argument("--workers", default="2,3", help="secmon --workers values of the curve (at the default "
@@ -337,14 +361,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="secmon-bench-") as tmp:
         bench = Bench(es, args.es_url, Path(tmp), args.lines)
         bench.ceiling(2)  # warm-up, discarded: the first bulk requests meet a cold node (JIT, caches, mappings)
-        search = {n: bench.ceiling(n)[0] for n in map(int, args.streams.split(","))}
+        searched = {n: bench.ceiling(n) for n in numbers(args.streams)}
+        search = {n: rate for n, (rate, _) in searched.items()}
         best = max(search, key=lambda n: search[n])
         print(f"ceiling search (events/s by streams): { {n: round(r) for n, r in search.items()} }; best {best}",
               flush=True)
-        curve = {n: bench.secmon(n) for n in map(int, args.in_flight.split(","))}
+        curve = {n: bench.secmon(n) for n in numbers(args.in_flight)}
         print(f"secmon curve (events/s by in-flight): { {n: round(c['events_per_s']) for n, c in curve.items()} }",
               flush=True)
-        workers = {n: bench.secmon(DEFAULT_IN_FLIGHT, n) for n in map(int, args.workers.split(",")) if n > 1}
+        workers = {n: bench.secmon(DEFAULT_IN_FLIGHT, n) for n in numbers(args.workers) if n > 1}
         print(f"secmon curve (events/s by workers): { {n: round(c['events_per_s']) for n, c in workers.items()} }",
               flush=True)
         ceilings: list[float] = []
@@ -357,10 +382,14 @@ def main() -> None:
                     ceilings.append(rate)
                     node_ceiling.append(node)
                 else:
-                    secmons.append(bench.secmon(DEFAULT_IN_FLIGHT))
+                    secmons.append(bench.secmon(DEFAULT_IN_FLIGHT, DEFAULT_WORKERS))
             print(f"run {run + 1}: ceiling {ceilings[-1]:,.0f}/s, secmon {secmons[-1]['events_per_s']:,.0f}/s",
                   flush=True)
-        peer = bench.rsyslog() if shutil.which("rsyslogd") else None
+        if not args.runs:  # the curve only: its best ceiling and secmon's point at its defaults stand in
+            ceilings, node_ceiling = [search[best]], [searched[best][1]]
+            default = (curve.get(DEFAULT_IN_FLIGHT) if DEFAULT_WORKERS == 1 else workers.get(DEFAULT_WORKERS))
+            secmons = [default] if default else []
+        peer = bench.rsyslog() if shutil.which("rsyslogd") and args.runs else None
         documents = bench.documents
     write_results(args, version, documents, load_at_start, search, best, curve, workers, ceilings, node_ceiling,
                   secmons, peer)
@@ -371,65 +400,66 @@ def write_results(args: argparse.Namespace, version: str, documents: int, load_a
                   workers: dict[int, dict[str, float]], ceilings: list[float],
                   node_ceiling: list[float], secmons: list[dict[str, float]], rsyslog: float | None) -> None:
     def median(key: str) -> float:
-        return statistics.median(s[key] for s in secmons)
+        return statistics.median(s[key] for s in secmons) if secmons else float("nan")
 
     ceiling, secmon = statistics.median(ceilings), median("events_per_s")
-    cores = os.cpu_count() or 1
-    # What the machine's cores allow when the collector and the node share them: each event costs the
-    # node's CPU (ceiling runs) plus the collector's; if secmon's rate is near this, the CPUs are the limit
-    # and more collector processes (workers) could only take CPU from the node.
-    node_per_event = statistics.median(node_ceiling) / documents
-    cpu_bound = cores / (node_per_event + median("cpu_s") / documents)
+    runs = f"median of {args.runs} runs" if args.runs else "one run: the curve's (--runs 0)"
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "elasticsearch": version,
-        "host": f"{platform.machine()}, {cores} CPUs, Python {platform.python_version()}",
+        "host": f"{platform.machine()}, {CORES} CPUs, Python {platform.python_version()}",
         "load_average_at_start": list(load_at_start), "load_average_at_end": list(os.getloadavg()),
         "lines": args.lines, "documents": documents, "batch": BATCH, "runs": args.runs,
         "ceiling_search_events_per_s": search, "ceiling_streams": best,
         "ceiling_events_per_s": ceiling, "ceiling_runs": ceilings,
-        "secmon_in_flight": DEFAULT_IN_FLIGHT, "secmon_events_per_s": secmon, "secmon_runs": secmons,
+        "secmon_in_flight": DEFAULT_IN_FLIGHT, "secmon_workers": DEFAULT_WORKERS,
+        "secmon_events_per_s": secmon, "secmon_runs": secmons,
         "secmon_vs_ceiling": secmon / ceiling,
         "secmon_lines_per_cpu_s": median("lines_per_cpu_s"), "secmon_cpu_s": median("cpu_s"),
-        "secmon_peak_rss_mb": max(s["rss_mb"] for s in secmons),
+        "secmon_peak_rss_mb": max((s["rss_mb"] for s in secmons), default=float("nan")),
         "node_cpu_s": {"ceiling": statistics.median(node_ceiling), "secmon": median("node_cpu_s")},
-        "cpu_bound_events_per_s": cpu_bound,
+        "cores_busy_secmon": median("cores_busy"),
         "curve_in_flight": curve,
         "curve_workers": workers,
         "rsyslog_events_per_s": rsyslog,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
     def row(label: str, c: dict[str, float]) -> str:
         return (f"| {label} | {c['events_per_s']:,.0f} | {c['events_per_s'] / ceiling:.2f} | {c['cpu_s']:.1f} | "
-                f"{c['lines_per_cpu_s']:,.0f} | {c['rss_mb']:.0f} |")
+                f"{c['lines_per_cpu_s']:,.0f} | {c['rss_mb']:.0f} | {c['node_cpu_s']:.1f} | {c['cores_busy']:.2f} |")
 
     rows = "\n".join([row(f"--in-flight {n}", c) for n, c in curve.items()]
                      + [row(f"--workers {n} (--in-flight {DEFAULT_IN_FLIGHT})", c) for n, c in workers.items()])
+    defaults = f"--in-flight {DEFAULT_IN_FLIGHT}" + (f" --workers {DEFAULT_WORKERS}" if DEFAULT_WORKERS > 1 else "")
     args.out.with_suffix(".md").write_text(f"""# Ingest benchmark
 
-`python bench/ingest/run.py --lines {args.lines} --runs {args.runs}` on {summary['date']} ({summary['host']};
+`python bench/ingest/run.py --lines {args.lines} --runs {args.runs} --streams {args.streams} --in-flight {args.in_flight} \\
+--workers {args.workers}` on {summary['date']} ({summary['host']};
 Elasticsearch {version}, one local node on the same machine). Load average (1, 5, 15 min) at the start
 {', '.join(f'{x:.1f}' for x in load_at_start)}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}:
 other work shared the machine, so the absolute rates are lower than on an idle one.
-Input: {args.lines:,} real lines of loghub Linux.log, repeated with distinct pids; `linux-auth`; {documents:,}
-documents; bulk requests of {BATCH:,} documents. See bench/README.md for what each figure times.
+Input: {args.lines:,} real lines of loghub Linux.log, each repeated in a row with distinct pids; `linux-auth`;
+{documents:,} documents in nine monthly indices; bulk requests of {BATCH:,} documents. See bench/README.md for what
+each figure times.
 
 | figure | value |
 |---|---:|
-| ceiling: the same documents, pre-serialized, {best} parallel `_bulk` streams (best of {list(search)}), median | {ceiling:,.0f} events/s |
-| `secmon collect` (whole command, --in-flight {DEFAULT_IN_FLIGHT}), median | {secmon:,.0f} events/s |
+| ceiling: the same documents, pre-serialized, {best} parallel `_bulk` streams (best of {list(search)}), {runs} | {ceiling:,.0f} events/s |
+| `secmon collect` (whole command, {defaults}), {runs} | {secmon:,.0f} events/s |
 | secmon / ceiling | {secmon / ceiling:.2f} |
-| secmon lines per CPU second (user + system of all its processes, start-up included, median) | {median('lines_per_cpu_s'):,.0f} |
+| secmon lines per CPU second (user + system of all its processes, start-up included) | {median('lines_per_cpu_s'):,.0f} |
 | secmon peak RSS (all its processes, max of runs) | {summary['secmon_peak_rss_mb']:.0f} MB |
-| node CPU seconds: ceiling / secmon (median) | {summary['node_cpu_s']['ceiling']:.1f} / {summary['node_cpu_s']['secmon']:.1f} |
-| what {cores} cores allow node + collector (see README) | {cpu_bound:,.0f} events/s |
+| node CPU seconds: ceiling / secmon | {summary['node_cpu_s']['ceiling']:.1f} / {summary['node_cpu_s']['secmon']:.1f} |
+| share of the {CORES} cores node + secmon used during secmon's run (see README) | {summary['cores_busy_secmon']:.2f} |
 
 Ceiling search (one run each, events/s by streams): {', '.join(f'{n}: {r:,.0f}' for n, r in search.items())}.
 
-secmon by `--in-flight` (`--workers 1`) and by `--workers` (one run each; CPU and RSS of all its processes):
+secmon by `--in-flight` (`--workers 1`) and by `--workers` (one run each; CPU and RSS of all its processes; node CPU
+seconds during the run; cores busy = (node + secmon CPU seconds) / (wall seconds x {CORES})):
 
-| run | events/s | vs ceiling | CPU s | lines per CPU s | peak RSS MB |
-|---:|---:|---:|---:|---:|---:|
+| run | events/s | vs ceiling | CPU s | lines per CPU s | peak RSS MB | node CPU s | cores busy |
+|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 """, encoding="utf-8")
     print(args.out.with_suffix(".md").read_text())

@@ -20,7 +20,15 @@ from secmon.collect.syslog import Address, Limits, Listener, tls_context
 from secmon.config import Settings
 from secmon.errors import ExitCode, InputError
 from secmon.normalize.urls import MAX_ROUNDS, URL_PROBLEM_TAG
-from secmon.service.collect import DEFAULT_IN_FLIGHT, CollectOptions, CollectReport, collect_files, collect_stream, source_hint
+from secmon.service.collect import (
+    DEFAULT_IN_FLIGHT,
+    DEFAULT_WORKERS,
+    CollectOptions,
+    CollectReport,
+    collect_files,
+    collect_stream,
+    source_hint,
+)
 from secmon.store.writer import WriteStats
 from secmon.types import utcnow
 
@@ -126,7 +134,7 @@ def _verdict(reports: list[tuple[str, CollectReport]], settings: Settings, sourc
               help="Events whose URL cannot be decoded exactly are stored, tagged url_undecodable, counted and "
                    "warned about; `error` also exits 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts per input as JSON (warnings stay on stderr).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, metavar="N",
+@click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True, metavar="N",
               help="Processes normalizing FILES (not with --follow); 1: the collecting process itself "
                    "(more only pay where spare cores remain beside Elasticsearch: bench/ingest).")
 @click.pass_context

@@ -8,6 +8,9 @@ the stream opens, and a record is never deep-copied.
 from __future__ import annotations
 
 import hashlib
+import re
+from re import _constants as re_constants  # type: ignore[attr-defined]
+from re import _parser as re_parser  # type: ignore[attr-defined]
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -108,7 +111,11 @@ URL_DECODERS: dict[str, Callable[[str], Decoded]] = {"url_path": decode_path, "u
 
 
 def _holds(condition: Condition, values: Values) -> bool:
-    for name, allowed in condition.tests:
+    return _holds_all(condition.tests, values)
+
+
+def _holds_all(tests: tuple[tuple[str, frozenset[str]], ...], values: Values) -> bool:
+    for name, allowed in tests:
         value = _value(values, name)
         if value is None:
             return False
@@ -188,6 +195,8 @@ class Normalizer:
         self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
+        self._stamp_field = (stamp.fields[0] if stamp and not stamp.join and len(stamp.fields) == 1
+                             and "." not in stamp.fields[0] else "")
         self._checked: str | None = None  # the last time found inside the bounds (the same object: cached)
         # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
         # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
@@ -279,17 +288,18 @@ class Normalizer:
             self._check_time(doc["@timestamp"])
             self._checked = doc["@timestamp"]
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
-        texts: dict[str, str] = {}  # the searched value of each field, read once
-        for pattern, when, apply in self._patterns_for(values):
-            if when.tests and not _holds(when, values):
+        searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
+        for tests, name, search, needle, apply in self._patterns_for(values):
+            if tests and not _holds_all(tests, values):
                 continue
-            if pattern.regex is None:
+            if search is None:
                 apply(doc, values, None)
             else:
-                text = texts.get(pattern.field)
-                if text is None:
-                    text = texts[pattern.field] = str(_value(values, pattern.field) or "")
-                found = pattern.regex.search(text)
+                if name != searched:
+                    searched, text = name, str(_value(values, name) or "")
+                if needle not in text:
+                    continue
+                found = search(text)
                 if found is None:
                     continue
                 apply(doc, found.groupdict(), values)
@@ -312,9 +322,15 @@ class Normalizer:
         stamp = self.pipeline.timestamp
         if stamp is None:
             raise ValueError("the record has no timestamp")
-        if stamp.join:
+        if self._stamp_field:  # one field, not dotted: the common case
+            raw: Any = values.get(self._stamp_field)
+            if raw is not None and raw == self._last_stamp[0]:  # consecutive lines often share a second
+                return self._last_stamp[1]
+            if raw == "":
+                raw = None
+        elif stamp.join:
             parts = [_value(values, name) for name in stamp.join]
-            raw: Any = " ".join(str(p) for p in parts) if all(p not in (None, "") for p in parts) else None
+            raw = " ".join(str(p) for p in parts) if all(p not in (None, "") for p in parts) else None
         else:
             raw = None
             for name in stamp.fields:
@@ -340,8 +356,57 @@ class Step(NamedTuple):
     when: Condition
     apply: Apply
 
+    @property
+    def tried(self) -> Tried:
+        """What the loop of `_to_doc` reads, looked up once (this runs several times a line)."""
+        regex = self.pattern.regex
+        return Tried(self.when.tests, self.pattern.field, regex.search if regex is not None else None,
+                     required_text(regex) if regex is not None else "", self.apply)
 
-def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Step, ...]]:
+
+class Tried(NamedTuple):
+    tests: tuple[tuple[str, frozenset[str]], ...]  # the condition's tests still to make
+    field: str  # the value `search` is given
+    search: Callable[[str], re.Match[str] | None] | None  # None: the pattern has no regex
+    needle: str  # text every match contains ("": none known): where it is absent, `search` is not run
+    apply: Apply
+
+
+def required_text(regex: re.Pattern[str]) -> str:
+    """The longest text every match of `regex` contains, or "" (a case-insensitive pattern: none is taken).
+
+    Most patterns of a source fail on most of its lines (an sshd line is tried against a dozen
+    sshd patterns); a substring test in C is far cheaper than a failed search. Only literals
+    that every match consumes count: those in the pattern's top-level sequence and in the plain
+    groups of it; anything optional, repeated, alternated or a look-around ends a run.
+    """
+    if regex.flags & re.IGNORECASE:
+        return ""
+    try:
+        parsed = re_parser.parse(regex.pattern, regex.flags)
+    except re.error:  # it compiled, so it parses; should it not, nothing is skipped
+        return ""
+    runs: list[str] = []
+
+    def walk(items: Any) -> bool:
+        run: list[str] = []
+        for op, value in items:
+            if op is re_constants.LITERAL:
+                run.append(chr(value))
+                continue
+            runs.append("".join(run))
+            run = []
+            if op is re_constants.SUBPATTERN:
+                _group, add_flags, _del_flags, inner = value
+                if add_flags & re.IGNORECASE or not walk(inner):
+                    return False
+        runs.append("".join(run))
+        return True
+
+    return max(runs, key=len, default="") if walk(parsed) else ""
+
+
+def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
     """The patterns worth trying on a record, in order, chosen by the value of the field that most
     `when` conditions test (linux-auth: the program). A pattern whose condition on that field
     cannot hold is left out; one that is chosen because its condition on that field holds is not
@@ -349,7 +414,8 @@ def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Step, ...]]:
     is still made by `_holds`."""
     tested = Counter(name for step in steps for name, _ in step.when.tests)
     if not tested:
-        return lambda values: steps
+        every = tuple(step.tried for step in steps)
+        return lambda values: every
     field = tested.most_common(1)[0][0]
 
     def allowed(step: Step) -> frozenset[str] | None:
@@ -358,15 +424,18 @@ def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Step, ...]]:
     def decided(step: Step) -> Step:
         return step._replace(when=Condition(tuple(test for test in step.when.tests if test[0] != field)))
 
-    untested = tuple(s for s in steps if allowed(s) is None)
-    table = {text: tuple(decided(s) if allowed(s) is not None else s
+    untested = tuple(s.tried for s in steps if allowed(s) is None)
+    table = {text: tuple((decided(s) if allowed(s) is not None else s).tried
                          for s in steps if allowed(s) is None or text in allowed(s))  # type: ignore[operator]
              for step in steps for text in allowed(step) or ()}
+    plain = "." not in field
 
-    def candidates(values: Values) -> tuple[Step, ...]:
-        value = _value(values, field)
+    def candidates(values: Values) -> tuple[Tried, ...]:
+        value = values.get(field) if plain else _value(values, field)
         if value is None:
             return untested
+        if value.__class__ is str:
+            return table.get(value, untested)
         return table.get(("true" if value else "false") if isinstance(value, bool) else str(value), untested)
     return candidates
 

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MB = 1 << 20
+DEFAULT_WORKERS = 1  # processes normalizing: on 2 cores busy with the node, 2 and 3 reached 0.45 and 0.54 of the
+# ceiling (one run each, bench/ingest "curve_workers"), no better than one process, with 209 and 267 MB RSS
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class CollectOptions:
     poll_interval: float = 0.25
     max_line: int = MAX_LINE  # bytes: a longer record becomes a dead letter keeping its head
     in_flight: int = DEFAULT_IN_FLIGHT  # bulk requests out at once
-    workers: int = 1  # processes normalizing (collect_workers.py); 1: this one
+    workers: int = DEFAULT_WORKERS  # processes normalizing (collect_workers.py); 1: this one
 
     def multiline(self) -> re.Pattern[str] | None:
         if not self.multiline_start:
@@ -136,16 +138,18 @@ class Batcher:
 
     def add(self, item: Result, record: Record, name: str) -> None:
         """`name`: the file or peer the record came from, for the dead letter should Elasticsearch refuse it."""
-        if record.source:  # a skipped record moves the checkpoint too
-            self._ends[record.source] = max(record.end, self._ends.get(record.source, 0))
-        if isinstance(item, Skipped):
+        source = record.source
+        if source and record.end > self._ends.get(source, 0):  # a skipped record moves the checkpoint too
+            self._ends[source] = record.end
+        if item.__class__ is Skipped:
             return
-        if not self._items:
+        items = self._items
+        if not items:
             self._since = time.monotonic()
-        self._items.append(item)
+        items.append(item)  # type: ignore[arg-type]
         self._origins.append(Origin("event", self._agency, name, record.offset, self._pipeline))
         self._bytes += len(record.text) * 3  # the document is about three times its line
-        if len(self._items) >= self._options.batch_events or self._bytes >= self._options.batch_bytes:
+        if len(items) >= self._options.batch_events or self._bytes >= self._options.batch_bytes:
             self.flush()
 
     def due(self) -> bool:

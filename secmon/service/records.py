@@ -13,6 +13,7 @@ from secmon.collect.files import Record
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer, Result
 from secmon.normalize.urls import URL_PROBLEM_TAG
+from secmon.types import add_counts
 
 SAMPLES = 20  # dead-lettered lines kept per input, to guess the source they belong to
 
@@ -28,13 +29,8 @@ class SourceCounts:
     samples: list[tuple[str, str]] = field(default_factory=list)  # (line, reason) of the first dead letters
 
     def add(self, other: SourceCounts) -> None:
-        self.events += other.events
-        self.dead_letters += other.dead_letters
-        self.skipped += other.skipped
-        self.lost += other.lost
-        self.unreadable += other.unreadable
-        self.url_undecodable += other.url_undecodable
-        self.samples += other.samples[:SAMPLES - len(self.samples)]
+        add_counts(self, other)
+        del self.samples[SAMPLES:]  # the first ones are kept
 
 
 def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCounts) -> Result:

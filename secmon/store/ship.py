@@ -31,7 +31,8 @@ from secmon.store.writer import BulkWriter, Doc, WriteStats
 log = logging.getLogger(__name__)
 
 
-DEFAULT_IN_FLIGHT = 3  # bulk requests out at once: measured on 2 cores (bench/results/ingest.json, "curve")
+DEFAULT_IN_FLIGHT = 4  # bulk requests out at once: the best of 3, 4, 6 measured together on 2 cores, and the
+# ceiling's best stream count was 3 or 4 in each run (bench/ingest, "curve_in_flight")
 
 
 @dataclass(frozen=True)

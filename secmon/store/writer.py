@@ -38,6 +38,7 @@ from secmon.errors import RequestRefused, StoreUnavailable
 from secmon.model import DeadLetter, Event
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
+from secmon.types import add_counts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -96,15 +97,7 @@ class WriteStats:
     splits: int = 0  # requests refused for their size or content, sent again in halves
 
     def add(self, other: WriteStats) -> None:
-        self.events += other.events
-        self.dead_letters += other.dead_letters
-        self.rejected += other.rejected
-        self.retries += other.retries
-        self.skipped += other.skipped
-        self.spooled_batches += other.spooled_batches
-        self.splits += other.splits
-        for reason, count in other.reasons.items():
-            self.reasons[reason] = self.reasons.get(reason, 0) + count
+        add_counts(self, other)
 
 
 def _iso(moment: datetime) -> str:
@@ -161,23 +154,31 @@ class BulkWriter:
         read = _iso(self._now())
         docs: list[Doc] = []
         dumps = orjson.dumps
+        months: dict[str, bytes] = {}  # "2005-06" -> the action line of its index, up to the id
+        default = Origin("event", agency)
         for i, item in enumerate(items):
             if item.__class__ is Event:  # the common case, `_action` written out (this runs once a line)
-                doc = dict(item.doc)
-                doc["event"] = {**doc.get("event", {}), "ingested": INGESTED_PLACEHOLDER}
-                index = self._event_index(agency, str(doc["@timestamp"]))
-                ident = item.id
-                if ident.isascii() and ident.isalnum():  # our hex ids: the action line needs no escaping
-                    head_line = self._heads.get(index)
+                doc = item.doc
+                event, stamp, ident = doc.get("event"), doc.get("@timestamp"), item.id
+                if (event.__class__ is dict and "ingested" not in event and stamp.__class__ is str
+                        and len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-"
+                        and ident.isascii() and ident.isalnum()):  # our hex ids: no escaping in the action line
+                    head_line = months.get(stamp[:7])
                     if head_line is None:
-                        head_line = self._heads[index] = dumps({"index": {"_index": index, "_id": ""}})[:-3]
-                    origin = origins[i] if origins is not None else Origin("event", agency)
+                        head_line = months[stamp[:7]] = self._head(self._event_index(agency, stamp))
+                    # The same bytes as the copy `_action` makes ({**event, "ingested": ...}), without
+                    # copying: the placeholder is added to the event's own dict for the time of `dumps`.
+                    event["ingested"] = INGESTED_PLACEHOLDER
                     try:
-                        docs.append(Doc(head_line + ident.encode() + b'"}}', dumps(doc), origin))
+                        body = dumps(doc)
                     except TypeError:  # what orjson refuses: `_dumps` writes it another way
-                        docs.append(Doc(head_line + ident.encode() + b'"}}', _dumps(doc), origin))
+                        body = _dumps(doc)
+                    finally:
+                        del event["ingested"]
+                    docs.append(Doc(head_line + ident.encode() + b'"}}', body,
+                                    origins[i] if origins is not None else default))
                     continue
-                head = {"index": {"_index": index, "_id": ident}}
+                head, doc = self._action(item, agency, read)
             else:
                 head, doc = self._action(item, agency, read)
             if isinstance(item, DeadLetter):
@@ -207,6 +208,13 @@ class BulkWriter:
                 doc["secmon"]["length"] = item.length
             index = self._indices.deadletter(agency)
         return {"index": {"_index": index, "_id": item.id}}, doc
+
+    def _head(self, index: str) -> bytes:
+        """The action line of `index` up to its document id (`{"index":{"_index":"...","_id":"`)."""
+        head_line = self._heads.get(index)
+        if head_line is None:
+            head_line = self._heads[index] = orjson.dumps({"index": {"_index": index, "_id": ""}})[:-3]
+        return head_line
 
     def _event_index(self, agency: str, stamp: str) -> str:
         # Pipelines write UTC times ("...Z"): their month is the text's, so the index name is
