@@ -510,6 +510,11 @@ def markdown(s: dict[str, Any]) -> str:
     unfinished = "" if s.get("complete", True) else (
         f"**Written while the benchmark ran: not yet measured: {', '.join(missing) or 'none'} (the run stopped or "
         f"had not finished when this was written).**\n\n")
+    per_window = data["events"] / (s["hours"] * 60 / 5)
+    batch_minutes = BATCH / (data["events"] / (s["hours"] * 60))
+    backfill_way = ("read in one search and matched in-process" if data["events"] <= 10_000
+                    else "probed on the node, then the hits fetched")
+    runs_said = "One run" if s["runs"] == 1 else f"Medians of {s['runs']} runs"
     warmup = s.get("warmup_hours")
     warmed = f"the two backfills over the first {warmup:g} h" if warmup is not None else "the two backfills"
     return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
@@ -525,13 +530,14 @@ files written from the same compiled queries: {json.dumps(s['elastalert2_rule_ty
 no rule type for an ordered sequence (Sigma temporal_ordered): those run as `any` on the union of the sequence's
 queries, which does not check the order; every other rule runs as the ElastAlert 2 type that counts alike.
 
-How secmon scans (secmon/detect/inwindow.py): a window of at most 10,000 events (each 5-minute window of
-the scheduled runs; the backfill's window too when the span holds no more) is read in one search, the fields the
-rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules' hits
-around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0
-search per rule. ElastAlert 2 runs each rule's query on the node every 5 minutes over its 15-minute buffer.
+How secmon scans (secmon/detect/inwindow.py): a window of at most 10,000 events is read in one search, the
+fields the rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules'
+hits around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0
+search per rule. Here `event.ingested` comes in batches of 2,000, one every {batch_minutes:.1f} minutes of the span, so
+each 5-minute window of the scheduled runs held whole batches, {per_window:,.0f} events on average; the backfill's window, the whole {span}, held {data['events']:,}: {backfill_way}. ElastAlert 2
+runs each rule's query on the node every 5 minutes over its 15-minute buffer.
 
-Medians of {s['runs']} runs over the {span} after a discarded warm-up ({warmed}); before each run the request cache of the events indices
+{runs_said} over the {span} after a discarded warm-up ({warmed}); before each run the request cache of the events indices
 was cleared and each tool's state deleted. Counted at a proxy on loopback in front of the node, which both
 tools talk to. Column meanings (bench/README.md has the details):
 - requests: every HTTP request to the node; event searches: those on the events indices and their search
