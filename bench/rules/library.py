@@ -15,7 +15,8 @@ ElastAlert 2 runs from its own virtualenv (`--ea2-python`, default ~/.cache/secm
 2. Both tools talk to the node through `proxy.py`, a counting HTTP proxy on loopback: requests,
    bytes and the node's `took` per request, by where they go (events indices, search contexts,
    the tools' own bookkeeping indices).
-3. Four ways, each --runs times after one discarded warm-up, the node's request cache of the
+3. Four ways, each --runs times after one discarded warm-up (the two backfills over the first
+   --warmup-hours), the node's request cache of the
    bench indices cleared and each tool's own state (secmon's incidents, watermark..., ElastAlert's
    writeback index) deleted before every run:
    - secmon scheduled: the scheduler's scan job (`service.run.scan_due` through `run_job`, with
@@ -79,7 +80,8 @@ DAY = timedelta(hours=24)
 TICK = timedelta(minutes=5)  # secmon's schedule.scan_interval default, and ElastAlert's run_every here
 EA2_PYTHON = Path.home() / ".cache" / "secmon" / "ea2" / "bin" / "python"
 SEARCHES = ("_search", "_msearch", "_pit", "_count")  # on a scroll, clear scroll and point in time too
-WAYS = ("secmon_scheduled", "secmon_backfill", "elastalert2_live", "elastalert2_backfill")
+# In the order they run: the scheduled pair first, so that a run cut short has that comparison.
+WAYS = ("secmon_scheduled", "elastalert2_live", "secmon_backfill", "elastalert2_backfill")
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events per day")
     parser.add_argument("--hours", type=float, default=24, help="the span measured, from 00:00 UTC yesterday")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup-hours", type=float, default=1,
+                        help="the span of the discarded warm-up backfills, from the span's start (at most --hours)")
     parser.add_argument("--es-url", default="http://127.0.0.1:9200")
     parser.add_argument("--ea2-python", type=Path, default=EA2_PYTHON)
     parser.add_argument("--datasets", type=Path, default=DATASETS)
@@ -386,7 +390,11 @@ def main() -> None:
         secmon_config(config, proxy.url, prefix)
         through = Elasticsearch(proxy.url, request_timeout=600)
         for run in range(args.runs + 1):  # run 0 is the warm-up, discarded
-            for way in ways if run else [w for w in ways if w.endswith("backfill")]:  # warm-up: the short ones
+            # The warm-up: the backfills over the first hour (the node's caches, ElastAlert's imports); a
+            # backfill of an hour takes the same roads as a day's (more than 10,000 events: probes on the node).
+            warm = min(span, timedelta(hours=args.warmup_hours))
+            for way in ways if run else [w for w in ways if w.endswith("backfill")]:
+                length = span if run else warm
                 reset_state(direct, indices, args.ea2_python, ea2_cfg, writeback)
                 load = uptime_load()
                 before = {"events": shard_search_ms(direct, indices.events_pattern()),
@@ -394,11 +402,11 @@ def main() -> None:
                 proxy.reset()
                 started = time.perf_counter()
                 if way == "secmon_scheduled":
-                    detail = secmon_scheduled(through, config, day, span)
+                    detail = secmon_scheduled(through, config, day, length)
                 elif way == "secmon_backfill":
-                    detail = secmon_backfill(config, day, span)
+                    detail = secmon_backfill(config, day, length)
                 else:
-                    detail = elastalert2(args.ea2_python, ea2_cfg, way.split("_")[1], day, span)
+                    detail = elastalert2(args.ea2_python, ea2_cfg, way.split("_")[1], day, length)
                 wall = time.perf_counter() - started
                 counted = totals(proxy.stats())
                 for part in ("events", "all"):
@@ -407,13 +415,16 @@ def main() -> None:
                     counted[f"shard_search_{part}"]["ms"] = sum(counted[f"shard_search_{part}"][k]
                                                                 for k in ("query_ms", "fetch_ms"))
                 detail |= {"incidents": count_of(direct, indices.incidents)} if way.startswith("secmon") else {}
-                runs[way].append({"run": run, "load": load, "wall_s": round(wall, 1), **counted, "detail": detail})
-                print(f"run {run} {way}: {counted['all']['requests']:.0f} requests, took {counted['all']['took_ms']:.0f}"
-                      f" ms, wall {wall:.1f} s, load {load[0]}", flush=True)
+                runs[way].append({"run": run, "hours": length / timedelta(hours=1), "load": load,
+                                  "load_end": uptime_load(), "wall_s": round(wall, 1), **counted, "detail": detail})
+                print(f"run {run} {way} over {length}: {counted['all']['requests']:.0f} requests, took "
+                      f"{counted['all']['took_ms']:.0f} ms, wall {wall:.1f} s, load {load[0]}", flush=True)
+                if run:  # what is measured so far, should the rest not finish (rewritten at the end)
+                    write_results(args, machine, data, ruleset, ea2_types, day, span, runs, complete=False)
     finally:
         proxy.close()
         direct.indices.delete(index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True)
-    write_results(args, machine, data, ruleset, ea2_types, day, span, runs)
+    write_results(args, machine, data, ruleset, ea2_types, day, span, runs, complete=True)
 
 
 def count_of(es: Elasticsearch, index: str) -> int:
@@ -424,8 +435,8 @@ def count_of(es: Elasticsearch, index: str) -> int:
 
 
 def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[str, Any], ruleset: Any,
-                  ea2_types: dict[str, int], day: datetime, span: timedelta, runs: dict[str, list[dict[str, Any]]]
-                  ) -> None:
+                  ea2_types: dict[str, int], day: datetime, span: timedelta, runs: dict[str, list[dict[str, Any]]],
+                  complete: bool) -> None:
     measured = {w: [r for r in rs if r["run"] > 0] for w, rs in runs.items()}
     # (figure, where in a run's record): requests and node time, all and on the events only
     keys = {"requests": ("all", "requests"), "event_search_requests": ("event_searches", "requests"),
@@ -447,7 +458,9 @@ def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[
               if ea in figures and sm in figures}
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine,
-        "command": f"python bench/rules/library.py --events {args.events} --hours {args.hours:g} --runs {args.runs}",
+        "command": f"python bench/rules/library.py --events {args.events} --hours {args.hours:g} --runs {args.runs}"
+                   + (f" --warmup-hours {args.warmup_hours:g}" if args.warmup_hours != 1 else ""),
+        "complete": complete, "warmup_hours": min(args.hours, args.warmup_hours),
         "data": data, "span": [iso(day), iso(day + span)], "hours": args.hours, "ticks": int(span / TICK) + 1,
         "agency": AGENCY, "rules": len(ruleset.rules), "elastalert2_rule_types": ea2_types, "runs": args.runs,
         "medians": figures, "ratios": ratios, "raw": runs,
@@ -455,7 +468,8 @@ def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(summary), encoding="utf-8")
-    print(args.out.with_suffix(".md").read_text())
+    if complete:
+        print(args.out.with_suffix(".md").read_text())
 
 
 def targets(s: dict[str, Any]) -> str:
@@ -487,12 +501,25 @@ def markdown(s: dict[str, Any]) -> str:
     ratio_rows = "\n".join(
         f"| {pair} | {r['requests']} | {r['event_search_requests']} | {r['shard_search_events_s']} | "
         f"{r['shard_search_all_s']} | {r['took_s']} | {r['request_wall_s']} |" for pair, r in s["ratios"].items())
-    loads = {w: [r["load"][0] for r in rs] for w, rs in s["raw"].items()}
-    details = {w: s["raw"][w][-1]["detail"] for w in s["raw"]}
-    kinds = {w: {k: v["requests"] for k, v in s["raw"][w][-1]["kinds"].items()} for w in s["raw"]}
+    ran = {w: rs for w, rs in s["raw"].items() if rs}
+    loads = {w: [[r["load"][0], r["load_end"][0]] if "load_end" in r else [r["load"][0]] for r in rs]
+             for w, rs in ran.items()}
+    details = {w: rs[-1]["detail"] for w, rs in ran.items()}
+    kinds = {w: {k: v["requests"] for k, v in rs[-1]["kinds"].items()} for w, rs in ran.items()}
+    missing = [w for w in s["raw"] if w not in figures]
+    unfinished = "" if s.get("complete", True) else (
+        f"**Written while the benchmark ran: not yet measured: {', '.join(missing) or 'none'} (the run stopped or "
+        f"had not finished when this was written).**\n\n")
+    per_window = data["events"] / (s["hours"] * 60 / 5)
+    batch_minutes = BATCH / (data["events"] / (s["hours"] * 60))
+    backfill_way = ("read in one search and matched in-process" if data["events"] <= 10_000
+                    else "probed on the node, then the hits fetched")
+    runs_said = "One run" if s["runs"] == 1 else f"Medians of {s['runs']} runs"
+    warmup = s.get("warmup_hours")
+    warmed = f"the two backfills over the first {warmup:g} h" if warmup is not None else "the two backfills"
     return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
 
-`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
+{unfinished}`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
 {machine['load_at_start'][0]}; Python {machine['python']}; Elasticsearch {machine['elasticsearch']} on the same
 machine; ElastAlert 2 {machine['elastalert2']} with the client it pins, elasticsearch-py {machine['elastalert2_client']}).
 
@@ -503,13 +530,14 @@ files written from the same compiled queries: {json.dumps(s['elastalert2_rule_ty
 no rule type for an ordered sequence (Sigma temporal_ordered): those run as `any` on the union of the sequence's
 queries, which does not check the order; every other rule runs as the ElastAlert 2 type that counts alike.
 
-How secmon scans (secmon/detect/inwindow.py): a window of at most 10,000 events (each 5-minute window of
-the scheduled runs; the backfill's window too when the span holds no more) is read in one search, the fields the
-rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules' hits
-around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0
-search per rule. ElastAlert 2 runs each rule's query on the node every 5 minutes over its 15-minute buffer.
+How secmon scans (secmon/detect/inwindow.py): a window of at most 10,000 events is read in one search, the
+fields the rules read, and matched in-process by secmon's matcher to find the rules with new matches; those rules'
+hits around them are then fetched from the node in `_msearch`. A larger window is probed on the node, one size-0
+search per rule. Here `event.ingested` comes in batches of 2,000, one every {batch_minutes:.1f} minutes of the span, so
+each 5-minute window of the scheduled runs held whole batches, {per_window:,.0f} events on average; the backfill's window, the whole {span}, held {data['events']:,}: {backfill_way}. ElastAlert 2
+runs each rule's query on the node every 5 minutes over its 15-minute buffer.
 
-Medians of {s['runs']} runs after a discarded warm-up; before each run the request cache of the events indices
+{runs_said} over the {span} after a discarded warm-up ({warmed}); before each run the request cache of the events indices
 was cleared and each tool's state deleted. Counted at a proxy on loopback in front of the node, which both
 tools talk to. Column meanings (bench/README.md has the details):
 - requests: every HTTP request to the node; event searches: those on the events indices and their search
@@ -529,7 +557,7 @@ tools talk to. Column meanings (bench/README.md has the details):
 
 {targets(s)}
 
-Load average (1 min) at the start of each run, warm-up first: {json.dumps(loads)}.
+Load average (1 min) at the start and at the end of each run, warm-up first: {json.dumps(loads)}.
 
 Requests of the last run by kind: {json.dumps(kinds)}.
 

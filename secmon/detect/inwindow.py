@@ -21,6 +21,7 @@ WINDOW_LIMIT events (a backfill, a scheduler catching up).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -67,10 +68,10 @@ def window_search(rules: Sequence[CompiledRule], window: ScanWindow) -> dict[str
     narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
     if len(narrowing) + 1 > MAX_DOCVALUE_FIELDS:
         return None
-    sources = set(ROUTE_FIELDS).union(*(read_fields(plan.matching(rule)) for rule in rules))
+    sources = _compiled(rules).sources()
     return {"query": plan.window_filter(window.start, window.end, window.field),
             "size": WINDOW_LIMIT, "track_total_hits": WINDOW_LIMIT + 1, "sort": ["_doc"],
-            "_source": {"includes": sorted(sources)},
+            "_source": {"includes": sources},
             "docvalue_fields": [{"field": "@timestamp", "format": "epoch_millis"}, *narrowing]}
 
 
@@ -140,14 +141,66 @@ class _Candidates:
                 self.always.add(number)
             for name in need or ():
                 self.by_long_field.setdefault(name, set()).add(number)
+        # A field's ignore_above, looked up once (a dynamic template's is an fnmatch over its patterns).
+        self.long_limits = {name: self.types.limit(name) for name in self.by_long_field}
 
     def of(self, view: View) -> list[int]:
         found = set(self.router.candidates(view)) | self.always
-        for name, numbers in self.by_long_field.items():
-            limit = self.types.limit(name)
-            if any(len(as_keyword(v)) > limit for v in view.values(name) if not isinstance(v, Mapping)):
-                found |= numbers
+        flat = view.flat  # the fields the document has: only those can hold a long value
+        for name in flat.keys() & self.long_limits.keys():
+            limit = self.long_limits[name]
+            if any(len(as_keyword(v)) > limit for v in flat[name] if not isinstance(v, Mapping)):
+                found |= self.by_long_field[name]
         return sorted(found)
+
+
+class _Compiled:
+    """`_Candidates` and the rules' predicates, compiled for one list of rules and kept while the
+    scans' rules are the same: the scheduler scans every few minutes with rules that change only
+    when a file does (load.py recompiles a changed file, and exceptions rewrite the queries they
+    touch), and building the router and predicates again costs more than matching a window."""
+
+    def __init__(self, rules: Sequence[CompiledRule]):
+        self.rules = tuple(rules)
+        self.candidates = _Candidates(rules)
+        self.predicates: dict[int, ViewPredicate] = {}  # by position, compiled when first needed
+        self._sources: list[str] | None = None
+
+    def sources(self) -> list[str]:
+        """The `_source` fields the rules read, and those routing reads."""
+        if self._sources is None:
+            self._sources = sorted(set(ROUTE_FIELDS).union(*(read_fields(plan.matching(rule)) for rule in self.rules)))
+        return list(self._sources)
+
+    def serves(self, rules: Sequence[CompiledRule]) -> bool:
+        """Whether these rules match as ours do. `==` on the queries: the same objects (rules from
+        load.py's memo) compare at once; rebuilt but equal queries (an exception's) compare equal."""
+        return len(rules) == len(self.rules) and all(
+            new is old or (new.query == old.query and new.long_query == old.long_query)
+            for new, old in zip(rules, self.rules))
+
+    def predicate(self, number: int) -> ViewPredicate:
+        """What the node's probe asks (the query or its long-value part), with the node's semantics:
+        values too long to index are not matched (not `whole`, unlike offline). Raises UnsupportedQuery."""
+        found = self.predicates.get(number)
+        if found is None:
+            found = self.predicates[number] = compile_view_matcher(plan.matching(self.rules[number]),
+                                                                   self.candidates.types)
+        return found
+
+
+_last: _Compiled | None = None
+_last_lock = threading.Lock()
+
+
+def _compiled(rules: Sequence[CompiledRule]) -> _Compiled:
+    """The rules compiled for matching, from the last scan when it had the same rules (one kept:
+    a process scans with one rule set)."""
+    global _last
+    with _last_lock:
+        if _last is None or not _last.serves(rules):
+            _last = _Compiled(rules)
+        return _last
 
 
 def probe_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, Any]]
@@ -155,8 +208,8 @@ def probe_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, A
     """What each rule's probe search would find among these hits (the window's every event, from
     `window_search`), by the rule's position: its `Fresh`, or None for no new match. Positions
     missing are the rules left to the node (see the module's docstring)."""
-    candidates = _Candidates(rules)
-    predicates: dict[int, ViewPredicate] = {}
+    compiled = _compiled(rules)
+    candidates = compiled.candidates
     undecided: set[int] = set()
     seen: dict[int, _Seen] = {}
     narrowing = [plan.narrowing_field(rule) for rule in rules]
@@ -166,14 +219,8 @@ def probe_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, A
         for number in candidates.of(view):
             if number in undecided:
                 continue
-            predicate = predicates.get(number)
             try:
-                if predicate is None:
-                    # What the node's probe asks (the query or its long-value part), with the node's
-                    # semantics: values too long to index are not matched (not `whole`, unlike offline).
-                    predicate = predicates[number] = compile_view_matcher(plan.matching(rules[number]),
-                                                                          candidates.types)
-                if not predicate(view):
+                if not compiled.predicate(number)(view):
                     continue
             except (UnsupportedQuery, RegexTimeout):
                 undecided.add(number)
