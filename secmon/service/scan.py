@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
-from secmon.errors import SecmonError
+from secmon.errors import RequestRefused, SecmonError
 from secmon.incidents import exceptions, records
 from secmon.incidents.grouping import Policy
 from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
@@ -103,8 +103,10 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
             decided = inwindow.probe_documents(rules, few)
         rest = [n for n in range(len(rules)) if n not in decided]
         answers = aggregate_each(es, index, [plan.probe_search(rules[n], window) for n in rest], count)
-    except SecmonError as exc:  # the node, not a rule: every rule failed for that reason
+    except RequestRefused as exc:  # the request as a whole (too large): every rule failed for that reason
         return RuleRun((), tuple((rule.id, str(exc)) for rule in rules), count.sent)
+    # Any other SecmonError is the cluster's (unreachable, shards gone): it fails the scan (exit 5), so that
+    # no watermark moves past a window whose rules did not run; they are not "broken rules" (exit 4).
     for n, answer in zip(rest, answers):
         if isinstance(answer, Refused):
             failures.append((rules[n].id, f"Elasticsearch refused the rule's search: {answer.reason}"))
@@ -124,7 +126,7 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
                 continue
             findings += rule_hit_findings(rule, hits, plan.findings_start(window),
                                           new=plan.new_event_ids(hits, window))
-    except SecmonError as exc:  # the node went away: the rules not answered yet failed for that reason
+    except RequestRefused as exc:  # refused as a whole: the rules not answered yet failed for that reason
         failures += [(rule.id, str(exc)) for rule, _ in fresh[answered:]]
     return RuleRun(tuple(findings), tuple(failures), count.sent)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
-from secmon.errors import RequestRefused
-from secmon.store.client import refusal, reporting
+from secmon.errors import RequestRefused, StoreUnavailable
+from secmon.store.client import REFUSED_FOR_CONTENT, refusal, reporting
 
 PAGE = 5000  # hits per page of a point in time
 FETCH = 5000  # hits per search of a batch; a search that fills it is paged through a point in time
@@ -102,6 +102,8 @@ def matches_each(es: Elasticsearch, index: str, searches: Sequence[Search], coun
                 try:
                     hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, long_fields, count))
                 except ApiError as exc:
+                    if exc.meta.status not in REFUSED_FOR_CONTENT:
+                        raise  # the cluster, not the query: `reporting` makes it StoreUnavailable
                     hits = Refused(refusal(exc.meta.status, exc.body, exc.message))
             yield hits
 
@@ -115,7 +117,30 @@ def _msearch(es: Elasticsearch, index: str, bodies: Sequence[dict[str, Any]], co
     count.sent += 1
     with reporting(es, f"search {index} (_msearch)"):
         response = es.msearch(searches=lines)
-    return [Refused(refusal(item.get("status"), item)) if "error" in item else item for item in response["responses"]]
+    return answers(index, response["responses"])
+
+
+def answers(index: str, items: list[dict[str, Any]]) -> list[dict[str, Any] | Refused]:
+    """The answers of an _msearch's searches: each one's, or why the node refused that search.
+
+    A search refused for its query fails alone (400); one the cluster could not run (a node gone,
+    shards unassigned, overloaded) says nothing of its rule: the whole scan is unavailable (exit 5, and
+    the next scan covers the window again), not a list of every rule as broken (exit 4)."""
+    failed = [item for item in items if "error" in item]
+    unavailable = [item for item in failed if item.get("status") in UNAVAILABLE]
+    if failed and (unavailable or (len(failed) == len(items) and all(_server_side(item) for item in failed))):
+        why = unavailable[0] if unavailable else failed[0]
+        raise StoreUnavailable(f"Elasticsearch could not search {index} (_msearch, {len(failed)} of {len(items)} "
+                               f"searches failed): {refusal(why.get('status'), why)}")
+    return [Refused(refusal(item.get("status"), item)) if "error" in item else item for item in items]
+
+
+UNAVAILABLE = {429, 502, 503, 504}  # too busy, or shards/nodes missing: not the search's fault
+
+
+def _server_side(item: dict[str, Any]) -> bool:
+    status = item.get("status")
+    return isinstance(status, int) and status >= 500
 PAGE = 5000
 # A shard that fails (its node left the cluster, a point in time lost with it) must fail the search,
 # not shorten it: a rule that sees part of a window raises different incidents than the whole.
