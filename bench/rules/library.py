@@ -474,9 +474,11 @@ def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[
 
 def targets(s: dict[str, Any]) -> str:
     """Issue 12's targets for the scheduled comparison, against each measure of node time."""
-    r = s["ratios"].get("elastalert2_live / secmon_scheduled")
-    if not r:
+    found = s["ratios"].get("elastalert2_live / secmon_scheduled")
+    if not found:
         return ""
+    # None: secmon's figure rounded to 0 (the index stats count milliseconds), no ratio to give.
+    r = {k: "n/a " if v is None else v for k, v in found.items()}
     return (f"Issue 12's targets for scheduled runs (ElastAlert 2 at its defaults / secmon: requests >= 20x, node "
             f"time >= 5x), over the {s['hours']:g} h measured: requests {r['requests']}x; node time "
             f"{r['shard_search_events_s']}x by shard search time on the events ({r['shard_search_all_s']}x on all "
@@ -502,10 +504,13 @@ def markdown(s: dict[str, Any]) -> str:
         f"| {pair} | {r['requests']} | {r['event_search_requests']} | {r['shard_search_events_s']} | "
         f"{r['shard_search_all_s']} | {r['took_s']} | {r['request_wall_s']} |" for pair, r in s["ratios"].items())
     ran = {w: rs for w, rs in s["raw"].items() if rs}
+    ratio_table = ("| ratio | requests | event searches | shard search, events | shard search, all | took | request wall |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|\n" + ratio_rows) if ratio_rows else "No pair measured yet: no ratio."
     loads = {w: [[r["load"][0], r["load_end"][0]] if "load_end" in r else [r["load"][0]] for r in rs]
              for w, rs in ran.items()}
-    details = {w: rs[-1]["detail"] for w, rs in ran.items()}
-    kinds = {w: {k: v["requests"] for k, v in rs[-1]["kinds"].items()} for w, rs in ran.items()}
+    measured = {w: rs[-1] for w, rs in ran.items() if rs[-1]["run"] > 0}  # not the warm-up's
+    details = {w: last["detail"] for w, last in measured.items()}
+    kinds = {w: {k: v["requests"] for k, v in last["kinds"].items()} for w, last in measured.items()}
     missing = [w for w in s["raw"] if w not in figures]
     unfinished = "" if s.get("complete", True) else (
         f"**Written while the benchmark ran: not yet measured: {', '.join(missing) or 'none'} (the run stopped or "
@@ -551,9 +556,7 @@ tools talk to. Column meanings (bench/README.md has the details):
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-| ratio | requests | event searches | shard search, events | shard search, all | took | request wall |
-|---|---:|---:|---:|---:|---:|---:|
-{ratio_rows}
+{ratio_table}
 
 {targets(s)}
 
