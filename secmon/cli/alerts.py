@@ -91,9 +91,9 @@ def retry(ctx: click.Context, ids: tuple[str, ...], all_failed: bool) -> None:
     for doc_id, status in report.not_failed:
         click.echo(f"{doc_id}: {status}, not failed: nothing to retry")
     for doc_id in report.changed:
-        click.echo(f"{doc_id}: changed while being re-queued: run retry again", err=True)
+        click.echo(f"secmon: error: {doc_id}: changed while being re-queued: run retry again", err=True)
     for doc_id in report.missing:
-        click.echo(f"{doc_id}: no such alert in the outbox", err=True)
+        click.echo(f"secmon: error: {doc_id}: no such alert in the outbox (secmon alerts outbox lists them)", err=True)
     if report.missing:
         raise Exit(ExitCode.USAGE)
     if report.changed:
