@@ -176,7 +176,7 @@ def main() -> None:
                                         "rules from the cache of the run before: start-up, EVTX parsing, the "
                                         "windows-evtx pipeline, routing, matching, windowing, the JSON report"}
         result["samples_warm_cache_jobs_2"] = {**median_of(jobs2), "what": "samples, warm cache, --jobs 2: the "
-                                               "files shared out to 2 forked workers (default for inputs under 64 MB: 1)"}
+                                               "files shared out to 2 forked workers (what the default does from 16 MB of input, since 2026-11-30; 64 MB before)"}
         tool = find_evtx_dump(args.evtx_dump)
         if tool is None:
             result["floor_evtx_dump"] = "not installed"

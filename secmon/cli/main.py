@@ -142,7 +142,7 @@ def setup(ctx: click.Context) -> None:
                    "$XDG_CACHE_HOME/secmon or ~/.cache/secmon).")
 @click.option("--no-rule-cache", is_flag=True, help="With --input: compile every rule, read and write no cache.")
 @click.option("--jobs", type=click.IntRange(1, 64), help="With --input: processes reading and matching the files "
-                                                         "(default: one per CPU, up to 4, for inputs over 64 MB; else 1).")
+                                                         "(default: one per CPU, up to 4, for inputs of 16 MB or more; else 1).")
 @click.option("--models", "model_files", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="With --input: anomaly models exported by `secmon model export`, scored in-process too.")
 @click.pass_context

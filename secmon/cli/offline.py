@@ -28,7 +28,10 @@ def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
     return (here,) if here.is_dir() else (Path(secmon.__file__).resolve().parent.parent / "pipelines",)
 
 
-PARALLEL_BYTES = 64 << 20  # below this, forking workers (each compiling the rules it meets) does not pay
+# Below this, forking workers (each compiling the rule checks it meets, ~1.2 CPU s with the community
+# corpus) does not pay. Measured on 2 idle cores (bench/results/offline.json, 2026-11-30): the 24 MB of
+# EVTX-ATTACK-SAMPLES (8,255 events) took 4.54 s with one process and 3.12 s with two.
+PARALLEL_BYTES = 16 << 20
 
 
 def _workers(files: tuple[Path, ...]) -> int:
