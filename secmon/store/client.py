@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from elasticsearch import ApiError, Elasticsearch
 
 REFUSED_FOR_CONTENT = {400, 413}  # the request itself is wrong or too large: retrying it as it is cannot help
+UNAVAILABLE = {429, 502, 503, 504}  # the cluster is busy or missing shards or nodes: the request may pass later
 LOCAL_HINT = "is the node running? For the local node: scripts/es-local start"
 
 

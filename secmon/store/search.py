@@ -20,7 +20,7 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch
 
 from secmon.errors import RequestRefused, StoreUnavailable
-from secmon.store.client import REFUSED_FOR_CONTENT, refusal, reporting
+from secmon.store.client import REFUSED_FOR_CONTENT, UNAVAILABLE, refusal, reporting
 
 PAGE = 5000  # hits per page of a point in time
 FETCH = 5000  # hits per search of a batch; a search that fills it is paged through a point in time
@@ -134,8 +134,6 @@ def answers(index: str, items: list[dict[str, Any]]) -> list[dict[str, Any] | Re
                                f"searches failed): {refusal(why.get('status'), why)}")
     return [Refused(refusal(item.get("status"), item)) if "error" in item else item for item in items]
 
-
-UNAVAILABLE = {429, 502, 503, 504}  # too busy, or shards/nodes missing: not the search's fault
 
 
 def _server_side(item: dict[str, Any]) -> bool:

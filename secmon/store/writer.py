@@ -36,14 +36,13 @@ import orjson
 
 from secmon.errors import RequestRefused, StoreUnavailable
 from secmon.model import DeadLetter, Event
-from secmon.store.client import reporting
+from secmon.store.client import UNAVAILABLE, reporting
 from secmon.store.indices import Indices
 from secmon.types import add_counts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-RETRYABLE = {429, 502, 503, 504}
 ITEM_OUTCOME = "items.*.status,items.*.error"
 # What `serialize` writes for event.ingested; `send` replaces it with the time of each attempt. A key with
 # quotes unescaped cannot come from inside a string value, and no real time looks like this.
@@ -292,7 +291,7 @@ class BulkWriter:
                     events += 1
                 else:
                     self._stored(doc.origin, stats)
-            elif status in RETRYABLE:
+            elif status in UNAVAILABLE:
                 retry.append(doc)
                 retryable = True
             else:
