@@ -357,6 +357,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp") / f"rulesbench{os.getpid()}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rules-library")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite OUT.md from OUT.json")
+    parser.add_argument("--with", dest="earlier", type=Path, action="append", default=[],
+                        help="an earlier results .json of the same data and rules: its ways not run now join the "
+                             "results, said as such (a day of ElastAlert 2 takes hours; it need not be re-run "
+                             "to measure a change to secmon)")
     args = parser.parse_args()
     if args.rewrite:
         args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.with_suffix(".json").read_text())),
@@ -383,6 +387,8 @@ def main() -> None:
         data = load_day(direct, indices, round(args.events * args.hours / 24), day, span, args.datasets)
         print(f"indexed {data['events']:,} events in {data['index_seconds']} s", flush=True)
         ruleset = load_rules([ROOT / "rules"])
+        joined = join_earlier(args.earlier, data, len(ruleset.rules), args.hours, ways, runs)
+        machine["joined"] = joined
         ea2_types = ea2_rules(ruleset.rules, args.work / "ea2-rules", indices.events_pattern())
         ea2_cfg = args.work / "ea2.yaml"
         ea2_config(ea2_cfg, args.work / "ea2-rules", proxy.port, writeback)
@@ -427,6 +433,31 @@ def main() -> None:
     write_results(args, machine, data, ruleset, ea2_types, day, span, runs, complete=True)
 
 
+SAME_DATA = ("events", "real_lines", "events_per_source")
+
+
+def join_earlier(paths: list[Path], data: dict[str, Any], rules: int, hours: float, ways: list[str],
+                 runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The ways of earlier results files that this run did not measure, when they measured the same
+    events (same counts per source from the same real lines) with the same rules over the same span.
+    Returns where each joined way came from, for the results to say."""
+    joined: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        mismatch = [k for k in SAME_DATA if earlier["data"].get(k) != data.get(k)]
+        mismatch += ["rules"] if earlier["rules"] != rules else []
+        mismatch += ["hours"] if earlier["hours"] != hours else []
+        if mismatch:
+            raise SystemExit(f"--with {path}: not the same benchmark as this run ({', '.join(mismatch)} differ)")
+        for way, measured in earlier["raw"].items():
+            if way in ways or way in joined or not [r for r in measured if r["run"] > 0]:
+                continue
+            runs[way] = measured
+            joined[way] = {"file": str(path), "date": earlier["date"], "command": earlier["command"],
+                           "load_at_start": earlier["machine"]["load_at_start"]}
+    return joined
+
+
 def count_of(es: Elasticsearch, index: str) -> int:
     if not es.indices.exists(index=index):
         return 0
@@ -459,7 +490,9 @@ def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine,
         "command": f"python bench/rules/library.py --events {args.events} --hours {args.hours:g} --runs {args.runs}"
-                   + (f" --warmup-hours {args.warmup_hours:g}" if args.warmup_hours != 1 else ""),
+                   + (f" --warmup-hours {args.warmup_hours:g}" if args.warmup_hours != 1 else "")
+                   + (f" --ways {args.ways}" if args.ways != ",".join(WAYS) else "")
+                   + "".join(f" --with {p}" for p in args.earlier),
         "complete": complete, "warmup_hours": min(args.hours, args.warmup_hours),
         "data": data, "span": [iso(day), iso(day + span)], "hours": args.hours, "ticks": int(span / TICK) + 1,
         "agency": AGENCY, "rules": len(ruleset.rules), "elastalert2_rule_types": ea2_types, "runs": args.runs,
@@ -522,9 +555,15 @@ def markdown(s: dict[str, Any]) -> str:
     runs_said = "One run" if s["runs"] == 1 else f"Medians of {s['runs']} runs"
     warmup = s.get("warmup_hours")
     warmed = f"the two backfills over the first {warmup:g} h" if warmup is not None else "the two backfills"
+    joined = machine.get("joined") or {}
+    earlier = "".join(
+        f"**{labels[w]}** was measured by an earlier run of the same benchmark (same events per source from the "
+        f"same real lines, same rules, same span), `{j['command']}` on {j['date']} (load average at its start "
+        f"{j['load_at_start'][0]}), and joined from `{j['file']}` with `--with`: the two sides did not run in the "
+        f"same minutes.\n\n" for w, j in joined.items())
     return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
 
-{unfinished}`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
+{unfinished}{earlier}`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
 {machine['load_at_start'][0]}; Python {machine['python']}; Elasticsearch {machine['elasticsearch']} on the same
 machine; ElastAlert 2 {machine['elastalert2']} with the client it pins, elasticsearch-py {machine['elastalert2_client']}).
 
