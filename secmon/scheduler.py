@@ -142,7 +142,7 @@ def run(es: Elasticsearch, settings: Settings, stop: threading.Event, clock: Cal
         True)
     add("deliver", lambda token: jobs.deliver_due(es, settings, clock), every(schedule.outbox_interval), True)
     add("retention", lambda token: jobs.retention_due(es, settings, clock), every(schedule.retention_interval), True)
-    add("retrain", lambda token: jobs.retrain_due(es, settings, keeper, token, clock),
+    add("retrain", lambda token: jobs.retrain_due(es, settings, keeper, token, clock, stop=stop),
         every(schedule.retrain_interval), True)
     if settings.alerts.daily_digest:
         hour, minute = (int(part) for part in settings.alerts.daily_digest.split(":"))

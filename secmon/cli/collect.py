@@ -236,6 +236,7 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
                      for text, flag in zip(listen, ("--syslog-udp", "--syslog-tcp", "--syslog-tls")))
     if tls and not (tls_cert and tls_key):
         raise click.UsageError("--syslog-tls needs --tls-cert and --tls-key")
+    from secmon.collect.tail import matches_a_file
     from secmon.service.follow import FollowSpec, collect_follow  # the follow loop: only --follow needs it
 
     es, settings = es_of(ctx), settings_of(ctx)
@@ -251,6 +252,10 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
         stop.set()
 
     previous: dict[int, Any] = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    for pattern in patterns:
+        if not matches_a_file(pattern):
+            click.echo(f"secmon: warning: --follow {safe(pattern)!r} matches no file (yet); following it: files "
+                       "that appear later are read", err=True)
     try:
         report = collect_follow(es, settings, FollowSpec(patterns, listener), agency, source,
                                         utcnow(), stop, options, year)
@@ -260,9 +265,14 @@ def _follow(ctx: click.Context, patterns: tuple[str, ...], agency: str, source: 
         if listener:
             listener.stop()
     if as_json:
-        click.echo(to_json({"inputs": [{**_summary("follow", report), "syslog_dropped": report.syslog_dropped}]}))
+        click.echo(to_json({"inputs": [{**_summary("follow", report), "syslog_dropped": report.syslog_dropped,
+                                        "unmatched_patterns": list(report.unmatched)}]}))
     else:
         _print_report(report)
+    for pattern in report.unmatched:  # as a named file that does not exist: exit 4
+        click.echo(f"secmon: error: --follow {safe(pattern)!r} matched no file while collect ran", err=True)
+    if report.unmatched:
+        raise Exit(ExitCode.INPUT)
 
 
 def _print_report(report: CollectReport) -> None:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from importlib import import_module
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 from click.utils import make_default_short_help
@@ -175,7 +176,9 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         report = deliver_flow(es, settings, utcnow())
         summary = replace(summary, deliveries_sent=report.sent, deliveries_pending=report.pending + report.failed,
                           notes=summary.notes + tuple(f"alert delivery failed: {e}" for e in report.errors))
-    click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE))
+    since = summary.window_from.astimezone(ZoneInfo(DEFAULT_TIMEZONE)).isoformat()
+    more = f"secmon incidents list --since {since} (with any others active since), or scan --json"
+    click.echo(to_json(summary) if as_json else scan_text(summary, DEFAULT_TIMEZONE, more))
     if not summary.rules_run:
         click.echo("secmon: error: no rule ran (check `rules` in the config and `secmon rules validate`)", err=True)
         raise Exit(ExitCode.INPUT)

@@ -28,6 +28,14 @@ def _pipeline_folders(settings: Settings | None) -> tuple[Path, ...]:
     return (here,) if here.is_dir() else (Path(secmon.__file__).resolve().parent.parent / "pipelines",)
 
 
+def _bundled_rules() -> tuple[Path, ...]:
+    """Without --rules and without a config: the rule library beside secmon's package."""
+    folder = Path(secmon.__file__).resolve().parent.parent / "rules"
+    if not folder.is_dir():
+        raise click.UsageError("no config file and no bundled rules: give --rules")
+    return (folder,)
+
+
 # Below this, forking workers (each compiling the rule checks it meets, ~1.2 CPU s with the community
 # corpus) does not pay. Measured on 2 idle cores (bench/results/offline.json, 2026-11-30): the 24 MB of
 # EVTX-ATTACK-SAMPLES (8,255 events) took 4.54 s with one process and 3.12 s with two.
@@ -64,9 +72,14 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
     from secmon.service.offline import OfflineJob, scan_files
 
     config_path = ctx.ensure_object(dict).get("config_path")
-    has_config = config_path is not None and Path(config_path).is_file()
-    needs_settings = source is not None or not rule_paths or (agency != default_agency and has_config)
-    settings = settings_of(ctx) if needs_settings else None
+    # Offline triage needs no config: without one (none named by -c or $SECMON_CONFIG, no ./secmon.yml) it
+    # runs on the embedded defaults (the bundled rules and pipelines, Asia/Ho_Chi_Minh). A named config
+    # that is missing is still an error (a typo must not silently switch to the defaults).
+    named = (ctx.find_root().get_parameter_source("config_path") != click.core.ParameterSource.DEFAULT
+             or "SECMON_CONFIG" in os.environ)
+    has_config = config_path is not None and (named or Path(config_path).is_file())
+    needs_settings = source is not None or not rule_paths or agency != default_agency
+    settings = settings_of(ctx) if needs_settings and has_config else None
     known = [a.id for a in settings.agencies] if settings is not None else []
     if not AGENCY_ID.match(agency) or (settings is not None and agency != default_agency and agency not in known):
         raise click.BadParameter(f"{agency!r} is not an agency id" + (
@@ -77,7 +90,8 @@ def offline(ctx: click.Context, default_agency: str, specs: tuple[str, ...], rul
     if not found.files:
         raise click.UsageError(f"--input: none of the files found is EVTX or JSON (first: {found.passed_over[0][0]}); "
                                "give --source for other logs")
-    paths = rule_paths or tuple(settings.resolve(p) for p in settings.rules)  # type: ignore[union-attr]
+    paths = rule_paths or (tuple(settings.resolve(p) for p in settings.rules) if settings is not None
+                           else _bundled_rules())
     job = OfflineJob(found.files, tuple(paths), agency, timezone, _pipeline_folders(settings), source, unmapped,
                      None if no_rule_cache else (rule_cache or default_folder()), found.passed_over,
                      jobs or _workers(found.files), models)

@@ -72,7 +72,18 @@ def incidents_table(incidents: list[Incident] | tuple[Incident, ...], tz: str, n
                  rows)
 
 
-def scan_text(summary: ScanSummary, tz: str) -> str:
+SHOWN = 20  # a scan's table: a screenful; the rest is a command away (837 rows buried the quickstart's news)
+
+
+def most_important(incidents: tuple[Incident, ...], new: set[str], limit: int = SHOWN) -> list[Incident]:
+    """New incidents first, then the most severe, then the most recent activity (then by id: stable)."""
+    ranked = sorted(incidents, key=lambda i: i.id)
+    ranked.sort(key=lambda i: (i.id in new, i.finding.severity.rank, i.finding.last_seen), reverse=True)
+    return ranked[:limit]
+
+
+def scan_text(summary: ScanSummary, tz: str, more: str = "--json lists them all") -> str:
+    """The summary and the SHOWN most important incidents; `more` says where the others are."""
     new = set(summary.new_incident_ids)
     lines = [
         f"scan {summary.id[:12]}: window {summary.window_from.isoformat()} .. {summary.window_to.isoformat()}",
@@ -85,7 +96,11 @@ def scan_text(summary: ScanSummary, tz: str) -> str:
     if summary.suppressed:
         lines.append(f"suppressed findings: {summary.suppressed}")
     if summary.incidents:
-        lines += ["", incidents_table(summary.incidents, tz, new)]
+        shown = most_important(summary.incidents, new)
+        lines += ["", incidents_table(shown, tz, new)]
+        if len(summary.incidents) > len(shown):
+            lines.append(f"... and {len(summary.incidents) - len(shown)} more (shown: new ones first, then the "
+                         f"most severe and most recent). All of them: {more}")
     for rule, reason in summary.rules_failed:
         lines.append(f"rule failed: {safe(rule)}: {safe(reason)}")
     lines += [f"note: {safe(note)}" for note in summary.notes]

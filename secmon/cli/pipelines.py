@@ -21,7 +21,7 @@ from secmon.errors import ExitCode, InputError
 from secmon.model import DeadLetter, Event
 from secmon.normalize.engine import Normalizer, Skipped
 from secmon.normalize.examples import check_examples
-from secmon.normalize.pipeline import Pipeline, load_pipelines
+from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
 
 
 def _folders(ctx: click.Context, given: tuple[Path, ...]) -> list[Path]:
@@ -93,11 +93,14 @@ def test_pipeline(ctx: click.Context, file: Path, source: str, year: int | None,
 
     Nothing is sent to Elasticsearch. Exits 4 when any line would be dead-lettered.
     """
-    found = _load(ctx, folders)
-    if source not in found:
-        raise click.BadParameter(f"unknown source {source!r}; pipelines: {', '.join(sorted(found))}",
-                                 param_hint="--source")
-    normalizer = Normalizer(found[source], agency="test", timezone=zone, source=str(file),
+    pipeline = pipeline_named(_folders(ctx, folders), source)  # its own file only; all of them for the error
+    if pipeline is None:
+        found = _load(ctx, folders)
+        if source not in found:
+            raise click.BadParameter(f"unknown source {source!r}; pipelines: {', '.join(sorted(found))}",
+                                     param_hint="--source")
+        pipeline = found[source]
+    normalizer = Normalizer(pipeline, agency="test", timezone=zone, source=str(file),
                             now=datetime.now(timezone.utc), year=year)
     counts = {"events": 0, "dead letters": 0, "skipped": 0}
     records = read_evtx(file) if is_evtx(file) else read_records(file)  # .evtx: its records as EVTX JSON

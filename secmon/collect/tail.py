@@ -59,6 +59,11 @@ class _Tail:
     scan: int = 0  # with `long`: how far its newline was looked for
 
 
+def matches_a_file(pattern: str) -> bool:
+    """Whether the glob `pattern` names a regular file now (as `Follower` reads them)."""
+    return any(os.path.isfile(path) for path in glob.iglob(pattern))
+
+
 class Follower:
     def __init__(self, patterns: list[str], registry: Registry, *, from_end: bool = False,
                  multiline: re.Pattern[str] | None = None, max_bytes: int = 4 << 20, max_line: int = MAX_LINE):
@@ -73,6 +78,7 @@ class Follower:
         # content -> (length, path, ident, (device, inode)) of every file read: checkpoints, and copies
         self._known: dict[str, tuple[int, str, str, tuple[int, int]]] = {}
         self.skipped = 0
+        self.matched: set[str] = set()  # the patterns that have matched a file at some poll (the others are said)
 
     def paths(self) -> dict[tuple[int, int], tuple[str, int]]:
         found: dict[tuple[int, int], tuple[str, int]] = {}
@@ -84,6 +90,7 @@ class Follower:
                     continue  # removed between glob and stat
                 if os.path.isfile(path):
                     found.setdefault((info.st_dev, info.st_ino), (path, info.st_size))
+                    self.matched.add(pattern)
         return found
 
     def poll(self) -> list[Record]:

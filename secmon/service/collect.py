@@ -89,6 +89,7 @@ class CollectReport:
     syslog_dropped: int = 0
     notes: list[str] = field(default_factory=list)
     pipeline: str = ""
+    unmatched: tuple[str, ...] = ()  # --follow: patterns that matched no file while it ran
 
     @property
     def damaged(self) -> bool:

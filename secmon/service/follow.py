@@ -120,6 +120,7 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
         state.close()
     report.stats = shipper.stats
     report.stats.skipped += follower.skipped + sum(c.skipped for c in report.sources.values())
+    report.unmatched = tuple(p for p in spec.patterns if p not in follower.matched)
     report.syslog_dropped = spec.listener.dropped if spec.listener else 0
     if spec.listener and spec.listener.connections.accepted + spec.listener.connections.refused:
         report.notes.append(f"syslog: {spec.listener.connections.summary()}")

@@ -276,7 +276,7 @@ def retention_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobRes
 
 
 def retrain_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, clock: Clock,
-                train_flow: TrainFlow = retrain) -> JobResult:
+                train_flow: TrainFlow = retrain, stop: threading.Event | None = None) -> JobResult:
     """Retrain every detector's models over its baseline, when the last training is a
     `schedule.retrain_interval` old.
 
@@ -297,6 +297,10 @@ def retrain_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: in
                                     f"{iso(last.value + interval)}")
     report = train_flow(es, settings, now)
     if keeper.holds(clock()) != token:
+        if stop is not None and stop.is_set():  # a stop ends the lease's renewals, then releases it
+            return JobResult("partial", "secmon was stopped (SIGTERM/SIGINT) while the models were trained: "
+                                        "they are stored, the time of the training is not; the next active "
+                                        "scheduler trains them again")
         raise LeaseLost("the lease lapsed while the models were trained")
     write_job(es, indices, "retrain", token, keeper.me, clock(), lambda current: replace(current, value=now))
     outcomes = Counter(r.outcome for r in report.results)

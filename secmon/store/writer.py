@@ -165,18 +165,21 @@ class BulkWriter:
                     head_line = months.get(stamp[:7])
                     if head_line is None:
                         head_line = months[stamp[:7]] = self._head(self._event_index(agency, stamp))
-                    # The same bytes as the copy `_action` makes ({**event, "ingested": ...}), without
-                    # copying: the placeholder is added to the event's own dict for the time of `dumps`.
-                    event["ingested"] = INGESTED_PLACEHOLDER
+                    # The placeholder is spliced into the bytes as the first key of the top-level `event`,
+                    # neither copying the document (`_action`) nor touching the caller's (frozen) Event.
+                    # Our normalizers write @timestamp then event; the prefix proves it is the top-level
+                    # one (a stamp that needed escaping would not match it). Else: `_action`'s copy.
                     try:
                         body = dumps(doc)
-                    except TypeError:  # what orjson refuses: `_dumps` writes it another way
-                        body = _dumps(doc)
-                    finally:
-                        del event["ingested"]
-                    docs.append(Doc(head_line + ident.encode() + b'"}}', body,
-                                    origins[i] if origins is not None else default))
-                    continue
+                    except TypeError:  # what orjson refuses: `_action` and `_dumps` write it another way
+                        body = b""
+                    if body and body.startswith(start := b'{"@timestamp":"' + stamp.encode() + b'","event":{'):
+                        at = len(start)
+                        docs.append(Doc(head_line + ident.encode() + b'"}}',
+                                        b"".join((body[:at], _PLACEHOLDER_BYTES,
+                                                  b"" if body[at:at + 1] == b"}" else b",", body[at:])),
+                                        origins[i] if origins is not None else default))
+                        continue
                 head, doc = self._action(item, agency, read)
             else:
                 head, doc = self._action(item, agency, read)

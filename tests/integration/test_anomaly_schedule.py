@@ -178,3 +178,28 @@ def test_the_retrain_job_retrains_when_due_not_at_a_restart_and_only_with_the_le
         jobs.retrain_due(es, settings, keeper, ours, lambda: takeover + timedelta(hours=2))
     stored = JobState.from_doc(es.get(index=indices_of(settings).state, id=JobState.doc_id("retrain"))["_source"])
     assert stored.value == later and stored.token == other.holds(takeover)
+
+
+def test_a_stop_during_a_retrain_is_said_as_a_stop_not_as_a_lapsed_lease(config: Path, es: Any) -> None:
+    from secmon.service.train import TrainReport
+
+    settings = load_settings(config)
+    setup(es, settings, NOW)
+    keeper = jobs.Keeper(es, settings, me="a")
+    assert keeper.keep(NOW).active
+    stop = threading.Event()
+
+    def stopped_meanwhile(es: Any, settings: Settings, now: datetime) -> TrainReport:
+        stop.set()  # SIGTERM while training: the scheduler stops renewing, then releases the lease
+        keeper.release(now)
+        return TrainReport((), ())
+
+    result = jobs.run_job(es, settings, keeper, "retrain", lambda token: jobs.retrain_due(
+        es, settings, keeper, token, lambda: NOW, stopped_meanwhile, stop=stop), lambda: NOW)
+    assert result is not None and result.outcome == "partial", result
+    assert "stopped (SIGTERM/SIGINT) while the models were trained" in result.note and "lapsed" not in result.note
+    # without a stop, the same lapse is still another scheduler's business
+    assert keeper.keep(NOW).active
+    with pytest.raises(LeaseLost, match="lapsed"):
+        jobs.retrain_due(es, settings, keeper, keeper.holds(NOW) or 0, lambda: NOW,
+                         lambda es, s, now: (keeper.release(now), TrainReport((), ()))[1])

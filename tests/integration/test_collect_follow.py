@@ -134,3 +134,45 @@ def test_syslog_listener_udp_tcp_tls_on_loopback(tmp_path, es, es_url, prefix) -
     hosts = es.search(index=f"{prefix}-events-*", size=0, aggs={"h": {"terms": {"field": "host.hostname"}}})
     assert {b["key"] for b in hosts["aggregations"]["h"]["buckets"]} == {"combo", "mymachine.example.com"}
     assert "total:" in out
+
+
+def test_a_pattern_that_matches_no_file_is_said_and_followed_and_fails_only_if_it_never_matched(  # type: ignore[no-untyped-def]
+        tmp_path, es, es_url, prefix, datasets) -> None:
+    import json
+    import queue
+    import threading
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = write_config(tmp_path / "secmon.yml", es_url, prefix, free_port())
+    never, later = str(logs / "never*.log"), str(logs / "auth*.log")
+    follower = secmon(config, "collect", "--follow", never, later, "-a", AGENCY, "-s", "linux-auth", "--year",
+                      "2005", "--state", str(tmp_path / "state"), "--batch-wait", "0.1", "--json")
+    lines: queue.Queue[str] = queue.Queue()
+    assert follower.stderr is not None and follower.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line.decode()) for line in follower.stderr], daemon=True)
+    reader.start()
+    said: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any(later in line for line in said):  # said before it reads anything (and after its SIGTERM handler)
+        assert time.monotonic() < deadline and follower.poll() is None, ("no warning about the pattern", said)
+        try:
+            said.append(lines.get(timeout=1))
+        except queue.Empty:
+            pass
+    assert any(f"{never!r} matches no file (yet)" in line for line in said), said
+    written = make_log(datasets, logs / "auth.log", 50)  # the file appears: it is read
+    try:
+        assert wait_for_count(es, f"{prefix}-events-*,{prefix}-deadletter-*", len(written), 60,
+                              follower) == len(written)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=60)
+        reader.join(timeout=10)
+    while not lines.empty():
+        said.append(lines.get())
+    out = json.loads(follower.stdout.read().decode())
+    assert follower.returncode == 4, said  # the one that never matched a file
+    assert out["inputs"][0]["unmatched_patterns"] == [never] and out["inputs"][0]["events"] == len(written)
+    assert any(f"{never!r} matched no file while collect ran" in line for line in said), said
+    assert not any(f"{later!r} matched no file" in line for line in said), said

@@ -172,6 +172,35 @@ def test_paging_says_when_more_exist(tmp_path, es, config):  # type: ignore[no-u
     assert "1 of 3 incidents" in out and "more" not in out.splitlines()[-1]
 
 
+def test_the_scan_table_shows_the_most_important_and_says_where_the_rest_are(tmp_path, es, config):  # type: ignore[no-untyped-def]
+    from secmon.cli.output import SHOWN
+
+    attackers = SHOWN + 3
+    lines = []
+    for n in range(attackers):  # one incident each, the later ones more recent
+        lines += auth_lines(START + timedelta(minutes=7 * n), 5, 15, f"198.51.100.{n + 1}", host=f"srv{n}")
+    collect(tmp_path, config, sorted(lines, key=lambda line: line[:15]))
+    window = ["--from", (START - timedelta(minutes=5)).isoformat(), "--to", (START + timedelta(hours=4)).isoformat(),
+              "--rules", str(BRUTE_FORCE), "--no-deliver"]
+    code, out, err = run_cli("-c", config, "scan", *window)
+    assert code == 0, err
+    assert f"incidents: {attackers} ({attackers} new, marked *)" in out, out
+    rows = [line for line in out.splitlines() if line[:12].isalnum() and line[12:13] == "*"]
+    assert len(rows) == SHOWN, out
+    assert "... and 3 more" in out, out
+    hint = next(line for line in out.splitlines() if line.startswith("... and"))
+    command = hint.split("All of them: ", 1)[1].split(" (")[0].split()
+    assert command[:3] == ["secmon", "incidents", "list"], hint
+    code, listed, err = run_cli("-c", config, *command[1:], "--json")  # the command it names works as written
+    assert code == 0, err
+    ids = [i["id"] for i in json.loads(listed)["incidents"]]
+    assert len(ids) == attackers
+    # the newest activity first: the three left out are the three oldest attackers'
+    assert sorted(row[:12] for row in rows) == sorted(i[:12] for i in ids[:SHOWN])
+    code, out, err = run_cli("-c", config, "scan", *window, "--json")  # --json keeps every incident
+    assert code == 0 and len(json.loads(out)["incidents"]) == attackers, err
+
+
 def test_exceptions_and_suppressions_apply_while_in_force(tmp_path, es, config):  # type: ignore[no-untyped-def]
     lines = auth_lines(START, 5, 15, "192.0.2.30", host="backup") + auth_lines(START, 5, 15, "192.0.2.31", host="b")
     collect(tmp_path, config, sorted(lines, key=lambda line: line[:15]))

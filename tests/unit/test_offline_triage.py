@@ -221,3 +221,24 @@ def test_the_offline_scan_does_not_import_the_cluster_client(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+
+
+def test_offline_triage_of_any_log_needs_no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No -c, no $SECMON_CONFIG, no ./secmon.yml: the bundled rules and pipelines, Asia/Ho_Chi_Minh."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SECMON_CONFIG", raising=False)
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"Jun 14 15:{m // 60:02d}:{m % 60:02d} combo sshd[{1000 + m}]: Failed password for root "
+                           f"from 218.188.2.4 port {4000 + m} ssh2\n" for m in range(0, 600, 10)), encoding="utf-8")
+    code, out, err = run_cli("scan", "--input", str(log), "--source", "linux-auth", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["rules_run"] > 50 and result["inputs"][0]["events"] == 60
+    assert any("brute" in i["finding"]["rule_title"].lower() for i in result["incidents"]), result["incidents"]
+    assert {i["finding"]["agency"] for i in result["incidents"]} == {"offline"}
+    # a config that is named but missing is still an error: a typo must not switch to the defaults
+    code, out, err = run_cli("-c", str(tmp_path / "secmon-typo.yml"), "scan", "--input", str(log), "--source",
+                             "linux-auth")
+    assert code == 3 and "config file not found" in err, err
+    monkeypatch.setenv("SECMON_CONFIG", str(tmp_path / "secmon-typo.yml"))
+    assert run_cli("scan", "--input", str(log), "--source", "linux-auth")[0] == 3

@@ -126,3 +126,23 @@ def test_flatten_is_field_values_for_every_path() -> None:
     assert flat == {"a.b": [1, 2], "a.b.c": ["x", "y", 3], "a.d.e.f": [True], "l": [1, 2]}
     for path, values in flat.items():
         assert sorted(map(str, values)) == sorted(map(str, field_values(doc, path)))
+
+
+def test_the_memo_of_scanned_values_is_bounded_over_all_fields(monkeypatch: Any) -> None:
+    """Hostile logs: thousands of distinct short values in each of many fields a corpus names."""
+    from secmon.detect.inprocess import prefilter
+
+    monkeypatch.setattr(prefilter, "MEMO_VALUES", 50)
+    monkeypatch.setattr(prefilter, "MEMO_TOTAL", 120)
+    fields = [f"f{n}" for n in range(40)]
+    index = NeedleIndex([(n, [frozenset({(field, "evil")})]) for n, field in enumerate(fields)])
+    fresh = NeedleIndex([(n, [frozenset({(field, "evil")})]) for n, field in enumerate(fields)])
+    for round_ in range(60):
+        doc = {field: [f"v{round_}-{k}" for k in range(7)] + (["an evil one"] if round_ % 9 == n else [])
+               for n, field in enumerate(fields)}
+        flat = flatten(doc)
+        assert sorted(index.hits(flat)) == sorted(fresh.hits(flat))  # what is remembered never changes a hit
+        memos = index._memos.values()
+        assert sum(map(len, memos)) <= 120 and max(map(len, memos)) <= 50
+        assert index._memoized == sum(map(len, memos))
+    assert sorted(index.hits(flatten({"f3": "EVIL"}))) == [3]  # remembered values still hit (casefolded scan)

@@ -248,6 +248,7 @@ def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]
 
 MEMO_VALUES = 20_000  # per field: the distinct short values whose scan is remembered
 MEMO_LENGTH = 256  # longer values (command lines, script blocks) are scanned every time
+MEMO_TOTAL = 100_000  # over every field (a corpus names hundreds): at most ~40 MB however hostile the logs
 
 
 class NeedleIndex:
@@ -259,7 +260,8 @@ class NeedleIndex:
     logs repeat their values (providers, channels, images, account names; 88% of the values the
     EVTX samples scan are repeats), so most values are looked up, not scanned. Only `str` values are
     remembered (1, 1.0 and True are equal keys but different texts), at most MEMO_VALUES a field
-    (then the field's memo starts again), none longer than MEMO_LENGTH."""
+    (then the field's memo starts again), MEMO_TOTAL over all fields (then every memo starts again),
+    none longer than MEMO_LENGTH."""
 
     def __init__(self, items: Iterable[tuple[int, Groups]]):
         self._words: dict[str, dict[str, set[int]]] = {}
@@ -271,6 +273,16 @@ class NeedleIndex:
                     self._words.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
         self._automata: dict[str, Any] = {}
         self._memos: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._memoized = 0  # values in all the memos
+
+    def _make_room(self, memo: dict[str, tuple[int, ...]]) -> None:
+        if len(memo) >= MEMO_VALUES:
+            self._memoized -= len(memo)
+            memo.clear()
+        if self._memoized >= MEMO_TOTAL:
+            for each in self._memos.values():
+                each.clear()
+            self._memoized = 0
 
     def _automaton(self, field: str) -> Any:
         found = self._automata.get(field)
@@ -294,9 +306,10 @@ class NeedleIndex:
                     if codes is None:
                         codes = tuple({c for _, items in automaton.iter(START + value.casefold() + END) for c in items})
                         if len(value) <= MEMO_LENGTH:
-                            if len(memo) >= MEMO_VALUES:
-                                memo.clear()
+                            if len(memo) >= MEMO_VALUES or self._memoized >= MEMO_TOTAL:
+                                self._make_room(memo)
                             memo[value] = codes
+                            self._memoized += 1
                     if codes:
                         found.update(codes)
                 else:
