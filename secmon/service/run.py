@@ -82,6 +82,9 @@ class Keeper:
         # version without reading it first (one request instead of two). Only scheduler instances write
         # them, each write is conditional on the version, so a stale copy (another holder wrote since)
         # costs a refused write and a read, never a lost update; the fencing check is made on what was read.
+        # `scan_due` also starts from this copy: the watermark only moves forward and nothing but the holder
+        # writes it, so a stale copy can only make a scan do again what was done (deterministic ids), never
+        # skip events. A command that ever rewinds it must take the lease (a new token) to do so.
         self._seen: dict[str, state.Stored] = {}
 
     def seen(self, job: str) -> state.Stored | None:
