@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 # The answer's own `took` is among its first keys (after `_scroll_id` or `pit_id` when there is one).
 TOOK = re.compile(rb'"took":(\d+)')
+PIT = re.compile(rb'"pit"\s*:\s*\{')  # a search body that pages a point in time
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
@@ -69,8 +70,8 @@ def kind_of(method: str, path: str, body: bytes) -> str:
     named = next((p for p in reversed(parts) if p.startswith("_")), "index" if parts else "/")
     if (parts and "-events-" in parts[0]) or (named == "_msearch" and b"-events-" in body.split(b"\n", 1)[0]):
         where = "events"
-    elif parts[:2] in (["_search", "scroll"], ["_pit"]):
-        where = "context"
+    elif parts[:2] in (["_search", "scroll"], ["_pit"]) or (parts == ["_search"] and PIT.search(body[:4096])):
+        where = "context"  # a search of a point in time names no index: its pages are the events'; not "other"
     else:
         where = "other"
     return f"{where} {method} {named}"

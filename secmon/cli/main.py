@@ -160,6 +160,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
         return
     from secmon.cli.output import scan_text, to_json
     from secmon.service.scan import ScanOptions, scan as scan_flow
+    from secmon.store.client import check
 
     now = utcnow()
     end = end or now
@@ -169,6 +170,7 @@ def scan(ctx: click.Context, start: datetime | None, end: datetime | None, last:
     if start >= end:
         raise click.UsageError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
     es, settings = es_of(ctx), settings_of(ctx)
+    check(es)  # one clear line when the node is away, before anything is loaded (the scan flow does not check)
     summary = scan_flow(es, settings, ScanOptions(start, end, rule_paths, unmapped=unmapped), now)  # type: ignore[arg-type]
     if not no_deliver:  # the scan only queues; sending is the deliver flow's job, here run at once
         from secmon.service.deliver import deliver as deliver_flow

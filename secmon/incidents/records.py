@@ -118,11 +118,44 @@ def from_doc(incident_id: str, doc: dict[str, Any]) -> State:
 
 # --- scan time ------------------------------------------------------------------------------
 
+# What a scan reads of a stored incident: what `decide` folds a finding into, and what the scan reports.
+# Not the texts that come from the rule or detector file (description, translations, tags): the finding of
+# the same group carries them (`with_texts`), and a merge does not rewrite them (`merge_doc`). Nor what
+# `to_doc` derives again (threat, group_fields, @timestamp, the severity rank).
+NEAR_FIELDS = [
+    "event.start", "event.end", "event.count", "event.created", "rule.id", "rule.name", "organization.id",
+    *(f"secmon.{name}" for name in ("id", "group_key", "detector", "severity", "status", "resolution", "group",
+                                    "sample_event_ids", "occurrences", "updated", "bursts", "contributions",
+                                    "history", "explanation")),
+]
+
+
+def with_texts(state: State, finding: Finding) -> State:
+    """A state read with NEAR_FIELDS, given the texts of its rule from a finding of its group (same rule)."""
+    texts = replace(state.incident.finding, description=finding.description, translations=finding.translations,
+                    tags=finding.tags)
+    return replace(state, incident=replace(state.incident, finding=texts))
+
+
+def merge_doc(state: State, scan_id: str) -> dict[str, Any]:
+    """The fields a merge changes (`grouping._merge`), for a partial update: the texts and the rest stay as stored."""
+    full = to_doc(state, scan_id)
+    event, s = full["event"], full["secmon"]
+    return {
+        "@timestamp": full["@timestamp"],
+        "event": {key: event[key] for key in ("severity", "start", "end", "count")},
+        "secmon": {key: s[key] for key in ("severity", "sample_event_ids", "scan_id", "occurrences", "updated",
+                                           "bursts", "contributions", "history", *(("explanation",)
+                                                                                   if "explanation" in s else ()))},
+    }
+
+
 def incidents_near(es: Elasticsearch, indices: Indices, findings: Sequence[Finding], quiet_period: timedelta
                    ) -> tuple[dict[str, list[State]], dict[str, Version]]:
     """The incidents of the findings' groups whose activity is within the quiet period of theirs,
-    with their versions for conditional writes."""
-    keys = sorted({f.group_key for f in findings})
+    with their versions for conditional writes; read with NEAR_FIELDS, their texts from the findings."""
+    by_group = {f.group_key: f for f in findings}
+    keys = sorted(by_group)
     low = min(f.first_seen for f in findings) - quiet_period
     high = max(f.last_seen for f in findings) + quiet_period
     groups: dict[str, list[State]] = {}
@@ -133,12 +166,14 @@ def incidents_near(es: Elasticsearch, indices: Indices, findings: Sequence[Findi
                                      {"range": {"event.start": {"lte": iso(high)}}}]}}
         with reporting(es, "read the incidents of the groups found"):
             response = es.search(index=indices.incidents, query=query, size=MAX_NEAR, seq_no_primary_term=True,
-                                 sort=[{"event.end": "asc"}], track_total_hits=MAX_NEAR + 1, ignore_unavailable=True)
+                                 sort=[{"event.end": "asc"}], track_total_hits=MAX_NEAR + 1, ignore_unavailable=True,
+                                 source_includes=NEAR_FIELDS)
         if response["hits"]["total"]["value"] > MAX_NEAR:
             raise StoreUnavailable(f"more than {MAX_NEAR} incidents overlap this scan's findings",
                                    hint="scan a shorter window")
         for hit in response["hits"]["hits"]:
             state = from_doc(hit["_id"], hit["_source"])
+            state = with_texts(state, by_group[state.group_key])
             groups.setdefault(state.group_key, []).append(state)
             versions[hit["_id"]] = (hit["_seq_no"], hit["_primary_term"])
     return groups, versions
@@ -185,10 +220,10 @@ def _write(es: Elasticsearch, indices: Indices, decisions: list[Decision], versi
         action: dict[str, Any] = {"_index": indices.incidents, "_id": ident}
         if decision.is_new:
             operations += [{"create": action}, to_doc(decision.state, scan_id)]
-        else:
+        else:  # a partial update: it was read without its texts (NEAR_FIELDS), which stay as stored
             seq, term = versions[ident]
-            operations += [{"index": {**action, "if_seq_no": seq, "if_primary_term": term}},
-                           to_doc(decision.state, scan_id)]
+            operations += [{"update": {**action, "if_seq_no": seq, "if_primary_term": term}},
+                           {"doc": merge_doc(decision.state, scan_id)}]
     if not operations:
         return set()
     with reporting(es, "store incidents"):

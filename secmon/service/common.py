@@ -41,14 +41,21 @@ def indices_of(settings: Settings) -> Indices:
 
 def audit(es: Elasticsearch, indices: Indices, action: str, outcome: str, now: datetime,
           details: dict[str, Any], agency: str | None = None, message: str = "", user: str | None = None) -> None:
+    doc = audit_doc(action, outcome, now, details, agency, message, user)
+    with reporting(es, "write the audit trail"):
+        es.index(index=indices.audit, document=doc)
+
+
+def audit_doc(action: str, outcome: str, now: datetime, details: dict[str, Any], agency: str | None = None,
+              message: str = "", user: str | None = None) -> dict[str, Any]:
+    """One entry of the audit trail (`{prefix}-audit`), for `audit` or for a bulk that writes it with others."""
     doc: dict[str, Any] = {
         "@timestamp": iso(now), "event": {"action": action, "outcome": outcome},
         "user": {"name": user or operator()}, "host": {"hostname": socket.gethostname()},
         "secmon": {"details": details, "command": action}, "message": message}
     if agency:
         doc["organization"] = {"id": agency}
-    with reporting(es, "write the audit trail"):
-        es.index(index=indices.audit, document=doc)
+    return doc
 
 
 def setup(es: Elasticsearch, settings: Settings, now: datetime) -> tuple[str, list[TemplateChange]]:

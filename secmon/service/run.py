@@ -78,6 +78,23 @@ class Keeper:
         self._indices = indices_of(settings)
         self._ttl = parse_duration(settings.schedule.lease)
         self._held: tuple[Lease, state.Stored] | None = None
+        # The job documents as this process last read or wrote them: the next write is tried on that
+        # version without reading it first (one request instead of two). Only scheduler instances write
+        # them, each write is conditional on the version, so a stale copy (another holder wrote since)
+        # costs a refused write and a read, never a lost update; the fencing check is made on what was read.
+        # `scan_due` also starts from this copy: the watermark only moves forward and nothing but the holder
+        # writes it, so a stale copy can only make a scan do again what was done (deterministic ids), never
+        # skip events. A command that ever rewinds it must take the lease (a new token) to do so.
+        self._seen: dict[str, state.Stored] = {}
+
+    def seen(self, job: str) -> state.Stored | None:
+        return self._seen.get(job)
+
+    def saw(self, job: str, stored: state.Stored | None) -> None:
+        if stored is None:
+            self._seen.pop(job, None)
+        else:
+            self._seen[job] = stored
 
     def holds(self, now: datetime) -> int | None:
         """Our fencing token while our lease is live; None otherwise (commit nothing)."""
@@ -86,6 +103,9 @@ class Keeper:
 
     def keep(self, now: datetime) -> LeaseChange:
         was_active = self._held is not None
+        renewed = self._renew(now)
+        if renewed is not None:
+            return renewed
         found = state.read(self._es, self._indices, LEASE_ID)
         stored = Lease.from_doc(found.doc) if found else None
         step = decide.lease_step(stored, self.me, now)
@@ -105,14 +125,42 @@ class Keeper:
             self._claim(mine.token, now)
         return LeaseChange(True, became_active=not was_active or step != "renew", lease=mine)
 
+    def _renew(self, now: datetime) -> LeaseChange | None:
+        """Renew the lease we hold without reading it first: the write is conditional on the version we
+        wrote last, so it succeeds only if nobody wrote the lease since, which is exactly when `lease_step`
+        would say "renew" (the stored lease is ours). A conflict (None) sends `keep` to read and decide."""
+        held = self._held
+        if held is None:
+            return None
+        mine = decide.next_lease(held[0], "renew", self.me, now, self._ttl)
+        written = state.replace(self._es, self._indices, LEASE_ID, mine.to_doc(now), held[1])
+        if written is None:
+            return None
+        self._held = (mine, written)
+        return LeaseChange(True, lease=mine)
+
     def _claim(self, token: int, now: datetime) -> None:
         """Stamp our token on every job document, so that the instance we replaced can no longer commit."""
         for job in JOBS:
             try:
-                write_job(self._es, self._indices, job, token, self.me, now, lambda current: current, create=False)
+                self.commit(job, token, now, lambda current: current, create=False)
             except LeaseLost:
                 self._held = None
                 raise
+
+    def commit(self, job: str, token: int, now: datetime, change: Callable[[JobState], JobState],
+               create: bool = True) -> JobState | None:
+        """`write_job` on the version of the job document this process saw last (no read when it is current)."""
+        try:
+            written = write_job(self._es, self._indices, job, token, self.me, now, change, create,
+                                known=self._seen.get(job))
+        except LeaseLost:
+            self._seen.pop(job, None)  # read it again next time
+            raise
+        if written is None:
+            return None
+        self._seen[job] = written[1]
+        return written[0]
 
     def drop(self) -> None:
         """A job found a newer holder's token: stop committing now, not when our lease runs out."""
@@ -127,31 +175,51 @@ class Keeper:
 
 
 def write_job(es: Elasticsearch, indices: Indices, job: str, token: int, holder: str, now: datetime,
-              change: Callable[[JobState], JobState], create: bool = True) -> JobState | None:
-    """Fenced read-modify-write of a job document: refused (LeaseLost) if a newer holder wrote it."""
+              change: Callable[[JobState], JobState], create: bool = True, known: state.Stored | None = None
+              ) -> tuple[JobState, state.Stored] | None:
+    """Fenced read-modify-write of a job document: refused (LeaseLost) if a newer holder wrote it.
+
+    `known`: the document as the caller last read or wrote it. The write is tried on that version
+    first, without a read; if someone wrote since, that write is refused and the document is read.
+    """
+    if known is not None:
+        done = _write_job_on(es, indices, job, token, holder, now, change, known)
+        if done is not None:
+            return done
     for _ in range(3):
         found = state.read(es, indices, JobState.doc_id(job))
         if found is None and not create:
             return None
-        current = JobState.from_doc(found.doc) if found else JobState(job, token, holder)
-        if not decide.may_commit(current.token, token):
-            raise LeaseLost(f"the {job} job document carries token {current.token}, ours is {token}: "
-                            "another scheduler took over")
-        new = replace(change(current), token=token, holder=holder)
-        doc = new.to_doc(now)
-        if found is None:
-            written = state.create(es, indices, JobState.doc_id(job), doc)
-        else:
-            written = state.replace(es, indices, JobState.doc_id(job), doc, found)
-        if written is not None:
-            return new
+        done = _write_job_on(es, indices, job, token, holder, now, change, found)
+        if done is not None:
+            return done
     raise LeaseLost(f"the {job} job document kept changing under us: another scheduler is writing it")
+
+
+def _write_job_on(es: Elasticsearch, indices: Indices, job: str, token: int, holder: str, now: datetime,
+                  change: Callable[[JobState], JobState], found: state.Stored | None
+                  ) -> tuple[JobState, state.Stored] | None:
+    """Write `change` applied to `found` (None: create it), conditional on its version; None on a conflict."""
+    current = JobState.from_doc(found.doc) if found else JobState(job, token, holder)
+    if not decide.may_commit(current.token, token):
+        raise LeaseLost(f"the {job} job document carries token {current.token}, ours is {token}: "
+                        "another scheduler took over")
+    new = replace(change(current), token=token, holder=holder)
+    doc = new.to_doc(now)
+    if found is None:
+        written = state.create(es, indices, JobState.doc_id(job), doc)
+    else:
+        written = state.replace(es, indices, JobState.doc_id(job), doc, found)
+    return (new, written) if written is not None else None
 
 
 @dataclass(frozen=True)
 class JobResult:
     outcome: Outcome
     note: str = ""  # what happened, for the job document and the log (the error when not a success)
+    # What the job still moves on its document (the scan's last watermark), written in the same fenced
+    # write as the outcome: one request, and nothing happens between the work and that write.
+    change: Callable[[JobState], JobState] | None = None
 
 
 def run_job(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, body: Callable[[int], JobResult],
@@ -181,20 +249,25 @@ def run_job(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, bod
         except StoreUnavailable as again:
             log.error("job %s: could not write the audit trail: %s", job, again)
     log.info("job %s: %s%s", job, result.outcome, f" ({result.note})" if result.note else "")
-    record(es, settings, keeper, job, token, result, clock)
+    record(keeper, job, token, result, clock)
     return result
 
 
-def record(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, token: int, result: JobResult,
-           clock: Clock) -> None:
+def record(keeper: Keeper, job: str, token: int, result: JobResult, clock: Clock) -> None:
     """The job's last run on its document; logged, not raised, when Elasticsearch is away."""
     now = clock()
+    moves = result.change or (lambda current: current)
     try:
-        if keeper.holds(now) == token:
-            write_job(es, indices_of(settings), job, token, keeper.me, now,
-                      lambda current: replace(current, outcome=result.outcome, ran_at=now, error=result.note))
+        if keeper.holds(now) != token:
+            if result.change is not None:
+                log.warning("job %s: the lease lapsed before its document could be written; the next run "
+                            "does that work again", job)
+            return
+        keeper.commit(job, token, now,
+                      lambda current: replace(moves(current), outcome=result.outcome, ran_at=now, error=result.note))
     except LeaseLost as exc:
         log.warning("job %s: outcome not recorded: %s", job, exc)
+        keeper.drop()
     except StoreUnavailable as exc:
         log.error("job %s: outcome not recorded: %s", job, exc)
 
@@ -207,11 +280,15 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
 
     A chunk that raises leaves the watermark where it was (the next run does it
     again: its incidents and alerts have deterministic ids). A chunk in which no
-    rule ran proves nothing about its events and does not move it either.
+    rule ran proves nothing about its events and does not move it either. The
+    last chunk's move is returned in the result (`change`), so that `run_job`
+    writes it with the run's outcome in one request; an earlier chunk's is written
+    before the next chunk starts, so that a chunk that raises keeps the chunks before it.
     """
     indices = indices_of(settings)
     schedule = settings.schedule
-    found = state.read(es, indices, JobState.doc_id("scan"))
+    found = keeper.seen("scan") or state.read(es, indices, JobState.doc_id("scan"))
+    keeper.saw("scan", found)
     mark = JobState.from_doc(found.doc) if found else None
     if mark is not None and not decide.may_commit(mark.token, token):
         raise LeaseLost(f"the scan watermark carries token {mark.token}, ours is {token}")
@@ -219,14 +296,18 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
         # The first run starts a look-back ago. Write that down before scanning: a crash in the
         # first chunk must not let the next run start its own look-back later, past unscanned events.
         first = clock() - parse_duration(schedule.lookback)
-        mark = write_job(es, indices, "scan", token, keeper.me, clock(), lambda current: replace(current, value=first))
+        mark = keeper.commit("scan", token, clock(), lambda current: replace(current, value=first))
     assert mark is not None
     windows = decide.chunks(mark.value, clock(), parse_duration(schedule.lookback),
                             parse_duration(schedule.ingest_delay), parse_duration(schedule.max_chunk))
     done, failed_rules = 0, 0
+    scanned: Callable[[JobState], JobState] | None = None  # the move of the last chunk, not written yet
     for start, end in windows:
         if stop.is_set() or keeper.holds(clock()) != token:
             break
+        if scanned is not None:
+            _commit(keeper, token, scanned, clock)
+            scanned = None
         log.info("scan: events ingested in [%s, %s)", iso(start), iso(end))
         # What reached the node before the chunk's end is searchable now: the refresh interval
         # (1 s) does not eat into ingest_delay, which is left for bulks still in flight.
@@ -238,20 +319,23 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
             return JobResult("failure", f"no rule ran, the watermark stays at {iso(start)}"
                                         + (f" ({problems})" if problems else ""))
         failed_rules += len(summary.rules_failed)
-        _commit(es, settings, keeper, token, end, clock)
+        scanned = _moved_to(end, clock())
         done += 1
     note = f"{done} chunks scanned" if done else "nothing new to scan"
     if failed_rules:
-        return JobResult("partial", f"{note}; {failed_rules} rule failures (secmon status lists them)")
-    return JobResult("success", note)
+        return JobResult("partial", f"{note}; {failed_rules} rule failures (secmon status lists them)", scanned)
+    return JobResult("success", note, scanned)
 
 
-def _commit(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, end: datetime, clock: Clock) -> None:
+def _moved_to(end: datetime, now: datetime) -> Callable[[JobState], JobState]:
+    return lambda current: replace(current, value=end, lag_seconds=round((now - end).total_seconds(), 3))
+
+
+def _commit(keeper: Keeper, token: int, change: Callable[[JobState], JobState], clock: Clock) -> None:
     now = clock()
     if keeper.holds(now) != token:
         raise LeaseLost("the lease lapsed before the watermark could move")
-    write_job(es, indices_of(settings), "scan", token, keeper.me, now,
-              lambda current: replace(current, value=end, lag_seconds=round((now - end).total_seconds(), 3)))
+    keeper.commit("scan", token, now, change)
 
 
 def deliver_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:
@@ -287,7 +371,8 @@ def retrain_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: in
     """
     indices = indices_of(settings)
     interval = parse_duration(settings.schedule.retrain_interval)
-    found = state.read(es, indices, JobState.doc_id("retrain"))
+    found = keeper.seen("retrain") or state.read(es, indices, JobState.doc_id("retrain"))
+    keeper.saw("retrain", found)
     last = JobState.from_doc(found.doc) if found else None
     if last is not None and not decide.may_commit(last.token, token):
         raise LeaseLost(f"the retrain job document carries token {last.token}, ours is {token}")
@@ -302,7 +387,7 @@ def retrain_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: in
                                         "they are stored, the time of the training is not; the next active "
                                         "scheduler trains them again")
         raise LeaseLost("the lease lapsed while the models were trained")
-    write_job(es, indices, "retrain", token, keeper.me, clock(), lambda current: replace(current, value=now))
+    keeper.commit("retrain", token, clock(), lambda current: replace(current, value=now))
     outcomes = Counter(r.outcome for r in report.results)
     note = (f"{outcomes['trained']} models trained, {outcomes['skipped']} skipped, {outcomes['failed']} failed"
             + (f", {len(report.problems)} detector files did not load" if report.problems else ""))

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from secmon.alert.outbox import EnqueueReport, enqueue
 from secmon.config import Settings
-from secmon.errors import RequestRefused, SecmonError
+from secmon.errors import RequestRefused, SecmonError, StoreUnavailable
 from secmon.incidents import exceptions, records
 from secmon.incidents.grouping import Policy
 from secmon.model import Finding, ScanSummary, ScanWindow, stable_id
-from secmon.service.common import actor, audit, indices_of
+from secmon.service.common import actor, audit, audit_doc, indices_of
 from secmon.service.train import score_scan
-from secmon.store.client import check, reporting
+from secmon.store.client import reporting
 from secmon.store.indices import Indices
 from secmon.store.search import (
     Refused,
@@ -149,7 +149,8 @@ def scan(es: Elasticsearch, settings: Settings, options: ScanOptions, now: datet
     delivery running at once can never send one alert twice.
     """
     indices = indices_of(settings)
-    check(es)
+    # No `check(es)` (GET /) here: the CLI checks before it scans, the scheduler once at start (`setup`), and
+    # an unreachable node fails the scan's first request all the same, as StoreUnavailable naming the host.
     scan_id = stable_id("scan", iso(now), iso(options.start), iso(options.end), options.field)
     try:
         summary = _scan(es, settings, indices, options, now, scan_id)
@@ -233,9 +234,17 @@ def _record_scan(es: Elasticsearch, indices: Indices, s: ScanSummary, options: S
                       "notifications": s.notifications, "suppressed": s.suppressed, "requests": s.requests,
                       "trigger": options.trigger},
            "host": {"hostname": socket.gethostname()}, "user": {"name": user}}
+    entry = audit_doc("scan", outcome, finished,
+                      {"scan_id": s.id, "window_from": iso(s.window_from), "window_to": iso(s.window_to),
+                       "window_field": options.field, "rules_run": s.rules_run, "rules_failed": len(s.rules_failed),
+                       "new_incidents": len(s.new_incident_ids), "notifications": s.notifications}, user=user)
+    # The scan record and its audit entry in one bulk (one request, not two): neither waits for the other,
+    # and an item the node refuses still fails the scan, as the two separate writes did.
     with reporting(es, "record the scan run"):
-        es.index(index=indices.scans, id=s.id, document=doc)
-    audit(es, indices, "scan", outcome, finished,
-          {"scan_id": s.id, "window_from": iso(s.window_from), "window_to": iso(s.window_to),
-           "window_field": options.field, "rules_run": s.rules_run, "rules_failed": len(s.rules_failed),
-           "new_incidents": len(s.new_incident_ids), "notifications": s.notifications}, user=user)
+        answer = es.bulk(operations=[{"index": {"_index": indices.scans, "_id": s.id}}, doc,
+                                     {"create": {"_index": indices.audit}}, entry])
+    refused = [result for item in answer["items"] for result in item.values() if result.get("error")]
+    if refused:
+        error = refused[0]["error"]
+        raise StoreUnavailable(f"Elasticsearch refused to record the scan run in {refused[0].get('_index')}: "
+                               f"{error.get('type')}: {error.get('reason')}")

@@ -272,7 +272,7 @@ def score_scan(es: Elasticsearch, settings: Settings, paths: Sequence[Path], win
     models, refused = load_models(es, indices, loaded.detectors, agencies)
     failures += refused
     start, end = window.start, window.end
-    if window.field == "event.ingested":
+    if window.field == "event.ingested" and models:  # no model, nothing to score: spare the search
         # The windows holding events ingested in the chunk (late ones too), and the windows that ended
         # while it was ingested: one whose activity stopped before its end is complete only now.
         span = _event_span(es, indices, window)

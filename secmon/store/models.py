@@ -31,10 +31,17 @@ def get(es: Elasticsearch, indices: Indices, ident: str) -> tuple[dict[str, Any]
 def get_many(es: Elasticsearch, indices: Indices, idents: list[str]) -> dict[str, dict[str, Any]]:
     if not idents:
         return {}
+    # One request: an _mget of a missing index answers each id with index_not_found (no model yet),
+    # so no HEAD of the index first (the scan reads the models every tick).
     with reporting(es, "read models"):
-        if not es.indices.exists(index=indices.models):
-            return {}
-        response = es.mget(index=indices.models, ids=idents)
+        # filter_path: a missing index answers every id with a whole error object (kilobytes a scan)
+        response = es.mget(index=indices.models, ids=idents, filter_path=["docs._id", "docs.found", "docs._source",
+                                                                           "docs.error.type", "docs.error.reason"])
+    failed = [d["error"] for d in response["docs"]
+              if d.get("error") and d["error"].get("type") != "index_not_found_exception"]
+    if failed:
+        raise StoreUnavailable(f"Elasticsearch could not read {len(failed)} models: {failed[0].get('type')}: "
+                               f"{failed[0].get('reason')}")
     return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
 
 
