@@ -17,6 +17,11 @@ for them), so the fetch that follows, on the node as before, is the same search.
 matcher cannot answer for (a query outside its subset, a fallback regex that timed out) is
 left undecided, and probed on the node; so is every rule of a window with more than
 WINDOW_LIMIT events (a backfill, a scheduler catching up).
+
+A single rule over an event.ingested window needs no fetch at all (plan.window_only): its
+hits are the window's documents it matched, with the doc values the node's fetch would
+return (`rule_hits`; the window search asks for them), so findings.py reads the same
+values, in the same order for multi-valued fields, whichever way the hits came.
 """
 
 from __future__ import annotations

@@ -120,8 +120,8 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
     findings: list[Finding] = []
     for n, found in documents.items():  # their new matches are all they need (plan.window_only): no fetch
         if found:
-            hits = inwindow.rule_hits(rules[n], found)
-            findings += rule_hit_findings(rules[n], hits, None, new=frozenset(str(h["_id"]) for h in hits))
+            built = inwindow.rule_hits(rules[n], found)
+            findings += rule_hit_findings(rules[n], built, None, new=frozenset(str(h["_id"]) for h in built))
     fresh = [(rule, seen) for n, rule in enumerate(rules)
              if n not in documents and (seen := decided.get(n)) is not None and plan.worth_fetching(rule, seen)]
     searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window), plan.long_fields(rule))

@@ -99,17 +99,24 @@ def rules() -> tuple[CompiledRule, ...]:
     return loaded.rules
 
 
-def load(es: Elasticsearch, tmp: Path, es_url: str) -> tuple[Any, Indices]:
+def load(es: Elasticsearch, tmp: Path, es_url: str, arrived: ScanWindow | None = None) -> tuple[Any, Indices]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     settings = load_settings(write_config(tmp / f"{prefix}.yml", es_url, prefix, 2525,
                                           extra="incidents:\n  quiet_period: 10m\n"))
     setup(es, settings, T0)
     indices = Indices(prefix)
+    arrive(es, indices, arrived)
+    return settings, indices
+
+
+def arrive(es: Elasticsearch, indices: Indices, arrived: ScanWindow | None) -> None:
+    """Store the events (those ingested in `arrived`, if given), as the collector would have by then."""
+    chosen = [(ident, source) for ident, source in events()
+              if arrived is None or stamp(arrived.start) <= source["event"]["ingested"] < stamp(arrived.end)]
     ok, errors = helpers.bulk(es, ({"_index": indices.events(AGENCY, T0), "_id": ident, "_source": source}
-                                   for ident, source in events()), raise_on_error=False)
+                                   for ident, source in chosen), raise_on_error=False)
     assert not errors, errors[:3]
     es.indices.refresh(index=indices.events_pattern())
-    return settings, indices
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +170,11 @@ def incidents(es: Elasticsearch, indices: Indices) -> list[tuple[Any, ...]]:
 
 def test_ticks_raise_the_incidents_of_one_backfill(es: Elasticsearch, es_url: str, tmp_path: Path,
                                                    rules: tuple[CompiledRule, ...]) -> None:
-    by_ticks, ticked = load(es, tmp_path, es_url)
+    by_ticks, ticked = load(es, tmp_path, es_url, ScanWindow(T0, T0, "event.ingested"))  # nothing yet
     backfilled, filled = load(es, tmp_path, es_url)
     try:
         for n, window in enumerate(ticks()):
+            arrive(es, ticked, window)  # a tick sees what arrived by its end, no later event
             for _ in range(1 if n % 3 else 2):  # some ticks run twice (a crash before the watermark moved)
                 summary = scan(es, by_ticks, ScanOptions(window.start, window.end, RULES, deliver=False,
                                                          field="event.ingested"), window.end + timedelta(minutes=1))
@@ -187,6 +195,7 @@ def test_ticks_raise_the_incidents_of_one_backfill(es: Elasticsearch, es_url: st
         # the 6 of the earlier tick, which did not fire then, are context (grouping.py, contributions).
         left, right = [i[:5] + i[6:] for i in ticks_found], [i[:5] + i[6:] for i in backfill_found]
         assert left == right
+        assert brute[5] == 4  # what the tick that fired added
         brute_id = named["ssh-password-brute-force"]
         assert [i for i in ticks_found if i[1] != brute_id] == [i for i in backfill_found if i[1] != brute_id]
     finally:
