@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, Mapping
 
@@ -109,6 +109,10 @@ class Finding:
     # what this finding adds to its incident's count. None: all of them (`count`).
     new_count: int | None = None
     explanation: Explanation | None = None  # anomaly findings: why the window was raised
+    # A single rule's matches less than its timespan (suppression) apart are one burst: a finding
+    # that comes this close to an incident's activity continues it, even where a scan saw only part
+    # of the burst (incidents/grouping.py). Zero: only overlapping bursts are one.
+    joins: timedelta = timedelta(0)
 
     @property
     def group_key(self) -> str:

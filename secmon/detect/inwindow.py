@@ -17,6 +17,11 @@ for them), so the fetch that follows, on the node as before, is the same search.
 matcher cannot answer for (a query outside its subset, a fallback regex that timed out) is
 left undecided, and probed on the node; so is every rule of a window with more than
 WINDOW_LIMIT events (a backfill, a scheduler catching up).
+
+A single rule over an event.ingested window needs no fetch at all (plan.window_only): its
+hits are the window's documents it matched, with the doc values the node's fetch would
+return (`rule_hits`; the window search asks for them), so findings.py reads the same
+values, in the same order for multi-valued fields, whichever way the hits came.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from secmon.detect import plan
 from secmon.detect.sigma.compile import Query, query_fields
 from secmon.detect.compiled import CompiledRule
 from secmon.detect.inprocess.linear import RegexTimeout
-from secmon.detect.fields import IGNORED, as_keyword, field_types
+from secmon.detect.fields import IGNORED, as_keyword, field_types, field_values
 from secmon.detect.inprocess.match import UnsupportedQuery, View, ViewPredicate, compile_view_matcher
 from secmon.detect.inprocess.router import RuleRouter
 from secmon.detect.inprocess.prefilter import ROUTE_FIELDS
@@ -64,15 +69,67 @@ def _named_by_ignored(query: Any) -> set[str]:
 
 def window_search(rules: Sequence[CompiledRule], window: ScanWindow) -> dict[str, Any] | None:
     """One search for the window's events: the `_source` fields the rules read, and as doc values
-    @timestamp and every rule's narrowing field; None when the node would refuse that many doc values."""
+    @timestamp, every rule's narrowing field and the fields a hit of a window-only rule needs
+    (`builds_hits`); None when the node would refuse that many doc values."""
     narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
     if len(narrowing) + 1 > MAX_DOCVALUE_FIELDS:
         return None
+    extra = _hit_docvalues(rules, window, narrowing)
     sources = _compiled(rules).sources()
+    if extra:  # a hit with a value too long to index is checked on its whole values, from _source
+        sources = sorted(set(sources).union(*(rule.fields for rule in rules if plan.window_only(rule, window))))
     return {"query": plan.window_filter(window.start, window.end, window.field),
             "size": WINDOW_LIMIT, "track_total_hits": WINDOW_LIMIT + 1, "sort": ["_doc"],
             "_source": {"includes": sources},
-            "docvalue_fields": [{"field": "@timestamp", "format": "epoch_millis"}, *narrowing]}
+            "docvalue_fields": [{"field": "@timestamp", "format": "epoch_millis"}, *narrowing, *extra]}
+
+
+def _hit_docvalues(rules: Sequence[CompiledRule], window: ScanWindow, narrowing: Sequence[str]) -> list[str]:
+    """The doc values the hits of the window-only rules need besides @timestamp and the narrowing
+    fields; none when they do not fit under the node's limit (their hits are then fetched)."""
+    only = [rule for rule in rules if plan.window_only(rule, window)]
+    if not only:
+        return []
+    wanted = set().union(*(plan.hit_fields(rule) for rule in only)) - {"@timestamp", *narrowing}
+    if any(rule.long_query is not None for rule in only):
+        wanted.add(IGNORED)
+    return sorted(wanted) if len(narrowing) + 1 + len(wanted) <= MAX_DOCVALUE_FIELDS else []
+
+
+def builds_hits(rules: Sequence[CompiledRule], window: ScanWindow) -> bool:
+    """Whether `window_search` asks the doc values the window-only rules' hits need (`rule_hits`)."""
+    narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
+    only = [rule for rule in rules if plan.window_only(rule, window)]
+    return bool(only) and len(narrowing) + 1 <= MAX_DOCVALUE_FIELDS and (
+        bool(_hit_docvalues(rules, window, narrowing)) or all(
+            set(plan.hit_fields(rule)) <= {"@timestamp", *narrowing} and rule.long_query is None for rule in only))
+
+
+def rule_hits(rule: CompiledRule, documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The hits the node's fetch of `rule` (plan.fetch_query, store/search.py) returns for these
+    window documents, which matched it: `_id`, and as `fields` the doc values of @timestamp and
+    `plan.hit_fields`, read from the window search's doc values; a document with a value too long to
+    index (`_ignored`) also carries the whole values of the fields the rule reads, from `_source`,
+    as `_complete` gives them on the node, so that findings.py checks it exactly."""
+    wanted = plan.hit_fields(rule)
+    whole = (*rule.fields, *plan.long_fields(rule))
+    hits = []
+    for document in documents:
+        values = document.get("fields", {})
+        stamps = values.get("@timestamp")
+        if not stamps:
+            continue
+        fields: dict[str, list[Any]] = {"@timestamp": [plan.moment(float(stamps[0])).isoformat()]}
+        fields.update({f: list(values[f]) for f in wanted if values.get(f)})
+        if rule.long_query is not None and values.get(IGNORED):
+            fields[IGNORED] = list(values[IGNORED])
+            source = document.get("_source") or {}
+            # The doc values stand where they are whole (a keyword under its limit reads the same
+            # either way); the fields too long to index, or without a doc value, come from _source.
+            fields.update({f: found for f in whole
+                           if (f in values[IGNORED] or f not in fields) and (found := field_values(source, f))})
+        hits.append({"_id": str(document["_id"]), "fields": fields})
+    return hits
 
 
 @dataclass
@@ -203,15 +260,29 @@ def _compiled(rules: Sequence[CompiledRule]) -> _Compiled:
         return _last
 
 
+@dataclass(frozen=True)
+class Matched:
+    """What the window's documents say of each rule, by the rule's position."""
+
+    fresh: dict[int, plan.Fresh | None]  # what its probe search would find; missing: left to the node
+    documents: dict[int, list[Mapping[str, Any]]]  # the window documents it matched (decided rules only)
+
+
 def probe_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, Any]]
                     ) -> dict[int, plan.Fresh | None]:
     """What each rule's probe search would find among these hits (the window's every event, from
     `window_search`), by the rule's position: its `Fresh`, or None for no new match. Positions
     missing are the rules left to the node (see the module's docstring)."""
+    return match_documents(rules, hits).fresh
+
+
+def match_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, Any]]) -> Matched:
+    """`probe_documents`, and the documents each decided rule matched."""
     compiled = _compiled(rules)
     candidates = compiled.candidates
     undecided: set[int] = set()
     seen: dict[int, _Seen] = {}
+    documents: dict[int, list[Mapping[str, Any]]] = {}
     narrowing = [plan.narrowing_field(rule) for rule in rules]
     for hit in hits:
         view = candidates.router.view(hit.get("_source") or {})
@@ -226,5 +297,7 @@ def probe_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, A
                 undecided.add(number)
                 continue
             seen.setdefault(number, _Seen()).add(values, narrowing[number])
-    return {number: (seen[number].fresh() if number in seen else None)
-            for number in range(len(rules)) if number not in undecided}
+            documents.setdefault(number, []).append(hit)
+    decided = [number for number in range(len(rules)) if number not in undecided]
+    return Matched({number: (seen[number].fresh() if number in seen else None) for number in decided},
+                   {number: documents.get(number, []) for number in decided})

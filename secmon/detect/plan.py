@@ -17,7 +17,9 @@ the number of rules:
 2. The fetch: for each rule that matched, its matches around the new ones
    (`context`), narrowed to the candidate groups. Grouping and windows then run
    in Python (`findings.py`) on whole groups: a finding needs an event of the
-   window, so a group without a new match can never produce one.
+   window, so a group without a new match can never produce one. A single rule over
+   an event.ingested window needs its new matches only (`window_only`): when the
+   window was read in-process they are already here, and it fetches nothing.
 
 The per-rule path (`rule_window_query`, `candidate_groups`, `narrowed_query`)
 asks rule by rule; the scan keeps it as the reference the batched path is
@@ -157,12 +159,32 @@ def worth_fetching(rule: CompiledRule, fresh: Fresh) -> bool:
     return rule.kind == "single" or fresh.keys is None or bool(fresh.keys)
 
 
-def context(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
-    """The @timestamp range a rule's bursts are evaluated over.
+def window_only(rule: CompiledRule, window: ScanWindow) -> bool:
+    """Whether the rule's findings over this window need its new matches only, no context.
 
-    A @timestamp window keeps the per-rule semantics: [start - timespan, end). An
-    event.ingested window searches one timespan on both sides of its new matches, so
-    late events join the bursts they belong to, before and after them."""
+    A single rule over an event.ingested window (the scheduler's): each window's new matches
+    make their own bursts, and the incident folds them into the bursts an earlier window
+    found (a finding's `joins`, incidents/grouping.py): counts add up window by window
+    (each event is new in one window only), and a burst cut by a window's edge is one
+    occurrence again where its parts are less than the rule's timespan apart. So its hits come
+    from the window's own documents (inwindow.rule_hits), or from a search of the window
+    alone; never the timespan around them, which for a rule of a 6-hour suppression is
+    thousands of hits re-read every five minutes. A correlation counts across windows and
+    keeps its context; a @timestamp window (`secmon scan --from --to`) keeps the bursts that
+    reach into it from before, as the per-rule path does."""
+    return rule.kind == "single" and window.field != "@timestamp"
+
+
+def context(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
+    """The range a rule's bursts are evaluated over.
+
+    A @timestamp window keeps the per-rule semantics: [start - timespan, end). A window-only
+    rule searches the window itself. Otherwise an event.ingested window searches one timespan
+    on both sides of its new matches: a correlation's window that holds a new match starts
+    at most one timespan before it, and a late event (ingested now, stamped earlier) can
+    complete a window with events ingested before it that are stamped up to one timespan after it."""
+    if window_only(rule, window):
+        return window_filter(window.start, window.end, window.field)
     if window.field == "@timestamp":
         return window_filter(window.start - rule.timespan, window.end)
     return {"range": {"@timestamp": {"gte": iso(fresh.first - rule.timespan), "lte": iso(fresh.last + rule.timespan),
@@ -172,7 +194,7 @@ def context(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
 def fetch_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
     """The rule's matches in its context, narrowed to the groups that have a new match."""
     parts = [context(rule, window, fresh), matching(rule)]
-    if fresh.keys is not None:
+    if fresh.keys is not None and not window_only(rule, window):  # every window match is new: all count
         field = narrowing_field(rule)
         either: list[Query] = [{"terms": {field: list(fresh.keys)}}] if fresh.keys else []
         if fresh.lacking and rule.kind == "single":

@@ -8,7 +8,8 @@ finding, so a scan that runs twice, or two scans that run at once, reach the
 same documents and the same notification keys (the outbox dedupes on them).
 
 Bursts are kept per incident (start, end): a finding that overlaps a stored
-burst widens it; a disjoint one is a new occurrence. Counts add up what each
+burst widens it, as does one that comes within its `joins` (a single rule's timespan: the
+same burst, seen by another scan window); a disjoint one is a new occurrence. Counts add up what each
 scan window contributed (a finding's `new_count`: its events inside the window,
 the rest being context an earlier window counted), keyed by window and burst,
 so merging the same finding from the same window twice changes nothing.
@@ -100,10 +101,15 @@ def decide_all(groups: dict[str, list[State]], findings: Iterable[Finding], poli
 
 
 def _touches(state: State, finding: Finding, policy: Policy) -> bool:
-    """The finding overlaps the incident's activity, or follows or precedes it within the quiet period."""
-    span = state.incident.finding
-    return (finding.first_seen <= span.last_seen + policy.quiet_period
-            and finding.last_seen >= span.first_seen - policy.quiet_period)
+    """The finding overlaps the incident's activity, or follows or precedes it within the quiet period
+    (or within the finding's `joins`: the rest of its burst, which an earlier scan saw)."""
+    span, reach = state.incident.finding, reach_of(finding, policy.quiet_period)
+    return finding.first_seen <= span.last_seen + reach and finding.last_seen >= span.first_seen - reach
+
+
+def reach_of(finding: Finding, quiet_period: timedelta) -> timedelta:
+    """How far from a finding the incidents it may fold into lie."""
+    return max(quiet_period, finding.joins)
 
 
 def _open(group: Sequence[State], finding: Finding, now: datetime, policy: Policy) -> Decision:
@@ -142,7 +148,7 @@ def merge_contributions(old: tuple[tuple[str, int], ...], new: tuple[str, int]) 
 
 def _merge(latest: State, finding: Finding, policy: Policy, now: datetime) -> Decision:
     old = latest.incident
-    bursts = merge_bursts(latest.bursts, Burst(finding.first_seen, finding.last_seen, finding.count))
+    bursts = merge_bursts(latest.bursts, Burst(finding.first_seen, finding.last_seen, finding.count), finding.joins)
     contributions = merge_contributions(latest.contributions, _contribution(finding, policy))
     severity = max(old.finding.severity, finding.severity, key=lambda s: s.rank)
     merged_finding = dataclasses.replace(
@@ -186,15 +192,26 @@ def _reminder_slot(old: Incident, merged: Finding, policy: Policy) -> int | None
     return after if after > before else None
 
 
-def merge_bursts(bursts: tuple[Burst, ...], new: Burst) -> tuple[Burst, ...]:
-    """Fold `new` into the bursts it overlaps (count: the largest); keep disjoint ones apart."""
+def merge_bursts(bursts: tuple[Burst, ...], new: Burst, joins: timedelta = timedelta(0)) -> tuple[Burst, ...]:
+    """Fold `new` into the bursts it overlaps (count: the largest: the same events seen again), and
+    into those it comes within `joins` of (count: the sum: the rest of its burst, seen by another
+    window); keep the others apart."""
     merged: list[Burst] = []
+    holds_new: list[bool] = []
     for burst in sorted([*bursts, new], key=lambda b: (b.start, b.end)):
-        if merged and burst.start <= merged[-1].end:  # stored bursts are disjoint: only `new` chains them
+        is_new = burst is new
+        # Stored bursts are disjoint and further apart than `joins`: only `new` chains them.
+        if merged and burst.start <= merged[-1].end:
             last = merged[-1]
             merged[-1] = Burst(last.start, max(last.end, burst.end), max(last.count, burst.count))
+            holds_new[-1] = holds_new[-1] or is_new
+        elif merged and (is_new or holds_new[-1]) and burst.start - merged[-1].end <= joins:
+            last = merged[-1]
+            merged[-1] = Burst(last.start, burst.end, last.count + burst.count)
+            holds_new[-1] = True
         else:
             merged.append(burst)
+            holds_new.append(is_new)
     if len(merged) > MAX_BURSTS:  # fold the oldest: the total count stays right, occurrences saturate
         oldest = merged[: len(merged) - MAX_BURSTS + 1]
         merged = [Burst(oldest[0].start, oldest[-1].end, sum(b.count for b in oldest)),

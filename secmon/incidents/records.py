@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from secmon.errors import InputError, StoreUnavailable
-from secmon.incidents.grouping import Burst, Decision, Policy, State, decide_all
+from secmon.incidents.grouping import Burst, Decision, Policy, State, decide_all, reach_of
 from secmon.model import Change, Contribution, Explanation, Finding, Incident, Notification, Severity
 from secmon.store.client import reporting
 from secmon.store.indices import Indices
@@ -156,8 +156,8 @@ def incidents_near(es: Elasticsearch, indices: Indices, findings: Sequence[Findi
     with their versions for conditional writes; read with NEAR_FIELDS, their texts from the findings."""
     by_group = {f.group_key: f for f in findings}
     keys = sorted(by_group)
-    low = min(f.first_seen for f in findings) - quiet_period
-    high = max(f.last_seen for f in findings) + quiet_period
+    low = min(f.first_seen - reach_of(f, quiet_period) for f in findings)
+    high = max(f.last_seen + reach_of(f, quiet_period) for f in findings)
     groups: dict[str, list[State]] = {}
     versions: dict[str, Version] = {}
     for i in range(0, len(keys), 1000):

@@ -84,7 +84,8 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
 
     A handful of requests whatever the number of rules (detect/plan.py): the probe says
     which rules have new matches, then one _msearch fetches the hits of those only, around their
-    new matches and in their candidate groups. The probe is one search when the window holds
+    new matches and in their candidate groups; a single rule over an event.ingested window needs
+    its new matches only, which an in-process window already holds (plan.window_only). The probe is one search when the window holds
     few events (read once and matched in-process, detect/inwindow.py; not with
     `in_process=False`), otherwise an _msearch of size-0 searches, one per rule. A rule whose
     query the node refuses fails alone: each search of an _msearch has its own answer.
@@ -96,11 +97,15 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
     count = RequestCount()
     failures: list[tuple[str, str]] = []
     decided: dict[int, Fresh | None] = {}
+    documents: dict[int, list[Mapping[str, Any]]] = {}  # of the rules whose hits the window's documents give
     try:
         body = inwindow.window_search(rules, window) if in_process and rules else None
         few = every_hit_if_few(es, index, body, count) if body is not None else None
         if few is not None:
-            decided = inwindow.probe_documents(rules, few)
+            matched = inwindow.match_documents(rules, few)
+            decided = matched.fresh
+            if inwindow.builds_hits(rules, window):
+                documents = {n: found for n, found in matched.documents.items() if plan.window_only(rules[n], window)}
         rest = [n for n in range(len(rules)) if n not in decided]
         answers = aggregate_each(es, index, [plan.probe_search(rules[n], window) for n in rest], count)
     except RequestRefused as exc:  # the request as a whole (too large): every rule failed for that reason
@@ -112,11 +117,15 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
             failures.append((rules[n].id, f"Elasticsearch refused the rule's search: {answer.reason}"))
         else:
             decided[n] = plan.read_probe(rules[n], answer)
+    findings: list[Finding] = []
+    for n, found in documents.items():  # their new matches are all they need (plan.window_only): no fetch
+        if found:
+            built = inwindow.rule_hits(rules[n], found)
+            findings += rule_hit_findings(rules[n], built, None, new=frozenset(str(h["_id"]) for h in built))
     fresh = [(rule, seen) for n, rule in enumerate(rules)
-             if (seen := decided.get(n)) is not None and plan.worth_fetching(rule, seen)]
+             if n not in documents and (seen := decided.get(n)) is not None and plan.worth_fetching(rule, seen)]
     searches = [(plan.fetch_query(rule, window, seen), plan.fetch_fields(rule, window), plan.long_fields(rule))
                 for rule, seen in fresh]
-    findings: list[Finding] = []
     answered = 0
     try:
         for (rule, _), hits in zip(fresh, matches_each(es, index, searches, count)):

@@ -23,7 +23,8 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from secmon.collect.files import read_records
-from secmon.detect import inwindow
+from secmon.detect import inwindow, plan
+from secmon.detect.windowing.findings import findings
 from secmon.detect.sigma.compile import and_
 from secmon.detect.inprocess.examples import examples_of
 from secmon.detect.sigma.load import CompiledRule, load_rules
@@ -33,7 +34,7 @@ from secmon.normalize.engine import Normalizer, put
 from secmon.normalize.pipeline import load_pipelines
 from secmon.service.scan import rule_findings, run_rules
 from secmon.store.indices import Indices
-from secmon.store.search import AGGREGATIONS_PER_MSEARCH
+from secmon.store.search import AGGREGATIONS_PER_MSEARCH, sorted_matches
 from secmon.store.templates import install_templates
 from tests.conftest import drop_prefix
 
@@ -217,7 +218,14 @@ def per_rule(es: Elasticsearch, indices: Indices, rules: tuple[CompiledRule, ...
     if window.field == "@timestamp":
         return [f for rule in rules for f in rule_findings(es, indices, rule, window.start, window.end)]
     found = []
-    for rule in rules:  # by arrival: around the rule's own new matches, one timespan either side
+    for rule in rules:
+        if plan.window_only(rule, window):  # a single rule: its matches in the window, all new
+            hits = list(sorted_matches(es, indices.events_pattern(),
+                                       and_([window_filter(window.start, window.end, window.field),
+                                             plan.matching(rule)]), plan.hit_fields(rule), plan.long_fields(rule)))
+            found += findings(rule, hits, None, new=frozenset(str(h["_id"]) for h in hits))
+            continue
+        # a correlation by arrival: around the rule's own new matches, one timespan either side
         response = es.search(index=indices.events_pattern(), size=0,
                              query=and_([window_filter(window.start, window.end, window.field), rule.query]),
                              aggs={"first": {"min": {"field": "@timestamp"}}, "last": {"max": {"field": "@timestamp"}}})

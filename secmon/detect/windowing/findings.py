@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from secmon.detect.windowing.correlate import Hit, bursts, fire
@@ -136,5 +136,6 @@ def findings(rule: CompiledRule, hits: Iterable[Mapping[str, Any]], start: datet
                 rule_id=rule.id, rule_title=rule.title, severity=rule.severity, agency=key[0],
                 group=tuple(zip(rule.group_by, key[1:])), first_seen=burst.first, last_seen=burst.last,
                 count=burst.count, sample_event_ids=burst.ids[:SAMPLE_IDS], tags=rule.tags,
-                description=rule.description, translations=rule.translations, new_count=fresh))
+                description=rule.description, translations=rule.translations, new_count=fresh,
+                joins=rule.timespan if rule.kind == "single" else timedelta(0)))
     return sorted(found, key=lambda f: (f.first_seen, f.rule_id, f.group))
