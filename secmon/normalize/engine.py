@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from re import _constants as re_constants  # type: ignore[attr-defined]
-from re import _parser as re_parser  # type: ignore[attr-defined]
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,6 +25,14 @@ from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
 from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_query
 from secmon.types import format_duration, iso, utcnow
+
+# The regular-expression parser is private to `re` (sre_parse before 3.11): it only finds the literal
+# text a pattern needs (`required_text`), a shortcut. A Python without it runs every search instead.
+try:
+    from re import _constants as re_constants  # type: ignore[attr-defined]
+    from re import _parser as re_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised by a test that hides the modules
+    re_parser = re_constants = None
 
 
 def put(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -380,11 +386,7 @@ def required_text(regex: re.Pattern[str]) -> str:
     that every match consumes count: those in the pattern's top-level sequence and in the plain
     groups of it; anything optional, repeated, alternated or a look-around ends a run.
     """
-    if regex.flags & re.IGNORECASE:
-        return ""
-    try:
-        parsed = re_parser.parse(regex.pattern, regex.flags)
-    except re.error:  # it compiled, so it parses; should it not, nothing is skipped
+    if regex.flags & re.IGNORECASE or re_parser is None:
         return ""
     runs: list[str] = []
 
@@ -403,7 +405,13 @@ def required_text(regex: re.Pattern[str]) -> str:
         runs.append("".join(run))
         return True
 
-    return max(runs, key=len, default="") if walk(parsed) else ""
+    try:
+        whole = walk(re_parser.parse(regex.pattern, regex.flags))
+    # It compiled, so it parses; should it not, or should the private parser's shapes have changed
+    # (a tuple of another length), no text is required and every search runs.
+    except (re.error, AttributeError, TypeError, ValueError):
+        return ""
+    return max(runs, key=len, default="") if whole else ""
 
 
 def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
