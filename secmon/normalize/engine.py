@@ -178,6 +178,9 @@ def _apply_rule(doc: dict[str, Any], rule: FieldRule, values: Values, fallback: 
         put_path(doc, rule.path, value)
 
 
+_new_event = object.__new__  # see `Normalizer.normalize` (tests/unit/test_engine_hot_path.py checks the fields)
+
+
 class Normalizer:
     """One pipeline applied to one stream (a file, a syslog peer) of one agency.
 
@@ -221,12 +224,16 @@ class Normalizer:
                 id=stable_id("dead", self.agency, record_id), raw=line, reason=str(exc) or "invalid record",
                 pipeline=self.pipeline.id, source=self.source, offset=offset, agency=self.agency,
             )
-        if isinstance(doc, str):
+        if doc.__class__ is str:
             self.skipped += 1
-            return Skipped(doc, offset)
+            return Skipped(doc, offset)  # type: ignore[arg-type]
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
-        digest.update(str(record_id).encode("utf-8"))
-        return Event(id=digest.hexdigest()[:32], doc=doc)
+        digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
+        # Event(id=..., doc=...) written out: the frozen dataclass's __init__ sets each field through
+        # object.__setattr__, a third of a microsecond a line; the instance is the same.
+        event = _new_event(Event)
+        event.__dict__.update(id=digest.hexdigest()[:32], doc=doc, index="")
+        return event
 
     # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
     # the year clock's. A stream whose parser keeps state of its own (a Zeek or W3C header's columns)
@@ -289,10 +296,15 @@ class Normalizer:
             return "not kept by the pipeline's keep conditions"
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
-            doc["@timestamp"] = self._timestamp(values)
-        if self._bounds is not None and doc["@timestamp"] is not self._checked:  # lines often share a second
-            self._check_time(doc["@timestamp"])
-            self._checked = doc["@timestamp"]
+            last = self._last_stamp  # consecutive lines often share a second: `_timestamp`'s cache, read here
+            raw = values.get(self._stamp_field) if self._stamp_field else None
+            doc["@timestamp"] = stamp = (last[1] if raw is not None and raw == last[0] and raw.__class__ is str
+                                         else self._timestamp(values))
+        else:
+            stamp = doc["@timestamp"]
+        if stamp is not self._checked and self._bounds is not None:  # the same object: checked already
+            self._check_time(stamp)
+            self._checked = stamp
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
         for tests, name, search, needle, apply in self._patterns_for(values):
@@ -429,13 +441,17 @@ def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
     def allowed(step: Step) -> frozenset[str] | None:
         return next((texts for name, texts in step.when.tests if name == field), None)
 
-    def decided(step: Step) -> Step:
-        return step._replace(when=Condition(tuple(test for test in step.when.tests if test[0] != field)))
+    # Each step's regex is read once (`tried` parses it for its required text): the table below names
+    # a step once for every text it allows, hundreds of times in all (a tenth of a second at start-up).
+    prepared = [(step, allowed(step), step.tried) for step in steps]
 
-    untested = tuple(s.tried for s in steps if allowed(s) is None)
-    table = {text: tuple((decided(s) if allowed(s) is not None else s).tried
-                         for s in steps if allowed(s) is None or text in allowed(s))  # type: ignore[operator]
-             for step in steps for text in allowed(step) or ()}
+    def decided(step: Step, tried: Tried) -> Tried:
+        return tried._replace(tests=tuple(test for test in step.when.tests if test[0] != field))
+
+    untested = tuple(tried for _, texts, tried in prepared if texts is None)
+    table = {text: tuple(tried if texts is None else decided(step, tried)
+                         for step, texts, tried in prepared if texts is None or text in texts)
+             for _, allowing, _ in prepared for text in allowing or ()}
     plain = "." not in field
 
     def candidates(values: Values) -> tuple[Tried, ...]:

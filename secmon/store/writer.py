@@ -152,7 +152,7 @@ class BulkWriter:
         time. A dead letter carries its own origin."""
         read = _iso(self._now())
         docs: list[Doc] = []
-        dumps = orjson.dumps
+        dumps, new = orjson.dumps, tuple.__new__
         months: dict[str, bytes] = {}  # "2005-06" -> the action line of its index, up to the id
         default = Origin("event", agency)
         for i, item in enumerate(items):
@@ -174,8 +174,8 @@ class BulkWriter:
                         body = _dumps(doc)
                     finally:
                         del event["ingested"]
-                    docs.append(Doc(head_line + ident.encode() + b'"}}', body,
-                                    origins[i] if origins is not None else default))
+                    docs.append(new(Doc, (head_line + ident.encode() + b'"}}', body,  # = Doc(...), one a line
+                                          origins[i] if origins is not None else default)))
                     continue
                 head, doc = self._action(item, agency, read)
             else:
