@@ -261,8 +261,10 @@ class BulkWriter:
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
                     # One NDJSON body, stamped with one `replace` (the placeholder cannot be in an action line).
-                    body = b"\n".join([part for doc in pending for part in (doc.head, doc.body)])
-                    response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp) + b"\n",  # type: ignore[arg-type]
+                    parts = [part for doc in pending for part in (doc.head, doc.body)]
+                    parts.append(b"")  # the body ends with its newline without another copy to add it
+                    body = b"\n".join(parts)
+                    response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp),  # type: ignore[arg-type]
                                              filter_path=ITEM_OUTCOME)
             except RequestRefused as exc:
                 raise _Refused(pending, exc.message.removeprefix("Elasticsearch refused to write events: ")) from None
