@@ -167,12 +167,12 @@ class FileReader:
                 yield from self._emit([Line(base + start, base + end, text[start:start + HEAD_BYTES], end - start)],
                                       ident, key)
             else:
-                line = text[start:end]
-                if line.isspace():  # a blank line (it holds its newline: never empty), as `_emit` skips it
+                piece = text[start:end]
+                if piece.isspace():  # a blank line (it holds its newline: never empty), as `_emit` skips it
                     self.skipped += 1
                 else:
                     offset = base + start
-                    yield new(Record, (offset, line, f"{prefix}{offset}", base + end, key, "", 0, 0))
+                    yield new(Record, (offset, piece, f"{prefix}{offset}", base + end, key, "", 0, 0))
             start = end
 
     def _emit(self, lines: list[Line], ident: str, key: str) -> Iterator[Record]:

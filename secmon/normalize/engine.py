@@ -226,7 +226,7 @@ class Normalizer:
             )
         if doc.__class__ is str:
             self.skipped += 1
-            return Skipped(doc, offset)  # type: ignore[arg-type]
+            return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
         # Event(id=..., doc=...) written out: the frozen dataclass's __init__ sets each field through

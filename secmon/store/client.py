@@ -26,14 +26,14 @@ def connect(settings: ElasticsearchSettings) -> Elasticsearch:
 
     from elasticsearch.serializer import CompatibilityModeNdjsonSerializer
 
-    class WholeNdjson(CompatibilityModeNdjsonSerializer):  # type: ignore[misc]
+    class WholeNdjson(CompatibilityModeNdjsonSerializer):
         """A `_bulk` body the writer built whole (store/writer.py: bytes ending in a newline) goes as it is;
         the client's own serializer copies it twice more (a megabyte a request, a microsecond a line)."""
 
         def dumps(self, data: Any) -> bytes:
             if data.__class__ is bytes and data.endswith(b"\n"):
-                return data  # type: ignore[no-any-return]
-            return super().dumps(data)  # type: ignore[no-any-return]
+                return data
+            return super().dumps(data)
 
     tls: dict[str, Any] = {"ca_certs": settings.ca_certs} if settings.ca_certs else {}
     return Elasticsearch(
