@@ -133,13 +133,7 @@ class FileReader:
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
             if self._multiline is None:  # no joining: each line is a record (the hot path, written out)
-                for line in split_lines(data[:cut], offset, cap):
-                    if line.length:
-                        yield from self._emit([line], ident, key)
-                    elif line.text.strip():
-                        yield Record(line.offset, line.text, f"{ident}:{line.offset}", line.end, key)
-                    else:
-                        self.skipped += 1
+                yield from self._plain(data[:cut], offset, ident, key)
             else:
                 for line in split_lines(data[:cut], offset, cap):
                     yield from self._emit(joiner.feed(line), ident, key)
@@ -155,6 +149,31 @@ class FileReader:
             yield from self._emit(joiner.feed(last), ident, key)
             self.position = offset + len(rest)
         yield from self._emit(joiner.flush(), ident, key)
+
+    def _plain(self, data: bytes, base: int, ident: str, key: str) -> Iterator[Record]:
+        """The records of complete lines `data` (from file offset `base`) when none are joined: `split_lines`
+        and `_emit` written out for ASCII text, the common case (no Line is made, and a Record is made
+        without its class's Python-level constructor: one a line)."""
+        if not data.isascii():
+            for line in split_lines(data, base, self.max_line):
+                yield from self._emit([line], ident, key)
+            return
+        text = data.decode("ascii")
+        cap, prefix, start = self.max_line, ident + ":", 0
+        new = tuple.__new__
+        while (cut := text.find("\n", start)) >= 0:
+            end = cut + 1
+            if end - start > cap:
+                yield from self._emit([Line(base + start, base + end, text[start:start + HEAD_BYTES], end - start)],
+                                      ident, key)
+            else:
+                piece = text[start:end]
+                if piece.isspace():  # a blank line (it holds its newline: never empty), as `_emit` skips it
+                    self.skipped += 1
+                else:
+                    offset = base + start
+                    yield new(Record, (offset, piece, f"{prefix}{offset}", base + end, key, "", 0, 0))
+            start = end
 
     def _emit(self, lines: list[Line], ident: str, key: str) -> Iterator[Record]:
         for line in lines:

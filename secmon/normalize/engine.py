@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from re import _constants as re_constants  # type: ignore[attr-defined]
-from re import _parser as re_parser  # type: ignore[attr-defined]
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,6 +25,14 @@ from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
 from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_query
 from secmon.types import format_duration, iso, utcnow
+
+# The regular-expression parser is private to `re` (sre_parse before 3.11): it only finds the literal
+# text a pattern needs (`required_text`), a shortcut. A Python without it runs every search instead.
+try:
+    from re import _constants as re_constants  # type: ignore[attr-defined]
+    from re import _parser as re_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised by a test that hides the modules
+    re_parser = re_constants = None
 
 
 def put(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -219,7 +225,7 @@ class Normalizer:
             self.skipped += 1
             return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
-        digest.update(str(record_id).encode("utf-8"))
+        digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
         return Event(id=digest.hexdigest()[:32], doc=doc)
 
     # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
@@ -283,10 +289,15 @@ class Normalizer:
             return "not kept by the pipeline's keep conditions"
         doc: dict[str, Any] = base if base is not None else {}
         if pipeline.timestamp is not None or "@timestamp" not in doc:
-            doc["@timestamp"] = self._timestamp(values)
-        if self._bounds is not None and doc["@timestamp"] is not self._checked:  # lines often share a second
-            self._check_time(doc["@timestamp"])
-            self._checked = doc["@timestamp"]
+            last = self._last_stamp  # consecutive lines often share a second: `_timestamp`'s cache, read here
+            raw = values.get(self._stamp_field) if self._stamp_field else None
+            doc["@timestamp"] = stamp = (last[1] if raw is not None and raw == last[0] and raw.__class__ is str
+                                         else self._timestamp(values))
+        else:
+            stamp = doc["@timestamp"]
+        if stamp is not self._checked and self._bounds is not None:  # the same object: checked already
+            self._check_time(stamp)
+            self._checked = stamp
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
         searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
         for tests, name, search, needle, apply in self._patterns_for(values):
@@ -380,11 +391,7 @@ def required_text(regex: re.Pattern[str]) -> str:
     that every match consumes count: those in the pattern's top-level sequence and in the plain
     groups of it; anything optional, repeated, alternated or a look-around ends a run.
     """
-    if regex.flags & re.IGNORECASE:
-        return ""
-    try:
-        parsed = re_parser.parse(regex.pattern, regex.flags)
-    except re.error:  # it compiled, so it parses; should it not, nothing is skipped
+    if regex.flags & re.IGNORECASE or re_parser is None:
         return ""
     runs: list[str] = []
 
@@ -403,7 +410,13 @@ def required_text(regex: re.Pattern[str]) -> str:
         runs.append("".join(run))
         return True
 
-    return max(runs, key=len, default="") if walk(parsed) else ""
+    try:
+        whole = walk(re_parser.parse(regex.pattern, regex.flags))
+    # It compiled, so it parses; should it not, or should the private parser's shapes have changed
+    # (a tuple of another length), no text is required and every search runs.
+    except (re.error, AttributeError, TypeError, ValueError):
+        return ""
+    return max(runs, key=len, default="") if whole else ""
 
 
 def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
@@ -421,13 +434,17 @@ def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
     def allowed(step: Step) -> frozenset[str] | None:
         return next((texts for name, texts in step.when.tests if name == field), None)
 
-    def decided(step: Step) -> Step:
-        return step._replace(when=Condition(tuple(test for test in step.when.tests if test[0] != field)))
+    # Each step's regex is read once (`tried` parses it for its required text): the table below names
+    # a step once for every text it allows, hundreds of times in all (a tenth of a second at start-up).
+    prepared = [(step, allowed(step), step.tried) for step in steps]
 
-    untested = tuple(s.tried for s in steps if allowed(s) is None)
-    table = {text: tuple((decided(s) if allowed(s) is not None else s).tried
-                         for s in steps if allowed(s) is None or text in allowed(s))  # type: ignore[operator]
-             for step in steps for text in allowed(step) or ()}
+    def decided(step: Step, tried: Tried) -> Tried:
+        return tried._replace(tests=tuple(test for test in step.when.tests if test[0] != field))
+
+    untested = tuple(tried for _, texts, tried in prepared if texts is None)
+    table = {text: tuple(tried if texts is None else decided(step, tried)
+                         for step, texts, tried in prepared if texts is None or text in texts)
+             for _, allowing, _ in prepared for text in allowing or ()}
     plain = "." not in field
 
     def candidates(values: Values) -> tuple[Tried, ...]:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from secmon.service.collect_workers import Workers
 
 log = logging.getLogger(__name__)
+_new_tuple = tuple.__new__
 
 MB = 1 << 20
 DEFAULT_WORKERS = 1  # processes normalizing: on 2 cores busy with the node, 2 and 3 reached 0.45 and 0.54 of the
@@ -148,7 +149,9 @@ class Batcher:
         if not items:
             self._since = time.monotonic()
         items.append(item)  # type: ignore[arg-type]
-        self._origins.append(Origin("event", self._agency, name, record.offset, self._pipeline))
+        # Origin("event", agency, name, offset, pipeline), made without the NamedTuple's Python-level
+        # constructor (one a line)
+        self._origins.append(_new_tuple(Origin, ("event", self._agency, name, record.offset, self._pipeline, False)))
         self._bytes += len(record.text) * 3  # the document is about three times its line
         if len(items) >= self._options.batch_events or self._bytes >= self._options.batch_bytes:
             self.flush()

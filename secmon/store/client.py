@@ -24,6 +24,17 @@ def connect(settings: ElasticsearchSettings) -> Elasticsearch:
     """A client; no request is made here (constructors must not do I/O)."""
     from elasticsearch import Elasticsearch
 
+    from elasticsearch.serializer import CompatibilityModeNdjsonSerializer
+
+    class WholeNdjson(CompatibilityModeNdjsonSerializer):
+        """A `_bulk` body the writer built whole (store/writer.py: bytes ending in a newline) goes as it is;
+        the client's own serializer copies it twice more (a megabyte a request, a microsecond a line)."""
+
+        def dumps(self, data: Any) -> bytes:
+            if data.__class__ is bytes and data.endswith(b"\n"):
+                return data
+            return super().dumps(data)
+
     tls: dict[str, Any] = {"ca_certs": settings.ca_certs} if settings.ca_certs else {}
     return Elasticsearch(
         list(settings.hosts),
@@ -31,6 +42,7 @@ def connect(settings: ElasticsearchSettings) -> Elasticsearch:
         **tls,
         retry_on_timeout=True,
         max_retries=2,
+        serializers={WholeNdjson.mimetype: WholeNdjson()},
         **settings.credentials(),
     )
 

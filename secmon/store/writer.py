@@ -152,7 +152,7 @@ class BulkWriter:
         time. A dead letter carries its own origin."""
         read = _iso(self._now())
         docs: list[Doc] = []
-        dumps = orjson.dumps
+        dumps, new = orjson.dumps, tuple.__new__
         months: dict[str, bytes] = {}  # "2005-06" -> the action line of its index, up to the id
         default = Origin("event", agency)
         for i, item in enumerate(items):
@@ -175,10 +175,10 @@ class BulkWriter:
                         body = b""
                     if body and body.startswith(start := b'{"@timestamp":"' + stamp.encode() + b'","event":{'):
                         at = len(start)
-                        docs.append(Doc(head_line + ident.encode() + b'"}}',
-                                        b"".join((body[:at], _PLACEHOLDER_BYTES,
-                                                  b"" if body[at:at + 1] == b"}" else b",", body[at:])),
-                                        origins[i] if origins is not None else default))
+                        docs.append(new(Doc, (head_line + ident.encode() + b'"}}',  # = Doc(...), one a line
+                                              b"".join((body[:at], _PLACEHOLDER_BYTES,
+                                                        b"" if body[at:at + 1] == b"}" else b",", body[at:])),
+                                              origins[i] if origins is not None else default)))
                         continue
                 head, doc = self._action(item, agency, read)
             else:
@@ -264,8 +264,10 @@ class BulkWriter:
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
                     # One NDJSON body, stamped with one `replace` (the placeholder cannot be in an action line).
-                    body = b"\n".join([part for doc in pending for part in (doc.head, doc.body)])
-                    response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp) + b"\n",  # type: ignore[arg-type]
+                    parts = [part for doc in pending for part in (doc.head, doc.body)]
+                    parts.append(b"")  # the body ends with its newline without another copy to add it
+                    body = b"\n".join(parts)
+                    response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp),  # type: ignore[arg-type]
                                              filter_path=ITEM_OUTCOME)
             except RequestRefused as exc:
                 raise _Refused(pending, exc.message.removeprefix("Elasticsearch refused to write events: ")) from None

@@ -1,0 +1,108 @@
+"""The ingest hot path's shortcuts give what the plain code gives (collect/files.py `_plain`,
+normalize/engine.py `Normalizer.normalize`): the same records and counts from hostile bytes, and the same
+tuples as the constructors make."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from secmon.collect.files import FileReader, Record, split_lines
+from secmon.model import Event
+from secmon.normalize.engine import Normalizer
+from secmon.normalize.pipeline import load_pipelines
+from secmon.store.writer import Doc, Origin
+from tests.conftest import ROOT
+
+# Pieces of hostile input: CR, blank and whitespace-only lines (the ASCII separators \x1c-\x1f and \x0b
+# count as whitespace), long lines, non-ASCII bytes and invalid UTF-8.
+PIECES = st.sampled_from([b"\n", b"\r\n", b" ", b"\t", b"\x0b", b"\x1c", b"\x1f", b"\x00", b"a", b"sshd[1]: x",
+                          b"\xc3\xa9", b"\xff", b"\xe2\x80\xa8", b"x" * 40, b"\r"])
+
+
+def general_records(data: bytes, cap: int, ident: str) -> tuple[list[Record], int]:
+    """What `FileReader.records` made before `_plain`: `split_lines`, each line through `_emit`."""
+    reader = FileReader("-", max_line=cap)
+    cut = data.rfind(b"\n") + 1
+    records = [record for line in split_lines(data[:cut], 0, cap) for record in reader._emit([line], ident, ident)]
+    return records, reader.skipped
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=60).map(b"".join), st.sampled_from([8, 64, 1 << 20]))
+def test_plain_lines_give_the_records_of_the_general_path(data: bytes, cap: int) -> None:
+    data += b"\n"  # complete lines: what `records` hands to `_plain`
+    reader = FileReader("-", max_line=cap)
+    got = list(reader._plain(data, 0, "id", "id"))
+    expected, skipped = general_records(data, cap, "id")
+    assert got == expected
+    assert [type(r) for r in got] == [Record] * len(got)
+    assert reader.skipped == skipped
+
+
+class Trickle(io.BytesIO):
+    """A stream that gives at most `size` bytes a read: chunk edges anywhere, inside a line or a character."""
+
+    def __init__(self, data: bytes, size: int):
+        super().__init__(data)
+        self.size = size
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.size)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(PIECES, max_size=80).map(b"".join), st.integers(1, 50))
+def test_a_stream_reads_the_same_whatever_its_chunks(data: bytes, size: int) -> None:
+    whole, trickled = FileReader("-", max_line=64), FileReader("-", max_line=64)
+
+    def seen(records: list[Record]) -> list[tuple[object, ...]]:
+        # (a line over the cap keeps a head whose size depends on where the chunks fell: compared without it)
+        return [(r.offset, r.end, r.record_id, r.length) if r.problem else r for r in records]
+    assert seen(list(trickled.records(Trickle(data, size), "id"))) == seen(list(whole.records(io.BytesIO(data), "id")))
+    assert trickled.skipped == whole.skipped
+
+
+def test_events_made_on_the_hot_path_equal_the_dataclass() -> None:
+    pipeline = load_pipelines([ROOT / "pipelines"])["linux-auth"]
+    normalizer = Normalizer(pipeline, agency="a", timezone="UTC", source="-",
+                            now=datetime(2026, 1, 1, tzinfo=timezone.utc), year=2025)
+    event = normalizer.normalize("Jun  9 06:06:20 combo sshd[7]: Accepted password for u from 10.0.0.1 port 2 ssh2\n",
+                                 0, "f1:0")
+    assert isinstance(event, Event)
+    assert event == Event(id=event.id, doc=event.doc) and event.index == "" and hash(event.id)
+    assert dataclasses.replace(event, index="x").index == "x"
+
+
+def test_origins_and_docs_made_without_their_constructor_are_the_same_tuples() -> None:
+    assert tuple.__new__(Origin, ("event", "a", "f", 3, "p", False)) == Origin("event", "a", "f", 3, "p")
+    assert Origin._fields == ("kind", "agency", "source", "offset", "pipeline", "last_resort")
+    assert Doc._fields == ("head", "body", "origin")
+    assert Record._fields == ("offset", "text", "record_id", "end", "source", "problem", "length", "lost")
+
+
+def test_the_bench_input_reads_the_same(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_bytes(b"Jun  9 06:06:20 combo sshd[1]: ok\n\n \nJun  9 06:06:21 combo su: \xc3\xa9\nlast")
+    reader = FileReader(str(log))
+    with log.open("rb") as handle:
+        records = list(reader.records(handle, "i"))
+    assert [r.text for r in records] == ["Jun  9 06:06:20 combo sshd[1]: ok\n", "Jun  9 06:06:21 combo su: é\n",
+                                         "last"]
+    assert reader.skipped == 2
+
+
+def test_a_whole_bulk_body_goes_out_as_it_is_and_other_bodies_as_before() -> None:
+    from secmon.config import ElasticsearchSettings
+    from secmon.store.client import connect
+
+    serializers = connect(ElasticsearchSettings()).transport.serializers  # no request is made
+    ndjson = "application/vnd.elasticsearch+x-ndjson; compatible-with=9"
+    body = b'{"index":{"_index":"i","_id":"1"}}\n{"a":"\\r\\n"}\n'
+    assert serializers.dumps(body, ndjson) is body
+    assert serializers.dumps(body[:-1], ndjson) == body
+    assert serializers.dumps([{"index": {}}, {"a": 1}], ndjson) == b'{"index":{}}\n{"a":1}\n'
