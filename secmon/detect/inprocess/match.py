@@ -446,9 +446,10 @@ def _literal_any(patterns: list[tuple[bytes, ...]], values: Callable[[View], lis
     return check
 
 
-# From this many `contains` texts on, one RE2 search over the value replaces a `needle in value` per
-# text (Sigma lists dozens: a command line tried on 28 of them took 17 us, the search 2).
-CONTAINS_SEARCH = 4
+# From this many `contains` texts on (below it the `in` tests are as fast), one RE2 search over the
+# value replaces a `needle in value` per text (Sigma lists dozens: a command line against 28 took 17 us,
+# the search 2).
+CONTAINS_SEARCH = 8
 _BYTES = re2.Options()
 _BYTES.encoding = re2.Options.Encoding.LATIN1  # a byte is a character: what `needle in value` compares
 _BYTES.log_errors = False
