@@ -91,3 +91,19 @@ def test_windowing_shared_out_to_processes_finds_the_same(datasets: Path, monkey
     shared = offline._findings(router.rules, matches, failures, 2)
     assert alone and shared == alone and failures == []
     assert json.dumps([f.incident_id for f in shared]) == json.dumps([f.incident_id for f in alone])
+
+
+def test_a_predicate_answers_alike_before_and_after_its_search_is_compiled() -> None:
+    from secmon.detect.inprocess.match import SEARCH_AFTER, View, compile_view_matcher
+
+    words = ["mimikatz", "sekurlsa::", "lsadump::", " -nop ", "vssadmin delete", "dpapi::", "token::", "misc::",
+             "rpc::"]
+    query = {"bool": {"should": [{"wildcard": {"process.command_line": {"value": f"*{w}*"}}} for w in words],
+                      "minimum_should_match": 1}}
+    predicate = compile_view_matcher(query)
+    assert predicate.__name__ == "searched"  # the list long enough to be searched at once
+    values = [f"cmd /c {w} x" for w in words] + ["cmd /c whoami", "MIMIKATZ", "rpc:", ""]
+    expected = [any(w in v for w in words) for v in values]
+    for round_ in range(SEARCH_AFTER // len(values) + 3):
+        answers = [predicate(View({"process": {"command_line": v}})) for v in values]
+        assert answers == expected, round_

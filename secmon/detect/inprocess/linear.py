@@ -38,6 +38,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # line of 1,000 characters or more" (`.*[^\n]{1000,}.*`) has a counted repeat RE2 cannot make a DFA of,
 # so its NFA runs ~1,000 states per byte (6 ms on a 200-byte value), on every candidate value.
 LENGTH_GUARD = 256
+_LARGE_COUNT = re.compile(r"\{[0-9]{3,}")  # x{100}, x{1000,}: a counted repeat of 100 or more
 
 
 class RegexTimeout(RuntimeError):
@@ -71,7 +72,9 @@ def compile_fullmatch(source: str) -> FullMatch:
     compiled = re2._re2.RE2(source.encode("utf-8"), _OPTIONS)  # the bytes API: no per-call str bookkeeping
     if compiled.ok():
         match, anchor = compiled.Match, re2._Anchor.ANCHOR_BOTH
-        shortest = least_width(source)
+        # Only a large counted repeat makes such a program (long literals run fast): reading the width
+        # of every merged alternation with Python's parser would cost more than the guard saves.
+        shortest = least_width(source) if _LARGE_COUNT.search(source) else 0
         if shortest >= LENGTH_GUARD:
             def guarded(value: bytes) -> bool:
                 # A UTF-8 value has at least as many bytes as characters: one shorter in bytes than the
