@@ -424,7 +424,8 @@ def _literal_any(patterns: list[tuple[bytes, ...]], values: Callable[[View], lis
                 if needle in value:
                     return True
             return False
-        test, calls = any_in, 0
+        test: Callable[[bytes], bool] = any_in
+        calls = 0
 
         def searched(doc: View) -> bool:
             nonlocal test, calls
