@@ -16,6 +16,7 @@ writes `Threat Name`, Sigma rules say `ThreatName`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -116,7 +117,33 @@ def _data_fields(node: Any) -> dict[str, Any]:
     return out
 
 
+# What the `evtx` package writes for SystemTime (UTC, microseconds): already the ISO form `_utc` gives,
+# once its date is known to exist (checked once per day seen). Hours 00-23, minutes and seconds 00-59,
+# as datetime accepts them; anything else takes the general road.
+_SYSTEM_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
+_DAYS: dict[str, bool] = {}  # date text -> whether datetime reads it (bounded: dates are input)
+
+
 def _utc(stamp: str) -> str:
+    found = _SYSTEM_TIME.fullmatch(stamp)
+    if found is not None:
+        day = found.group(1)
+        known = _DAYS.get(day)
+        if known is None:
+            try:
+                datetime.fromisoformat(day)
+                known = True
+            except ValueError:
+                known = False
+            if len(_DAYS) >= 4096:
+                _DAYS.clear()
+            _DAYS[day] = known
+        if known:  # datetime drops a zero fraction from its ISO form
+            return stamp[:-8] + "Z" if stamp.endswith(".000000Z") else stamp
+    return _utc_parsed(stamp)
+
+
+def _utc_parsed(stamp: str) -> str:
     text = stamp.strip().replace(" ", "T")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from secmon.collect.evtxfiles import is_evtx, read_evtx
-from secmon.detect.compiled import RuleSet, unmapped_note
+from secmon.detect.compiled import CompiledRule, RuleSet, unmapped_note
 from secmon.detect.inprocess.router import Matches, RuleIndex, RuleRouter, findings_of, match_documents
 from secmon.errors import InputError, Location
 from secmon.model import DeadLetter, Event, Finding, Incident, InputReport, ScanSummary, stable_id
@@ -173,10 +173,22 @@ class _Reader:
 
     def _evtx_lines(self, path: Path, tally: _FileTally, normalizers: dict[str, Normalizer]
                     ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        normalize = None  # the EVTX pipeline's, once a line needs it
         with path.open(encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, 1):
-                if line.lstrip().startswith('{"Event"'):
-                    yield from self._piped(EVTX_PIPELINE, path, number, line, tally, normalizers)
+                if line.startswith('{"Event"') or line.lstrip().startswith('{"Event"'):
+                    if normalize is None:
+                        if EVTX_PIPELINE not in normalizers:
+                            normalizers[EVTX_PIPELINE] = self.normalizer(EVTX_PIPELINE, path)
+                            tally.readers.add(f"json, {EVTX_PIPELINE}")
+                        normalize = normalizers[EVTX_PIPELINE].normalize
+                    where = f"{path}:{number}"
+                    result = normalize(line, None, where)
+                    if type(result) is Event and URL_PROBLEM_TAG not in (result.doc.get("tags") or ()):
+                        tally.events += 1  # the common case of _counted, without a generator a line
+                        yield result.id, result.doc
+                    else:
+                        yield from self._counted(result, tally, where)
                 elif line.strip():
                     try:
                         obj = json.loads(line)
@@ -332,6 +344,48 @@ def _parts(job: OfflineJob) -> list[list[int]]:
     return [sorted(g) for g in groups if g]
 
 
+# Below this many hits, the windowing runs in this process (a fork costs more than it saves).
+PARALLEL_FINDINGS = 20_000
+# What a windowing worker inherits: the rules and the merged matches.
+_WINDOWED: tuple[list[CompiledRule], Matches] | None = None
+
+
+def _window_part(numbers: list[int]) -> list[tuple[int, list[Finding]]]:
+    """The findings of the rules at these positions, each rule's on its own (in a forked worker)."""
+    assert _WINDOWED is not None
+    rules, matches = _WINDOWED
+    return [(n, findings_of(rules, Matches(hits={n: matches.hits[n]}))) for n in numbers]
+
+
+def _findings(rules: list[CompiledRule], matches: Matches, failures: list[tuple[str, str]], workers: int
+              ) -> list[Finding]:
+    """`findings_of`, with the windowing of the rules shared out to `workers` forked processes when
+    the hits are many (a million events make hundreds of thousands): the same findings in the same
+    order (each rule's are computed alike; they are put back in rule order, then sorted as
+    findings_of sorts them)."""
+    global _WINDOWED
+    total = sum(len(h) for h in matches.hits.values())
+    if workers <= 1 or total < PARALLEL_FINDINGS or len(matches.hits) <= 1:
+        return findings_of(rules, matches, failures)
+    findings_of(rules, replace(matches, hits={}), failures)  # the rules that timed out or did not compile
+    groups: list[list[int]] = [[] for _ in range(workers * 4)]
+    loads = [0] * len(groups)
+    for number, hits in sorted(matches.hits.items(), key=lambda item: -len(item[1])):
+        smallest = loads.index(min(loads))
+        groups[smallest].append(number)
+        loads[smallest] += len(hits)
+    import multiprocessing
+
+    _WINDOWED = (rules, matches)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = [one for part in pool.imap_unordered(_window_part, [g for g in groups if g]) for one in part]
+    finally:
+        _WINDOWED = None
+    result = [f for _, found in sorted(parts, key=lambda part: part[0]) for f in found]
+    return sorted(result, key=lambda f: (f.first_seen, f.rule_id, f.group))
+
+
 def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
     """Load the rules, read every input and match in-process; with `job.workers` > 1 the inputs are
     read and matched by forked processes sharing the loaded rules, and their matches merged."""
@@ -368,7 +422,7 @@ def scan_files(job: OfflineJob, now: datetime) -> ScanSummary:
         tallies.update(zip(numbers, part_tallies))
     ordered = [tallies[n] for n in sorted(tallies)]
     failures: list[tuple[str, str]] = [(p.where, p.reason) for p in ruleset.problems]
-    found = findings_of(router.rules, matches, failures)
+    found = _findings(router.rules, matches, failures, job.workers)
     if job.models:  # the detectors read the documents again (a second pass: matching keeps none)
         docs = [dict(doc) for _, doc in _Reader(replace(job, workers=1), now).documents()]
         scored, problems = anomaly_findings(list(job.models), list(job.rule_paths), docs, job.agency, job.timezone)

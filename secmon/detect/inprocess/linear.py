@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's least width
 
 import re2
 
@@ -33,6 +34,11 @@ _OPTIONS.dot_nl = True  # `.` matches a newline, as in Lucene (and re.DOTALL)
 _OPTIONS.log_errors = False  # a refused pattern is reported by us, not logged to stderr by RE2
 _OPTIONS.max_mem = 64 << 20  # merged per-field alternatives of large rules need more than the 8 MiB default
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A pattern that needs at least this many characters is tested for length first: Sigma's "a command
+# line of 1,000 characters or more" (`.*[^\n]{1000,}.*`) has a counted repeat RE2 cannot make a DFA of,
+# so its NFA runs ~1,000 states per byte (6 ms on a 200-byte value), on every candidate value.
+LENGTH_GUARD = 256
+_LARGE_COUNT = re.compile(r"\{[0-9]{3,}")  # x{100}, x{1000,}: a counted repeat of 100 or more
 
 
 class RegexTimeout(RuntimeError):
@@ -66,6 +72,15 @@ def compile_fullmatch(source: str) -> FullMatch:
     compiled = re2._re2.RE2(source.encode("utf-8"), _OPTIONS)  # the bytes API: no per-call str bookkeeping
     if compiled.ok():
         match, anchor = compiled.Match, re2._Anchor.ANCHOR_BOTH
+        # Only a large counted repeat makes such a program (long literals run fast): reading the width
+        # of every merged alternation with Python's parser would cost more than the guard saves.
+        shortest = least_width(source) if _LARGE_COUNT.search(source) else 0
+        if shortest >= LENGTH_GUARD:
+            def guarded(value: bytes) -> bool:
+                # A UTF-8 value has at least as many bytes as characters: one shorter in bytes than the
+                # pattern's least width in characters cannot match it.
+                return len(value) >= shortest and bool(match(anchor, value, 0, len(value))[0][0] >= 0)
+            return FullMatch(source, guarded)
 
         def test(value: bytes) -> bool:
             return bool(match(anchor, value, 0, len(value))[0][0] >= 0)
@@ -82,3 +97,12 @@ def compile_fullmatch(source: str) -> FullMatch:
         except TimeoutError:
             raise RegexTimeout(source) from None
     return FullMatch(source, bounded, f"RE2 refuses it ({reason})")
+
+
+def least_width(source: str) -> int:
+    """The fewest characters a match of `source` (Python dialect, DOTALL) has; 0 when it cannot be read."""
+    try:
+        width = sre.parse(source, re.DOTALL).getwidth()[0]
+    except (re.error, RecursionError, OverflowError):  # RE2 took it; Python's parser need not: no guard
+        return 0
+    return int(width) if width < sre.MAXREPEAT else 0

@@ -1,0 +1,109 @@
+"""The shortcuts the offline scan takes for speed answer exactly what the general road answers:
+the evtx SystemTime fast path of winlog._utc, the length guard of long counted regexes, the one RE2
+search of a `contains` list, and the windowing shared out to forked processes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import example, given, settings as hsettings, strategies as st
+
+from secmon.detect.inprocess.linear import LENGTH_GUARD, compile_fullmatch, encode, least_width
+from secmon.detect.inprocess.match import contains_any
+from secmon.detect.inprocess.router import RuleRouter, findings_of, match_documents
+from secmon.detect.sigma.load import load_rules
+from secmon.normalize import winlog
+from secmon.service import offline
+
+
+def _either(call, *args):  # type: ignore[no-untyped-def]
+    try:
+        return call(*args)
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), st.booleans())
+@example(datetime(2019, 4, 25, 14, 2, 51), True)
+def test_system_time_fast_path_is_the_datetime_road(moment: datetime, whole_second: bool) -> None:
+    if whole_second:
+        moment = moment.replace(microsecond=0)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rjust(26, "0") + "Z"
+    assert winlog._utc(stamp) == winlog._utc_parsed(stamp)
+
+
+def test_system_time_that_is_not_a_time_is_refused_alike() -> None:
+    for stamp in ("2019-02-29T10:00:00.100000Z", "2019-13-01T00:00:00.000000Z", "0000-01-01T00:00:00.000001Z",
+                  "2019-01-01T24:00:00.000000Z", "2019-01-01T23:60:00.000000Z", "2019-01-01T23:00:60.000000Z",
+                  "\u0662019-01-01T00:00:00.000000Z", " 2019-01-01T00:00:00.000000Z", "2019-01-01 00:00:00.000001"):
+        assert _either(winlog._utc, stamp) == _either(winlog._utc_parsed, stamp), stamp
+
+
+SIZE = "(?:.)*(?:[^\\\\\n]){1000,}(?:.)*"  # Sigma's `CommandLine|re: '.*[^\n]{1000,}.*'`, translated
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab\\\n\u00e9\u4e2d"), max_size=1300), st.integers(0, 1200))
+@example("", 1000)
+@example("", 999)
+def test_the_length_guard_never_changes_an_answer(text: str, pad: int) -> None:
+    value = encode("x" * pad + text)
+    guarded = compile_fullmatch(SIZE)
+    assert least_width(SIZE) == 1000 >= LENGTH_GUARD
+    import re
+
+    assert guarded.test(value) == (re.fullmatch(SIZE, value.decode("utf-8"), re.DOTALL) is not None)
+
+
+def test_least_width_of_patterns() -> None:
+    assert least_width("(?:x){1001}") == 1001
+    assert least_width("a|bc") == 1
+    assert least_width("a{3}b+") == 4
+    assert least_width("(") == 0  # not readable: no guard
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=4), min_size=8, max_size=20),
+       st.lists(st.binary(max_size=24), max_size=10))
+def test_a_contains_list_searched_at_once_is_any_in(needles: list[bytes], values: list[bytes]) -> None:
+    search = contains_any(tuple(needles))
+    assert search is not None
+    for value in values + [b"".join(needles[:2]), needles[-1] * 2]:
+        assert search(value) == any(n in value for n in needles), (needles, value)
+
+
+def test_windowing_shared_out_to_processes_finds_the_same(datasets: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The hits of a few EVTX samples with the repository's Windows rules, windowed in this process
+    and in two forked ones: the same findings in the same order."""
+    ruleset = load_rules([Path(__file__).parents[2] / "rules" / "windows"])
+    files = sorted((datasets / "evtx_attack_samples" / "jsonl").rglob("*.jsonl"))[:40]
+    job = offline.OfflineJob(inputs=tuple(files), rule_paths=(), agency="a1", timezone="UTC",
+                             pipelines=(Path(__file__).parents[2] / "pipelines",))
+    router = RuleRouter(ruleset.rules)
+    matches = match_documents(router, offline._Reader(job, datetime.now(UTC)).documents())
+    assert len(matches.hits) > 2
+    alone = findings_of(router.rules, matches, [])
+    monkeypatch.setattr(offline, "PARALLEL_FINDINGS", 0)
+    failures: list[tuple[str, str]] = []
+    shared = offline._findings(router.rules, matches, failures, 2)
+    assert alone and shared == alone and failures == []
+    assert json.dumps([f.incident_id for f in shared]) == json.dumps([f.incident_id for f in alone])
+
+
+def test_a_predicate_answers_alike_before_and_after_its_search_is_compiled() -> None:
+    from secmon.detect.inprocess.match import SEARCH_AFTER, View, compile_view_matcher
+
+    words = ["mimikatz", "sekurlsa::", "lsadump::", " -nop ", "vssadmin delete", "dpapi::", "token::", "misc::",
+             "rpc::"]
+    query = {"bool": {"should": [{"wildcard": {"process.command_line": {"value": f"*{w}*"}}} for w in words],
+                      "minimum_should_match": 1}}
+    predicate = compile_view_matcher(query)
+    assert predicate.__name__ == "searched"  # the list long enough to be searched at once
+    values = [f"cmd /c {w} x" for w in words] + ["cmd /c whoami", "MIMIKATZ", "rpc:", ""]
+    expected = [any(w in v for w in words) for v in values]
+    for round_ in range(SEARCH_AFTER // len(values) + 3):
+        answers = [predicate(View({"process": {"command_line": v}})) for v in values]
+        assert answers == expected, round_
