@@ -74,7 +74,7 @@ def window_search(rules: Sequence[CompiledRule], window: ScanWindow) -> dict[str
     narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
     if len(narrowing) + 1 > MAX_DOCVALUE_FIELDS:
         return None
-    extra = _hit_docvalues(rules, window, narrowing)
+    extra = _hit_docvalues(rules, window, narrowing) or []
     sources = _compiled(rules).sources()
     if extra:  # a hit with a value too long to index is checked on its whole values, from _source
         sources = sorted(set(sources).union(*(rule.fields for rule in rules if plan.window_only(rule, window))))
@@ -84,25 +84,23 @@ def window_search(rules: Sequence[CompiledRule], window: ScanWindow) -> dict[str
             "docvalue_fields": [{"field": "@timestamp", "format": "epoch_millis"}, *narrowing, *extra]}
 
 
-def _hit_docvalues(rules: Sequence[CompiledRule], window: ScanWindow, narrowing: Sequence[str]) -> list[str]:
+def _hit_docvalues(rules: Sequence[CompiledRule], window: ScanWindow, narrowing: Sequence[str]) -> list[str] | None:
     """The doc values the hits of the window-only rules need besides @timestamp and the narrowing
-    fields; none when they do not fit under the node's limit (their hits are then fetched)."""
+    fields; None when there is no such rule or they do not fit under the node's limit (their hits
+    are then fetched)."""
     only = [rule for rule in rules if plan.window_only(rule, window)]
     if not only:
-        return []
+        return None
     wanted = set().union(*(plan.hit_fields(rule) for rule in only)) - {"@timestamp", *narrowing}
     if any(rule.long_query is not None for rule in only):
         wanted.add(IGNORED)
-    return sorted(wanted) if len(narrowing) + 1 + len(wanted) <= MAX_DOCVALUE_FIELDS else []
+    return sorted(wanted) if len(narrowing) + 1 + len(wanted) <= MAX_DOCVALUE_FIELDS else None
 
 
 def builds_hits(rules: Sequence[CompiledRule], window: ScanWindow) -> bool:
     """Whether `window_search` asks the doc values the window-only rules' hits need (`rule_hits`)."""
     narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
-    only = [rule for rule in rules if plan.window_only(rule, window)]
-    return bool(only) and len(narrowing) + 1 <= MAX_DOCVALUE_FIELDS and (
-        bool(_hit_docvalues(rules, window, narrowing)) or all(
-            set(plan.hit_fields(rule)) <= {"@timestamp", *narrowing} and rule.long_query is None for rule in only))
+    return len(narrowing) + 1 <= MAX_DOCVALUE_FIELDS and _hit_docvalues(rules, window, narrowing) is not None
 
 
 def rule_hits(rule: CompiledRule, documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
