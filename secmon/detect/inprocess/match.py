@@ -279,8 +279,13 @@ class _Compiler:
 
     def _string_query(self, query: Mapping[str, Any]) -> ViewPredicate:
         found = self._pattern_spec(query)
-        if found is None:  # a typed or unindexed field: Elasticsearch matches no value of it
-            return lambda doc: False
+        if found is None:
+            (kind, body), = query.items()
+            field, _ = self._field(body, kind)
+            typed = self.types.type_of(field)
+            if typed is not None:  # the node refuses the query (a wildcard on a number): so does the matcher
+                raise UnsupportedQuery(f"a {kind} query on {field}, a field of type {typed}")
+            return lambda doc: False  # an unindexed field: Elasticsearch matches no value of it
         return _any_of(self._strings(found.field, [found]))
 
     def q_range(self, body: Mapping[str, Any]) -> ViewPredicate:
