@@ -204,10 +204,12 @@ class YearlessClock:
         if year is None:
             now = self._current()
             year = now.astimezone(tz).year  # the stream's own: New Year comes first east of UTC
-            if partial.replace(year=year, tzinfo=tz) > now + FUTURE_TOLERANCE:
+            # The latest year that has the day (Feb 29) and does not put it too far ahead of now.
+            while (moment := _in_year(partial, year, tz)) is None or moment > now + FUTURE_TOLERANCE:
                 year -= 1
         elif last_month is not None and partial.month < last_month - 6:
-            if self._given or partial.replace(year=year + 1, tzinfo=tz) <= self._current() + FUTURE_TOLERANCE:
+            moment = _in_year(partial, year + 1, tz)  # None: Feb 29, which `complete` refuses with its reason
+            if self._given or moment is None or moment <= self._current() + FUTURE_TOLERANCE:
                 year += 1
         return year
 
@@ -225,6 +227,13 @@ class YearlessClock:
             raise ValueError(f"{partial:%b %d} does not exist in {self._year}") from None
 
 
+def _in_year(partial: datetime, year: int, tz: tzinfo) -> datetime | None:
+    try:
+        return partial.replace(year=year, tzinfo=tz)
+    except ValueError:  # Feb 29 in a year that has none
+        return None
+
+
 def _epoch(value: Any, scale: float) -> datetime:
     try:
         seconds = float(value) / scale
@@ -239,6 +248,9 @@ _MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
 
+LEAP_YEAR = 2000  # the year a time without one is read in, before the clock gives it its own
+
+
 def _syslog_time(text: str) -> datetime | None:
     """strptime(text, SYSLOG) for the usual spelling, without strptime's cost (most of a
     syslog line's parse); None sends anything else (other case, a bad day) to strptime."""
@@ -247,7 +259,7 @@ def _syslog_time(text: str) -> datetime | None:
         return None
     month, day, hour, minute, second = found.groups()
     try:
-        return datetime(1900, _MONTHS[month], int(day), int(hour), int(minute), int(second))
+        return datetime(LEAP_YEAR, _MONTHS[month], int(day), int(hour), int(minute), int(second))
     except ValueError:
         return None
 
@@ -258,8 +270,11 @@ def _parse_one(text: str, fmt: str, tz: tzinfo, clock: YearlessClock) -> datetim
     if fmt == ISO8601:
         parsed = datetime.fromisoformat(text)
     else:
-        parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(text, fmt)
-        if "%Y" not in fmt and "%y" not in fmt:
+        if "%Y" in fmt or "%y" in fmt:
+            parsed = datetime.strptime(text, fmt)
+        else:  # parsed in a leap year (strptime's own default, 1900, refuses Feb 29), then given its year
+            parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(
+                f"{LEAP_YEAR} {text}", f"%Y {fmt}")
             return clock.complete(parsed, tz).astimezone(timezone.utc)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)

@@ -109,3 +109,20 @@ def test_a_stream_followed_for_a_month_takes_the_turn_of_the_year_when_it_comes(
     elapsed[0] = 31 * 86400.0 + 10
     assert parse_timestamp("Dec 31 23:59:59", (SYSLOG,), UTC, clock).isoformat() == "2026-12-31T23:59:59+00:00"
     assert parse_timestamp("Jan  1 00:00:09", (SYSLOG,), UTC, clock).isoformat() == "2027-01-01T00:00:09+00:00"
+
+
+@pytest.mark.parametrize("fmt,text", [(SYSLOG, "Feb 29 10:00:00"), ("%d %b %H:%M:%S", "29 Feb 10:00:00")])
+def test_feb_29_is_read_and_given_a_leap_year(fmt: str, text: str) -> None:
+    def one(now: datetime, year: int | None = None) -> str:
+        return parse_timestamp(text, (fmt,), UTC, YearlessClock(year, now, elapsed=lambda: 0.0)).isoformat()
+
+    assert one(utc(2028, 3, 1)) == "2028-02-29T10:00:00+00:00"
+    assert one(utc(2029, 6, 1)) == "2028-02-29T10:00:00+00:00"  # the latest leap year not in the future
+    assert one(utc(2028, 2, 27)) == "2024-02-29T10:00:00+00:00"  # 2028's is more than a day ahead
+    assert one(utc(2029, 6, 1), year=2024) == "2024-02-29T10:00:00+00:00"
+    with pytest.raises(ValueError, match="matches none of the formats"):  # 2027 has no Feb 29: a dead letter
+        one(utc(2029, 6, 1), year=2027)
+    clock = YearlessClock(None, utc(2028, 3, 1), elapsed=lambda: 0.0)  # across New Year into a leap year
+    assert [parse_timestamp(t, (fmt,), UTC, clock).isoformat() for t in (
+        "Dec 31 23:00:00" if fmt == SYSLOG else "31 Dec 23:00:00", text)] == [
+        "2027-12-31T23:00:00+00:00", "2028-02-29T10:00:00+00:00"]
