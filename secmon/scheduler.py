@@ -131,7 +131,7 @@ def run(es: Elasticsearch, settings: Settings, stop: threading.Event, clock: Cal
 
     def add(job_id: str, body: Callable[[int], jobs.JobResult], trigger: Any, first_now: bool) -> None:
         def job() -> None:
-            jobs.run_job(es, settings, keeper, job_id.split(":")[0], body, clock)
+            jobs.run_job(es, settings, keeper, job_id.split(":")[0], body, clock, stop)
         extra = {"next_run_time": clock()} if first_now else {}
         scheduler.add_job(running(job_id, job), trigger, id=job_id, name=job_id, **extra)
 

@@ -33,9 +33,15 @@ class FieldTypes:
     not_indexed: frozenset[str]
     default_ignore_above: int = 1024
     path_limits: tuple[tuple[str, int], ...] = ()  # (fnmatch pattern, ignore_above) of dynamic templates
+    no_doc_values: frozenset[str] = frozenset()  # text multi-fields, stored-only keywords
 
     def type_of(self, field: str) -> str | None:
         return self.types.get(field)
+
+    def has_doc_values(self, field: str) -> bool:
+        """Whether the node can give the field's doc values (docvalue_fields, aggregations). An
+        unmapped field has none to give, and the node says nothing of it: not refused."""
+        return field not in self.no_doc_values
 
     def whole(self) -> FieldTypes:
         """The same fields with every keyword value indexed whatever its length: how secmon matches
@@ -59,7 +65,8 @@ def field_types() -> FieldTypes:
     limits = {name: int(limit) for limit, names in data["ignore_above"].items() for name in names}
     paths = tuple((pattern, int(limit)) for limit, patterns in (data.get("ignore_above_paths") or {}).items()
                   for pattern in patterns)
-    return FieldTypes(types, limits, frozenset(data["not_indexed"]), int(data["default_ignore_above"]), paths)
+    return FieldTypes(types, limits, frozenset(data["not_indexed"]), int(data["default_ignore_above"]), paths,
+                      frozenset(data["no_doc_values"]))
 
 
 # --- reading a field -----------------------------------------------------------------------

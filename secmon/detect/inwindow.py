@@ -15,7 +15,9 @@ This gives the `Fresh` the node's probe would give: the first and last @timestam
 narrowing keys are the node's own doc values of the matching events (the window search asks
 for them), so the fetch that follows, on the node as before, is the same search. A rule the
 matcher cannot answer for (a query outside its subset, a fallback regex that timed out) is
-left undecided, and probed on the node; so is every rule of a window with more than
+left undecided, and probed on the node; so is a rule whose narrowing or hit fields have no doc
+values (a group-by on a text field: the window search cannot ask them, and the node refuses
+that rule alone, as its probe or fetch), and every rule of a window with more than
 WINDOW_LIMIT events (a backfill, a scheduler catching up).
 
 A single rule over an event.ingested window needs no fetch at all (plan.window_only): its
@@ -36,7 +38,7 @@ from secmon.detect.sigma.compile import Query, query_fields
 from secmon.detect.compiled import CompiledRule
 from secmon.detect.inprocess.linear import RegexTimeout
 from secmon.detect.fields import IGNORED, as_keyword, field_types, field_values
-from secmon.detect.inprocess.match import UnsupportedQuery, View, ViewPredicate, compile_view_matcher
+from secmon.detect.inprocess.match import View, ViewPredicate, compile_view_matcher
 from secmon.detect.inprocess.router import RuleRouter
 from secmon.detect.inprocess.prefilter import ROUTE_FIELDS
 from secmon.model import ScanWindow
@@ -67,17 +69,31 @@ def _named_by_ignored(query: Any) -> set[str]:
     return found
 
 
+def on_node(rule: CompiledRule) -> bool:
+    """Whether the rule's narrowing field or hit fields lack doc values (a group-by on a text field):
+    the window search must not ask them (the node would refuse the whole search), so the rule is
+    left to the node's probe and fetch, which refuse it alone."""
+    types = field_types()
+    return not all(types.has_doc_values(f) for f in (plan.narrowing_field(rule), *plan.hit_fields(rule)))
+
+
+def _narrowing(rules: Sequence[CompiledRule]) -> list[str]:
+    return sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
+
+
 def window_search(rules: Sequence[CompiledRule], window: ScanWindow) -> dict[str, Any] | None:
     """One search for the window's events: the `_source` fields the rules read, and as doc values
     @timestamp, every rule's narrowing field and the fields a hit of a window-only rule needs
-    (`builds_hits`); None when the node would refuse that many doc values."""
-    narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
+    (`builds_hits`), except those of the rules left `on_node`; None when the node would refuse
+    that many doc values."""
+    here = [rule for rule in rules if not on_node(rule)]
+    narrowing = _narrowing(here)
     if len(narrowing) + 1 > MAX_DOCVALUE_FIELDS:
         return None
-    extra = _hit_docvalues(rules, window, narrowing) or []
+    extra = _hit_docvalues(here, window, narrowing) or []
     sources = _compiled(rules).sources()
     if extra:  # a hit with a value too long to index is checked on its whole values, from _source
-        sources = sorted(set(sources).union(*(rule.fields for rule in rules if plan.window_only(rule, window))))
+        sources = sorted(set(sources).union(*(rule.fields for rule in here if plan.window_only(rule, window))))
     return {"query": plan.window_filter(window.start, window.end, window.field),
             "size": WINDOW_LIMIT, "track_total_hits": WINDOW_LIMIT + 1, "sort": ["_doc"],
             "_source": {"includes": sources},
@@ -99,8 +115,9 @@ def _hit_docvalues(rules: Sequence[CompiledRule], window: ScanWindow, narrowing:
 
 def builds_hits(rules: Sequence[CompiledRule], window: ScanWindow) -> bool:
     """Whether `window_search` asks the doc values the window-only rules' hits need (`rule_hits`)."""
-    narrowing = sorted({plan.narrowing_field(rule) for rule in rules} - {"@timestamp"})
-    return len(narrowing) + 1 <= MAX_DOCVALUE_FIELDS and _hit_docvalues(rules, window, narrowing) is not None
+    here = [rule for rule in rules if not on_node(rule)]
+    narrowing = _narrowing(here)
+    return len(narrowing) + 1 <= MAX_DOCVALUE_FIELDS and _hit_docvalues(here, window, narrowing) is not None
 
 
 def rule_hits(rule: CompiledRule, documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -278,7 +295,7 @@ def match_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, A
     """`probe_documents`, and the documents each decided rule matched."""
     compiled = _compiled(rules)
     candidates = compiled.candidates
-    undecided: set[int] = set()
+    undecided = {number for number, rule in enumerate(rules) if on_node(rule)}
     seen: dict[int, _Seen] = {}
     documents: dict[int, list[Mapping[str, Any]]] = {}
     narrowing = [plan.narrowing_field(rule) for rule in rules]
@@ -291,7 +308,7 @@ def match_documents(rules: Sequence[CompiledRule], hits: Iterable[Mapping[str, A
             try:
                 if not compiled.predicate(number)(view):
                     continue
-            except (UnsupportedQuery, RegexTimeout):
+            except (ValueError, RegexTimeout):  # UnsupportedQuery, a number or CIDR it cannot read (router.py)
                 undecided.add(number)
                 continue
             seen.setdefault(number, _Seen()).add(values, narrowing[number])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, TypeVar
@@ -154,18 +155,37 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+# How far into the future a yearless time may fall and keep the year that puts it there (clocks
+# drift, zones differ): further, it is taken for a time of the year before.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
 class YearlessClock:
     """Gives syslog timestamps ("Jun  9 06:06:20", no year) a year.
 
     A stream is read in order, so when the month goes backwards by more than a
     few months the year has turned (Dec -> Jan). The first year is either given
     (archived logs: `--year`) or the latest year that does not put the first
-    timestamp more than a day into the future.
+    timestamp more than FUTURE_TOLERANCE into the future.
+
+    When the year was not given, a turn of the year that would put the lines after
+    it more than FUTURE_TOLERANCE into the future (last New Year's log read on Dec
+    30: its December lines fit this year) is not taken: those lines keep the year,
+    which is theirs, and the lines before them were of the year before. A stream is
+    not read twice, so those earlier lines keep the year they got (`--year` reads
+    such a log right).
+
+    `now` is when the stream is opened; the clock advances it by the time elapsed
+    since (`elapsed`, monotonic seconds), so that a stream followed for months
+    judges a turn of the year by the time the turn is read.
     """
 
-    def __init__(self, first_year: int | None, now: datetime):
+    def __init__(self, first_year: int | None, now: datetime, elapsed: Callable[[], float] = time.monotonic):
         self._year = first_year
+        self._given = first_year is not None
         self._now = now
+        self._elapsed = elapsed
+        self._opened = elapsed()
         self._last_month: int | None = None
         self.first: tuple[datetime, tzinfo, int] | None = None  # since `restore`: the first time and its year
 
@@ -182,12 +202,19 @@ class YearlessClock:
         """The year `partial` gets when it comes right after `state` (the clock itself is not moved)."""
         year, last_month = state
         if year is None:
-            year = self._now.year
-            if partial.replace(year=year, tzinfo=tz) > self._now + timedelta(days=1):
+            now = self._current()
+            year = now.astimezone(tz).year  # the stream's own: New Year comes first east of UTC
+            # The latest year that has the day (Feb 29) and does not put it too far ahead of now.
+            while (moment := _in_year(partial, year, tz)) is None or moment > now + FUTURE_TOLERANCE:
                 year -= 1
         elif last_month is not None and partial.month < last_month - 6:
-            year += 1
+            moment = _in_year(partial, year + 1, tz)  # None: Feb 29, which `complete` refuses with its reason
+            if self._given or moment is None or moment <= self._current() + FUTURE_TOLERANCE:
+                year += 1
         return year
+
+    def _current(self) -> datetime:
+        return self._now + timedelta(seconds=self._elapsed() - self._opened)
 
     def complete(self, partial: datetime, tz: tzinfo) -> datetime:
         self._year = self.year_after((self._year, self._last_month), partial, tz)
@@ -198,6 +225,13 @@ class YearlessClock:
             return partial.replace(year=self._year, tzinfo=tz)
         except ValueError:  # Feb 29 in a year that has none
             raise ValueError(f"{partial:%b %d} does not exist in {self._year}") from None
+
+
+def _in_year(partial: datetime, year: int, tz: tzinfo) -> datetime | None:
+    try:
+        return partial.replace(year=year, tzinfo=tz)
+    except ValueError:  # Feb 29 in a year that has none
+        return None
 
 
 def _epoch(value: Any, scale: float) -> datetime:
@@ -214,6 +248,9 @@ _MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
 
+LEAP_YEAR = 2000  # the year a time without one is read in, before the clock gives it its own
+
+
 def _syslog_time(text: str) -> datetime | None:
     """strptime(text, SYSLOG) for the usual spelling, without strptime's cost (most of a
     syslog line's parse); None sends anything else (other case, a bad day) to strptime."""
@@ -222,7 +259,7 @@ def _syslog_time(text: str) -> datetime | None:
         return None
     month, day, hour, minute, second = found.groups()
     try:
-        return datetime(1900, _MONTHS[month], int(day), int(hour), int(minute), int(second))
+        return datetime(LEAP_YEAR, _MONTHS[month], int(day), int(hour), int(minute), int(second))
     except ValueError:
         return None
 
@@ -233,8 +270,11 @@ def _parse_one(text: str, fmt: str, tz: tzinfo, clock: YearlessClock) -> datetim
     if fmt == ISO8601:
         parsed = datetime.fromisoformat(text)
     else:
-        parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(text, fmt)
-        if "%Y" not in fmt and "%y" not in fmt:
+        if "%Y" in fmt or "%y" in fmt:
+            parsed = datetime.strptime(text, fmt)
+        else:  # parsed in a leap year (strptime's own default, 1900, refuses Feb 29), then given its year
+            parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(
+                f"{LEAP_YEAR} {text}", f"%Y {fmt}")
             return clock.complete(parsed, tz).astimezone(timezone.utc)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)

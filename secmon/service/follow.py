@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,11 +79,14 @@ def follow(es: Elasticsearch, settings: Settings, spec: FollowSpec, agency_id: s
                       lambda ends: {k: (v, *follower.marks_path(k)) for k, v in ends.items()})
     report = CollectReport(WriteStats(), pipeline=pipeline.id)
     normalizers: dict[str, Normalizer] = {}
+    started = time.monotonic()
 
     def normalizer_for(key: str, name: str, first: Record | None = None) -> Normalizer:
         if key not in normalizers:  # one per stream: each has its own year for yearless timestamps
+            # A stream first seen months after the start gets its first year from the time it is opened.
+            opened = now + timedelta(seconds=time.monotonic() - started)
             normalizers[key] = Normalizer(pipeline, agency=agency.id, timezone=agency.timezone, source=name,
-                                          now=now, year=year, bounds=bounds)
+                                          now=opened, year=year, bounds=bounds)
             report.sources.setdefault(name, SourceCounts())
             if first is not None and first.offset > 0 and Path(name).is_file():  # resumed: rebuild the state
                 replay(normalizers[key], Path(name), first.offset, multiline, options.max_line)

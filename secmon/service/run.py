@@ -223,12 +223,13 @@ class JobResult:
 
 
 def run_job(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, body: Callable[[int], JobResult],
-            clock: Clock) -> JobResult | None:
+            clock: Clock, stop: threading.Event | None = None) -> JobResult | None:
     """Run one job if we hold the lease, and record how it went on its job document (fenced).
 
     An expected failure (SecmonError: Elasticsearch away, SMTP down) is logged,
     recorded and audited here, and the job runs again at its next time; a bug
-    propagates to the scheduler's error listener.
+    propagates to the scheduler's error listener. `stop`: the scheduler's stop
+    request, which ends the lease's renewals (said so when a write is not made).
     """
     token = keeper.holds(clock())
     if token is None:
@@ -249,19 +250,20 @@ def run_job(es: Elasticsearch, settings: Settings, keeper: Keeper, job: str, bod
         except StoreUnavailable as again:
             log.error("job %s: could not write the audit trail: %s", job, again)
     log.info("job %s: %s%s", job, result.outcome, f" ({result.note})" if result.note else "")
-    record(keeper, job, token, result, clock)
+    record(keeper, job, token, result, clock, stop)
     return result
 
 
-def record(keeper: Keeper, job: str, token: int, result: JobResult, clock: Clock) -> None:
+def record(keeper: Keeper, job: str, token: int, result: JobResult, clock: Clock,
+           stop: threading.Event | None = None) -> None:
     """The job's last run on its document; logged, not raised, when Elasticsearch is away."""
     now = clock()
     moves = result.change or (lambda current: current)
     try:
         if keeper.holds(now) != token:
             if result.change is not None:
-                log.warning("job %s: the lease lapsed before its document could be written; the next run "
-                            "does that work again", job)
+                log.warning("job %s: %s; the next run does that work again", job,
+                            _not_held("its document could be written", stop))
             return
         keeper.commit(job, token, now,
                       lambda current: replace(moves(current), outcome=result.outcome, ran_at=now, error=result.note))
@@ -302,11 +304,13 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
                             parse_duration(schedule.ingest_delay), parse_duration(schedule.max_chunk))
     done, failed_rules = 0, 0
     scanned: Callable[[JobState], JobState] | None = None  # the move of the last chunk, not written yet
+    stopped = False
     for start, end in windows:
         if stop.is_set() or keeper.holds(clock()) != token:
+            stopped = stop.is_set()
             break
         if scanned is not None:
-            _commit(keeper, token, scanned, clock)
+            _commit(keeper, token, scanned, clock, stop)
             scanned = None
         log.info("scan: events ingested in [%s, %s)", iso(start), iso(end))
         # What reached the node before the chunk's end is searchable now: the refresh interval
@@ -322,6 +326,8 @@ def scan_due(es: Elasticsearch, settings: Settings, keeper: Keeper, token: int, 
         scanned = _moved_to(end, clock())
         done += 1
     note = f"{done} chunks scanned" if done else "nothing new to scan"
+    if stopped:
+        note += "; secmon was stopped (SIGTERM/SIGINT) before the rest"
     if failed_rules:
         return JobResult("partial", f"{note}; {failed_rules} rule failures (secmon status lists them)", scanned)
     return JobResult("success", note, scanned)
@@ -331,11 +337,21 @@ def _moved_to(end: datetime, now: datetime) -> Callable[[JobState], JobState]:
     return lambda current: replace(current, value=end, lag_seconds=round((now - end).total_seconds(), 3))
 
 
-def _commit(keeper: Keeper, token: int, change: Callable[[JobState], JobState], clock: Clock) -> None:
+def _commit(keeper: Keeper, token: int, change: Callable[[JobState], JobState], clock: Clock,
+            stop: threading.Event) -> None:
     now = clock()
     if keeper.holds(now) != token:
-        raise LeaseLost("the lease lapsed before the watermark could move")
+        raise LeaseLost(f"{_not_held('the watermark could move', stop)}; the next active scheduler scans "
+                        "that chunk again")
     keeper.commit("scan", token, now, change)
+
+
+def _not_held(what: str, stop: threading.Event | None) -> str:
+    """Why this instance no longer holds its lease when a job comes to write: it was stopped (a stop
+    ends the renewals, then releases the lease), or the lease lapsed (not renewed in time)."""
+    if stop is not None and stop.is_set():
+        return f"secmon was stopped (SIGTERM/SIGINT) before {what}: its lease is no longer renewed"
+    return f"the lease lapsed before {what}"
 
 
 def deliver_due(es: Elasticsearch, settings: Settings, clock: Clock) -> JobResult:

@@ -177,6 +177,47 @@ def test_after_downtime_the_scan_catches_up_in_chunks_oldest_first_and_moves_the
     assert found == {source_of(0): 1, source_of(1): 1, source_of(2): 1}, found
 
 
+def test_a_stop_during_a_scan_is_said_as_a_stop_not_as_a_lapsed_lease(es, settings, caplog) -> None:  # type: ignore[no-untyped-def]
+    indices = Indices(settings.elasticsearch.index_prefix)
+    t0 = NOW - timedelta(hours=2)
+    now = t0 + timedelta(minutes=11)  # five chunks to scan
+    keeper = jobs.Keeper(es, settings, me="a")
+    assert keeper.keep(now).active
+    jobs.write_job(es, indices, "scan", 1, "a", now, lambda s: JobState(s.job, s.token, s.holder, value=t0))
+    stop = threading.Event()
+    chunks: list[datetime] = []
+
+    def stopped_meanwhile(es_, settings_, options: ScanOptions, when: datetime):  # type: ignore[no-untyped-def]
+        chunks.append(options.start)
+        stop.set()  # SIGTERM during the first chunk: the scheduler stops renewing, then releases the lease
+        keeper.release(when)
+        return scan(es_, settings_, options, when)
+
+    with caplog.at_level("WARNING", logger="secmon.service.run"):
+        result = jobs.run_job(es, settings, keeper, "scan", lambda token: jobs.scan_due(
+            es, settings, keeper, token, lambda: now, stop, stopped_meanwhile), lambda: now, stop)
+    assert result is not None and result.outcome == "success", result
+    assert result.note == "1 chunks scanned; secmon was stopped (SIGTERM/SIGINT) before the rest" and chunks == [t0]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "secmon was stopped (SIGTERM/SIGINT) before its document could be written" in said, said
+    assert "lapsed" not in said, said
+    assert watermark(es, indices.prefix) == t0  # nothing written without the lease: the chunk is scanned again
+
+    # Between two chunks, the watermark's move: a stop says so; without one, the lease lapsed.
+    assert keeper.keep(now).active
+    token = keeper.holds(now)
+    assert token is not None
+    keeper.release(now)
+    with pytest.raises(LeaseLost, match=r"^secmon was stopped \(SIGTERM/SIGINT\) before the watermark could move"):
+        jobs._commit(keeper, token, lambda s: s, lambda: now, stop)
+    with pytest.raises(LeaseLost, match="^the lease lapsed before the watermark could move"):
+        jobs._commit(keeper, token, lambda s: s, lambda: now, threading.Event())
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="secmon.service.run"):
+        jobs.record(keeper, "scan", token, jobs.JobResult("success", "", lambda s: s), lambda: now)
+    assert "the lease lapsed before its document could be written" in caplog.text, caplog.text
+
+
 def test_a_scan_that_ran_no_rule_does_not_move_the_watermark(tmp_path, es, es_url, prefix) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "no-rules").mkdir()
     path = tmp_path / "secmon.yml"

@@ -56,3 +56,25 @@ def test_the_window_search_reads_the_fields_of_the_rules_it_is_given() -> None:
     body = inwindow.window_search([rule("a", {"term": {"user.name": "root"}})], window)
     assert body is not None and "user.name" in body["_source"]["includes"]
     assert "message" not in body["_source"]["includes"] or "message" in inwindow.ROUTE_FIELDS
+
+
+def test_a_rule_grouped_by_a_text_field_or_refused_by_the_node_is_left_to_the_node() -> None:
+    """A text field has no doc values (the node would refuse the whole window search for them) and a
+    wildcard on a number is refused by the node: those rules are undecided, the others decided here."""
+    from datetime import UTC, datetime
+
+    from secmon.model import ScanWindow
+
+    window = ScanWindow(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 5, tzinfo=UTC), "event.ingested")
+    plain = rule("a", {"term": {"message": "alpha"}})
+    by_text = dataclasses.replace(plain, id="b", group_by=("message.text",))
+    by_keyword = dataclasses.replace(plain, id="c", group_by=("host.name",))
+    on_number = rule("d", {"wildcard": {"process.pid": "1*"}})
+    rules = [plain, by_text, by_keyword, on_number]
+    body = inwindow.window_search(rules, window)
+    assert body is not None
+    asked = [f if isinstance(f, str) else f["field"] for f in body["docvalue_fields"]]
+    assert "message.text" not in asked and "host.name" in asked, asked
+    assert inwindow.builds_hits(rules, window)
+    hits = [{"_source": {"message": "alpha", "process": {"pid": 12}}, "fields": {"@timestamp": [1000]}}]
+    assert matched(rules, hits) == {0: True, 2: True}  # 1 and 3: probed on the node, which refuses them

@@ -107,3 +107,45 @@ def test_a_predicate_answers_alike_before_and_after_its_search_is_compiled() -> 
     for round_ in range(SEARCH_AFTER // len(values) + 3):
         answers = [predicate(View({"process": {"command_line": v}})) for v in values]
         assert answers == expected, round_
+
+
+def test_without_re2s_private_api_the_plain_paths_answer_alike(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A google-re2 without the private bytes API (another version): it is detected, contains lists
+    keep their `in` tests and whole-value patterns take the public API, with the same answers."""
+    import types
+
+    from secmon.detect.inprocess import linear
+    from secmon.detect.inprocess.match import SEARCH_AFTER, compile_view_matcher
+
+    assert linear.probe_raw(types.SimpleNamespace()) is None  # a module lacking _re2 and _Anchor
+    assert linear.probe_raw(types.SimpleNamespace(_re2=types.SimpleNamespace(RE2=None))) is None
+    words = ["mimikatz", "sekurlsa::", "lsadump::", " -nop ", "vssadmin delete", "dpapi::", "token::", "misc::",
+             "rpc::"]
+    query = {"bool": {"should": [{"wildcard": {"process.command_line": {"value": f"*{w}*"}}} for w in words]
+                      + [{"regexp": {"process.command_line": {"value": "cmd .*who[a-z]+", "flags": "NONE"}}}],
+                      "minimum_should_match": 1}}
+    values = [f"cmd /c {w} x" for w in words] + ["cmd /c whoami", "cmd /c who", "MIMIKATZ", "rpc:", ""]
+    patterns = [SIZE, "a.*b", "(?:x){1001}", "[\u00e9]+"]
+    texts = [encode(t) for t in ("", "ab", "a\nb", "x" * 1001, "\u00e9\u00e9", "x" * 1000 + "a" * 5)]
+    with_raw = [[compile_fullmatch(p).test(t) for t in texts] for p in patterns]
+    refused = compile_fullmatch("(?:x){1001}").fallback
+    expected = _answers(compile_view_matcher(query), values, SEARCH_AFTER)
+
+    monkeypatch.setattr(linear, "RAW", None)
+    assert contains_any(tuple(w.encode() for w in words)) is None
+    assert [[compile_fullmatch(p).test(t) for t in texts] for p in patterns] == with_raw
+    assert compile_fullmatch("(?:x){1001}").fallback == refused == "RE2 refuses it (invalid repetition size: {1001})"
+    assert _answers(compile_view_matcher(query), values, SEARCH_AFTER) == expected
+    assert expected == [[True]] * (len(words) + 1) + [[False]] * 4  # one answer each, before and after
+
+
+def _answers(predicate, values: list[str], calls: int) -> list[list[bool]]:  # type: ignore[no-untyped-def]
+    """Each value's answers, asked until the predicate has run well past `calls` (its search compiled,
+    or not): one answer per value when they agree before and after."""
+    from secmon.detect.inprocess.match import View
+
+    seen: list[set[bool]] = [set() for _ in values]
+    for _ in range(calls // len(values) + 3):
+        for i, value in enumerate(values):
+            seen[i].add(predicate(View({"process": {"command_line": value}})))
+    return [sorted(s) for s in seen]

@@ -44,3 +44,9 @@ def test_field_types_match_the_events_template() -> None:
             assert types.limit(pattern.replace("*", "X")) == limit, pattern
     catch_all = [t for t in dynamic if "path_match" not in t and t.get("match_mapping_type") == "string"]
     assert catch_all and catch_all[0]["mapping"]["ignore_above"] == types.default_ignore_above
+    every = {**fields, **{f"{name}.{sub}": spec for name, parent in fields.items()
+                          for sub, spec in parent.get("fields", {}).items()}}
+    docless = {name for name, spec in every.items()
+               if spec.get("type") in ("text", "match_only_text") or spec.get("doc_values") is False}
+    assert types.no_doc_values == docless
+    assert all(not d.get("mapping", {}).get("type", "keyword").endswith("text") for d in dynamic)

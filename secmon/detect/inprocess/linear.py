@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's least width
+from typing import Any
 
 import re2
 
@@ -67,26 +68,50 @@ class FullMatch:
     fallback: str | None = None  # why RE2 refused it (None: it runs on RE2)
 
 
+@dataclass(frozen=True)
+class RawRE2:
+    """google-re2's bytes-level API (`re2._re2.RE2(pattern, options).Match(anchor, value, start, end)`):
+    called directly, it skips the public wrapper's per-call bookkeeping (a generator and a match object
+    per test). It is private, so another version may lack it or change it."""
+
+    compile: Callable[[bytes, re2.Options], Any]
+    unanchored: Any
+    anchor_both: Any
+
+
+def probe_raw(module: Any) -> RawRE2 | None:
+    """`module`'s RawRE2 if it has one that answers a probe as expected, else None (then the public
+    API is used, or the plain path: match.contains_any)."""
+    try:
+        raw = RawRE2(module._re2.RE2, module._Anchor.UNANCHORED, module._Anchor.ANCHOR_BOTH)
+        probe = raw.compile(b"b", _OPTIONS)
+        works = bool(probe.ok() and probe.Match(raw.unanchored, b"ab", 0, 2)[0][0] == 1
+                     and probe.Match(raw.anchor_both, b"ab", 0, 2)[0][0] < 0)
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return raw if works else None
+
+
+RAW = probe_raw(re2)  # decided once, at import (read as linear.RAW at compile time, so a test can remove it)
+
+
 def compile_fullmatch(source: str) -> FullMatch:
     """A Python-dialect pattern (as lucene_regexp.python_source writes them) for whole-value matching."""
-    compiled = re2._re2.RE2(source.encode("utf-8"), _OPTIONS)  # the bytes API: no per-call str bookkeeping
-    if compiled.ok():
-        match, anchor = compiled.Match, re2._Anchor.ANCHOR_BOTH
+    found = _re2_fullmatch(source)
+    if not isinstance(found, str):
         # Only a large counted repeat makes such a program (long literals run fast): reading the width
         # of every merged alternation with Python's parser would cost more than the guard saves.
         shortest = least_width(source) if _LARGE_COUNT.search(source) else 0
         if shortest >= LENGTH_GUARD:
+            test = found
+
             def guarded(value: bytes) -> bool:
                 # A UTF-8 value has at least as many bytes as characters: one shorter in bytes than the
                 # pattern's least width in characters cannot match it.
-                return len(value) >= shortest and bool(match(anchor, value, 0, len(value))[0][0] >= 0)
+                return len(value) >= shortest and test(value)
             return FullMatch(source, guarded)
-
-        def test(value: bytes) -> bool:
-            return bool(match(anchor, value, 0, len(value))[0][0] >= 0)
-        return FullMatch(source, test)
-    reason = compiled.error()
-    reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        return FullMatch(source, found)
+    reason = found
     import regex  # the rare pattern RE2 refuses: most runs never import it
 
     slow = regex.compile(source, regex.DOTALL)
@@ -97,6 +122,32 @@ def compile_fullmatch(source: str) -> FullMatch:
         except TimeoutError:
             raise RegexTimeout(source) from None
     return FullMatch(source, bounded, f"RE2 refuses it ({reason})")
+
+
+def _re2_fullmatch(source: str) -> Callable[[bytes], bool] | str:
+    """RE2's whole-value test of `source` over UTF-8 bytes, or why RE2 refuses it."""
+    raw = RAW
+    if raw is None:
+        try:
+            fullmatch = re2.compile(source.encode("utf-8"), _OPTIONS).fullmatch
+        except re2.error as exc:
+            return _text(exc.args[0] if exc.args else exc)
+
+        def public(value: bytes) -> bool:
+            return fullmatch(value) is not None
+        return public
+    compiled = raw.compile(source.encode("utf-8"), _OPTIONS)
+    if not compiled.ok():
+        return _text(compiled.error())
+    match, anchor = compiled.Match, raw.anchor_both
+
+    def test(value: bytes) -> bool:
+        return bool(match(anchor, value, 0, len(value))[0][0] >= 0)
+    return test
+
+
+def _text(reason: object) -> str:
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
 
 
 def least_width(source: str) -> int:

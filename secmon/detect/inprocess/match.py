@@ -25,6 +25,7 @@ from typing import Any
 import re2
 
 from secmon.detect.sigma.cidr import as_ipv6
+from secmon.detect.inprocess import linear
 from secmon.detect.inprocess.linear import FullMatch, compile_fullmatch, encode
 from secmon.detect.sigma.lucene_regexp import python_source
 from secmon.detect.fields import (
@@ -278,8 +279,13 @@ class _Compiler:
 
     def _string_query(self, query: Mapping[str, Any]) -> ViewPredicate:
         found = self._pattern_spec(query)
-        if found is None:  # a typed or unindexed field: Elasticsearch matches no value of it
-            return lambda doc: False
+        if found is None:
+            (kind, body), = query.items()
+            field, _ = self._field(body, kind)
+            typed = self.types.type_of(field)
+            if typed is not None:  # the node refuses the query (a wildcard on a number): so does the matcher
+                raise UnsupportedQuery(f"a {kind} query on {field}, a field of type {typed}")
+            return lambda doc: False  # an unindexed field: Elasticsearch matches no value of it
         return _any_of(self._strings(found.field, [found]))
 
     def q_range(self, body: Mapping[str, Any]) -> ViewPredicate:
@@ -469,11 +475,16 @@ _BYTES.max_mem = 64 << 20
 
 
 def contains_any(needles: tuple[bytes, ...]) -> Callable[[bytes], bool] | None:
-    """`lambda value: any(n in value for n in needles)` as one unanchored RE2 search (None: RE2 refused it)."""
-    compiled = re2._re2.RE2(b"|".join(re.escape(n) for n in needles), _BYTES)
+    """`lambda value: any(n in value for n in needles)` as one unanchored RE2 search. None (the caller
+    keeps its `in` tests: the same answers) when RE2 refuses it, or when this google-re2 lacks the private
+    bytes API (linear.RAW), whose speed is the point of the search."""
+    raw = linear.RAW
+    if raw is None:
+        return None
+    compiled = raw.compile(b"|".join(re.escape(n) for n in needles), _BYTES)
     if not compiled.ok():
         return None
-    match, unanchored = compiled.Match, re2._Anchor.UNANCHORED
+    match, unanchored = compiled.Match, raw.unanchored
 
     def search(value: bytes) -> bool:
         return bool(match(unanchored, value, 0, len(value))[0][0] >= 0)
