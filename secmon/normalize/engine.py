@@ -226,7 +226,7 @@ class Normalizer:
             return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
-        return Event(id=digest.hexdigest()[:32], doc=doc)
+        return Event(digest.hexdigest()[:32], doc)  # (id, doc) by position: a third cheaper, once a line
 
     # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
     # the year clock's. A stream whose parser keeps state of its own (a Zeek or W3C header's columns)

@@ -48,6 +48,7 @@ ITEM_OUTCOME = "items.*.status,items.*.error"
 # quotes unescaped cannot come from inside a string value, and no real time looks like this.
 INGESTED_PLACEHOLDER = "\u0000secmon-ingested\u0000"
 _PLACEHOLDER_BYTES = b'"ingested":"\\u0000secmon-ingested\\u0000"'
+_PLACEHOLDER_COMMA = _PLACEHOLDER_BYTES + b","
 RAW_HEAD = 64 << 10  # characters of a refused document's original line its dead letter keeps
 LAST_RESORT_RAW = 1024  # ... and of a dead letter the dead-letter index refused
 
@@ -154,30 +155,37 @@ class BulkWriter:
         docs: list[Doc] = []
         dumps, new = orjson.dumps, tuple.__new__
         months: dict[str, bytes] = {}  # "2005-06" -> the action line of its index, up to the id
+        # @timestamp -> (the action line of its index up to the id, the body's bytes up to the first key of its
+        # `event`): consecutive lines mostly share a second, and then the same string
+        stamps: dict[str, tuple[bytes, bytes]] = {}
         default = Origin("event", agency)
         for i, item in enumerate(items):
             if item.__class__ is Event:  # the common case, `_action` written out (this runs once a line)
                 doc = item.doc
-                event, stamp, ident = doc.get("event"), doc.get("@timestamp"), item.id
-                if (event.__class__ is dict and "ingested" not in event and stamp.__class__ is str
-                        and len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-"
-                        and ident.isascii() and ident.isalnum()):  # our hex ids: no escaping in the action line
+                stamp, ident = doc.get("@timestamp"), item.id
+                known = stamps.get(stamp) if stamp.__class__ is str else None
+                if known is None and stamp.__class__ is str and len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-":
                     head_line = months.get(stamp[:7])
                     if head_line is None:
                         head_line = months[stamp[:7]] = self._head(self._event_index(agency, stamp))
+                    known = stamps[stamp] = (head_line, b'{"@timestamp":"' + stamp.encode() + b'","event":{')
+                event = doc.get("event")
+                if (known is not None and event.__class__ is dict and "ingested" not in event
+                        and ident.isascii() and ident.isalnum()):  # our hex ids: no escaping in the action line
                     # The placeholder is spliced into the bytes as the first key of the top-level `event`,
                     # neither copying the document (`_action`) nor touching the caller's (frozen) Event.
                     # Our normalizers write @timestamp then event; the prefix proves it is the top-level
                     # one (a stamp that needed escaping would not match it). Else: `_action`'s copy.
+                    head_line, start = known
                     try:
                         body = dumps(doc)
                     except TypeError:  # what orjson refuses: `_action` and `_dumps` write it another way
                         body = b""
-                    if body and body.startswith(start := b'{"@timestamp":"' + stamp.encode() + b'","event":{'):
+                    if body.startswith(start):
                         at = len(start)
                         docs.append(new(Doc, (head_line + ident.encode() + b'"}}',  # = Doc(...), one a line
-                                              b"".join((body[:at], _PLACEHOLDER_BYTES,
-                                                        b"" if body[at:at + 1] == b"}" else b",", body[at:])),
+                                              body[:at] + (_PLACEHOLDER_BYTES if body[at] == 125  # "}": empty
+                                                           else _PLACEHOLDER_COMMA) + body[at:],
                                               origins[i] if origins is not None else default)))
                         continue
                 head, doc = self._action(item, agency, read)

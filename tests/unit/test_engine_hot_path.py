@@ -8,6 +8,7 @@ import dataclasses
 import io
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
@@ -106,3 +107,31 @@ def test_a_whole_bulk_body_goes_out_as_it_is_and_other_bodies_as_before() -> Non
     assert serializers.dumps(body, ndjson) is body
     assert serializers.dumps(body[:-1], ndjson) == body
     assert serializers.dumps([{"index": {}}, {"a": 1}], ndjson) == b'{"index":{}}\n{"a":1}\n'
+
+
+def test_serialize_splices_as_the_general_road_writes_whatever_events_share_a_stamp() -> None:
+    """`BulkWriter.serialize` keeps each stamp's action line and body start for the events after it: events
+    of one second with another shape (an empty, a missing or an already stamped `event`, a
+    stamp that is not UTC text) still get the document and index the general road (`_action`) gives."""
+    import orjson
+
+    from secmon.store.indices import Indices
+    from secmon.store.writer import INGESTED_PLACEHOLDER, BulkWriter
+
+    writer = BulkWriter(None, Indices("p"))  # type: ignore[arg-type]  # serialize makes no request
+    stamp = "2005-06-08T23:06:20Z"
+    docs: list[dict[str, Any]] = [
+        {"@timestamp": stamp, "event": {"kind": "event"}, "message": "a"},
+        {"@timestamp": stamp, "event": {}},
+        {"@timestamp": stamp, "message": "no event"},
+        {"@timestamp": stamp, "event": {"ingested": "x", "kind": "event"}},
+        {"@timestamp": "2005-07-01T00:00:00Z", "event": {"kind": "event"}},
+        {"@timestamp": "2005-07-01T07:00:00+07:00", "event": {"kind": "event"}},
+        {"message": "first", "@timestamp": stamp, "event": {"kind": "event"}},
+    ]
+    items = [Event(f"{i:032x}", doc) for i, doc in enumerate(docs)]
+    for item, got in zip(items, writer.serialize(items, "a")):
+        head, want = writer._action(item, "a", "2026-11-30T00:00:00Z")
+        assert orjson.loads(got.head) == head
+        assert orjson.loads(got.body) == want
+        assert orjson.loads(got.body)["event"]["ingested"] == INGESTED_PLACEHOLDER
