@@ -203,6 +203,18 @@ def fetch_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
     return and_(parts)
 
 
+def ids_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh, times: list[str]) -> Query:
+    """`fetch_query`'s hits at these @timestamp doc values: those whose ids the findings read
+    (windowing/idless.py)."""
+    return and_([fetch_query(rule, window, fresh), {"terms": {"@timestamp": times}}])
+
+
+def idless(rule: CompiledRule, window: ScanWindow) -> bool:
+    """Whether the rule's context is fetched without ids first (windowing/idless.py): a correlation
+    over an event.ingested window, whose new hits the window field's doc value tells apart."""
+    return rule.kind != "single" and window.field != "@timestamp"
+
+
 def findings_start(window: ScanWindow) -> datetime | None:
     """For a @timestamp window, a burst counts when it reaches the window (its last event is new)."""
     return window.start if window.field == "@timestamp" else None
