@@ -19,7 +19,9 @@ the number of rules:
    in Python (`findings.py`) on whole groups: a finding needs an event of the
    window, so a group without a new match can never produce one. A single rule over
    an event.ingested window needs its new matches only (`window_only`): when the
-   window was read in-process they are already here, and it fetches nothing.
+   window was read in-process they are already here, and it fetches nothing. A correlation
+   over an event.ingested window fetches its context without ids, then the few ids its
+   findings read (`idless`, windowing/idless.py).
 
 The per-rule path (`rule_window_query`, `candidate_groups`, `narrowed_query`)
 asks rule by rule; the scan keeps it as the reference the batched path is

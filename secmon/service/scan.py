@@ -88,8 +88,10 @@ def run_rules(es: Elasticsearch, indices: Indices, rules: Sequence[CompiledRule]
     new matches and in their candidate groups; a single rule over an event.ingested window needs
     its new matches only, which an in-process window already holds (plan.window_only). The probe is one search when the window holds
     few events (read once and matched in-process, detect/inwindow.py; not with
-    `in_process=False`), otherwise an _msearch of size-0 searches, one per rule. A rule whose
-    query the node refuses fails alone: each search of an _msearch has its own answer.
+    `in_process=False`), otherwise an _msearch of size-0 searches, one per rule. A correlation over
+    an event.ingested window fetches its context without ids, then in one more _msearch the ids its
+    findings read (`_idless_findings`). A rule whose query the node refuses fails alone: each search
+    of an _msearch has its own answer.
     """
     from secmon.detect import inwindow, plan
     from secmon.detect.windowing.findings import findings as rule_hit_findings
