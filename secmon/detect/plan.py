@@ -205,10 +205,12 @@ def fetch_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
     return and_(parts)
 
 
-def ids_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh, times: list[str]) -> Query:
-    """`fetch_query`'s hits at these @timestamp doc values: those whose ids the findings read
-    (windowing/idless.py)."""
-    return and_([fetch_query(rule, window, fresh), {"terms": {"@timestamp": times}}])
+def ids_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh, spans: list[tuple[str, str]]) -> Query:
+    """`fetch_query`'s hits in these @timestamp ranges (doc values, both ends included): those whose
+    ids the findings read (windowing/idless.py)."""
+    ranges: list[Query] = [{"range": {"@timestamp": {"gte": first, "lte": last, "format": "strict_date_optional_time"}}}
+                           for first, last in spans]
+    return and_([fetch_query(rule, window, fresh), {"bool": {"should": ranges, "minimum_should_match": 1}}])
 
 
 def idless(rule: CompiledRule, window: ScanWindow) -> bool:

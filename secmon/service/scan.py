@@ -174,15 +174,15 @@ def _idless_findings(es: Elasticsearch, index: str, window: ScanWindow,
     found: list[Finding] = []
     failures: list[tuple[str, str]] = []
     unsettled: list[tuple[CompiledRule, Fresh]] = []
-    # (rule, fresh, hits, times whose hits need their ids)
-    pending: list[tuple[CompiledRule, Fresh, list[dict[str, Any]], list[str]]] = []
+    # (rule, fresh, hits, the @timestamp ranges whose hits need their ids)
+    pending: list[tuple[CompiledRule, Fresh, list[dict[str, Any]], list[tuple[str, str]]]] = []
 
     def settle(rule: CompiledRule, seen: Fresh, hits: list[dict[str, Any]]) -> None:
         new = plan.new_event_ids(hits, window) or frozenset()
         result = rule_hit_findings(rule, hits, None, new=new)
         times = idless.wanted(hits, result, new, plan.group_fields(rule))
         if times:
-            pending.append((rule, seen, hits, times))
+            pending.append((rule, seen, hits, idless.spans(hits, times)))
         else:
             found.extend(result)
 
@@ -204,13 +204,13 @@ def _idless_findings(es: Elasticsearch, index: str, window: ScanWindow,
         if not pending:
             break
         asked, pending = pending, []
-        searches = [(plan.ids_query(rule, window, seen, times), plan.fetch_fields(rule, window),
-                     plan.long_fields(rule)) for rule, seen, _, times in asked]
+        searches = [(plan.ids_query(rule, window, seen, spans), plan.fetch_fields(rule, window),
+                     plan.long_fields(rule)) for rule, seen, _, spans in asked]
         answered = 0
         try:
-            for (rule, seen, hits, times), fetched in zip(asked, matches_each(es, index, searches, count)):
+            for (rule, seen, hits, spans), fetched in zip(asked, matches_each(es, index, searches, count)):
                 answered += 1
-                named = None if isinstance(fetched, Refused) else idless.fill(hits, set(times), fetched)
+                named = None if isinstance(fetched, Refused) else idless.fill(hits, spans, fetched)
                 if named is None:
                     unsettled.append((rule, seen))  # refused, or the index changed: fetched with ids
                 else:

@@ -41,12 +41,21 @@ def test_only_unnamed_samples_and_ties_of_a_group_with_a_new_hit_are_wanted() ->
 
 def test_fill_names_the_hits_at_the_times_asked_or_says_the_index_changed() -> None:
     hits = idless.provisional([hit(0), hit(10), hit(10), hit(20)])
-    times = {hits[1]["fields"]["@timestamp"][0]}
-    named = idless.fill(hits, times, [hit(10, ident="b"), hit(10, ident="a")])
+    ranges = idless.spans(hits, [hits[1]["fields"]["@timestamp"][0]])
+    assert ranges == [(hits[1]["fields"]["@timestamp"][0],) * 2]
+    named = idless.fill(hits, ranges, [hit(10, ident="b"), hit(10, ident="a")])
     assert named is not None and [h["_id"] for h in named][1:3] == ["a", "b"]
     assert idless.unnamed(named[0]["_id"]) and idless.unnamed(named[3]["_id"])
-    assert idless.fill(hits, times, [hit(10, ident="a")]) is None  # one went away
-    assert idless.fill(hits, times, [hit(10, ident="a"), hit(10, "10.9.9.9", ident="b")]) is None  # another came
+    assert idless.fill(hits, ranges, [hit(10, ident="a")]) is None  # one went away
+    assert idless.fill(hits, ranges, [hit(10, ident="a"), hit(10, "10.9.9.9", ident="b")]) is None  # another came
+
+
+def test_spans_ask_near_times_as_one_range() -> None:
+    hits = idless.provisional([hit(ms) for ms in range(0, 30000, 500)])  # 60 times, 500 ms apart
+    stamps = [h["fields"]["@timestamp"][0] for h in hits]
+    assert idless.spans(hits, [stamps[0], stamps[5], stamps[59]]) == [(stamps[0], stamps[5]), (stamps[59],) * 2]
+    named = idless.fill(hits, [(stamps[0], stamps[5])], [hit(ms, ident=f"i{ms}") for ms in range(0, 3000, 500)])
+    assert named is not None and [h["_id"] for h in named[:6]] == [f"i{ms}" for ms in range(0, 3000, 500)]
 
 
 def test_known_names_new_hits_from_the_window_documents_only_one_to_one() -> None:

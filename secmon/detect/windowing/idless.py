@@ -15,7 +15,7 @@ fields:
 So the context is fetched without ids (`provisional` names each hit with a placeholder), and
 `wanted` says the times whose hits need their real ids: the placeholders among a finding's
 samples, and those that share their millisecond with another hit of their group. The scan
-fetches every hit at those times (plan.ids_query) and `fill` gives them their ids, after
+fetches every hit in those times (`spans`, plan.ids_query) and `fill` gives them their ids, after
 checking that the hits it fetched are the ones it had (the index may have changed in between:
 then it fetches the context with ids, as before). Findings are computed again until no
 placeholder is left where an id is read; they are then the findings of the fetch with ids.
@@ -110,13 +110,38 @@ def wanted(hits: Sequence[Hit], found: Iterable[Finding], new: AbstractSet[str],
     return sorted(times)
 
 
-def fill(hits: Sequence[Hit], times: AbstractSet[str], fetched: Iterable[Mapping[str, Any]]) -> list[Hit] | None:
-    """The hits, those at `times` named by `fetched` (every hit at those times, with ids; a hit with a
-    value too long to index with its whole values too). None when `fetched` is not the same hits
+GAP = 20  # asked times at most this many other times apart are asked as one range
+
+
+def spans(hits: Sequence[Hit], times: Iterable[str]) -> list[tuple[str, str]]:
+    """The asked times as few @timestamp ranges (first, last, both included): a node answers a few
+    ranges at once, where a list of single dates costs it a query each. A sample is a run of
+    consecutive hits, so most findings ask one range; hits of other groups inside come along."""
+    asked = set(times)
+    order = sorted({str(hit["fields"]["@timestamp"][0]) for hit in hits}, key=_moment)
+    found: list[tuple[str, str]] = []
+    last = 0
+    for n, stamp in enumerate(order):
+        if stamp not in asked:
+            continue
+        if found and n - last <= GAP:
+            found[-1] = (found[-1][0], stamp)
+        else:
+            found.append((stamp, stamp))
+        last = n
+    return found
+
+
+def fill(hits: Sequence[Hit], ranges: Sequence[tuple[str, str]], fetched: Iterable[Mapping[str, Any]]
+         ) -> list[Hit] | None:
+    """The hits, those in `ranges` (`spans`) named by `fetched` (every hit in them, with ids; a hit with
+    a value too long to index with its whole values too). None when `fetched` is not the same hits
     (the index changed in between): the caller then fetches with ids."""
+    bounds = [(_moment(first), _moment(last)) for first, last in ranges]
     ours: dict[tuple[Any, ...], list[int]] = {}
     for n, hit in enumerate(hits):
-        if str(hit["fields"]["@timestamp"][0]) in times:
+        at = _moment(hit["fields"]["@timestamp"][0])
+        if any(first <= at <= last for first, last in bounds):
             ours.setdefault(_key(hit), []).append(n)
     theirs: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for one in fetched:
