@@ -23,6 +23,7 @@ placeholder is left where an id is read; they are then the findings of the fetch
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -47,8 +48,12 @@ def unnamed(ident: str) -> bool:
 
 
 def _moment(stamp: Any) -> int:
+    return _millis(str(stamp))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the rules' contexts share most of their hits, and so their times
+def _millis(text: str) -> int:
     """A doc value of @timestamp in epoch milliseconds, whether written so or as a date."""
-    text = str(stamp)
     try:
         return round(float(text))  # epoch_millis, as the window search asks it
     except ValueError:
@@ -56,7 +61,8 @@ def _moment(stamp: Any) -> int:
 
 
 def _values(hit: Mapping[str, Any], field: str) -> tuple[str, ...]:
-    return tuple(sorted(str(v) for v in hit.get("fields", {}).get(field, ())))
+    found = hit.get("fields", {}).get(field, ())
+    return (str(found[0]),) if len(found) == 1 else tuple(sorted(str(v) for v in found))
 
 
 def known(hits: Sequence[Hit], new: AbstractSet[str], documents: Iterable[Mapping[str, Any]], narrowing: str
@@ -76,7 +82,7 @@ def known(hits: Sequence[Hit], new: AbstractSet[str], documents: Iterable[Mappin
     named = list(hits)
     for key, positions in fresh.items():
         idents = sorted(by_key.get(key, ()))
-        if len(idents) != len(positions) or len({_whole(hits[n]) for n in positions}) != 1:
+        if len(idents) != len(positions) or len(positions) > 1 and len({_whole(hits[n]) for n in positions}) != 1:
             continue  # not one to one, or hits that differ: their real ids are fetched (`wanted`)
         for n, ident in zip(positions, idents):
             named[n] = {**hits[n], "_id": ident}
@@ -100,13 +106,16 @@ def wanted(hits: Sequence[Hit], found: Iterable[Finding], new: AbstractSet[str],
         times.update(at[i] for i in finding.sample_event_ids if unnamed(i))
     # A value too long to index: the hit is checked on its whole values (findings.py), read by id.
     times.update(at[str(hit["_id"])] for hit in hits if unnamed(str(hit["_id"])) and IGNORED in hit["fields"])
-    # The group as findings.py keys it (the first value of each field), a missing field included.
-    key = [(str(hit["fields"]["@timestamp"][0]), tuple(str(hit["fields"][f][0]) if f in hit["fields"] else None
-                                                       for f in group_fields)) for hit in hits]
-    groups = {k[1] for k, hit in zip(key, hits) if hit["_id"] in new}
-    shared = Counter(key)
-    times.update(k[0] for k, hit in zip(key, hits)
-                 if unnamed(hit["_id"]) and k[1] in groups and shared[k] > 1)
+    stamps = Counter(at.values())
+    tied = [hit for hit in hits if stamps[at[str(hit["_id"])]] > 1]  # at a millisecond with another hit
+    if tied:
+        # The group as findings.py keys it (the first value of each field), a missing field included.
+        def group(hit: Hit) -> tuple[str | None, ...]:
+            return tuple(str(hit["fields"][f][0]) if f in hit["fields"] else None for f in group_fields)
+        groups = {group(hit) for hit in hits if hit["_id"] in new}
+        shared = Counter((at[str(hit["_id"])], group(hit)) for hit in tied)
+        times.update(at[str(hit["_id"])] for hit in tied
+                     if unnamed(str(hit["_id"])) and (g := group(hit)) in groups and shared[(at[str(hit["_id"])], g)] > 1)
     return sorted(times)
 
 
