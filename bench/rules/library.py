@@ -11,7 +11,7 @@ ElastAlert 2 runs from its own virtualenv (`--ea2-python`, default ~/.cache/secm
    until the three hold --events together, spread over one UTC day (yesterday), merged in time order
    and shipped by secmon's BulkWriter in batches of 2,000 whose `event.ingested` is the time of the
    batch's last event + 2 s, as if a collector had shipped them during that day. Bench index prefix on
-   the node at --es-url, deleted at the end.
+   the node at --es-url (`--prefix`, default bench-rl<pid>), deleted at the end.
 2. Both tools talk to the node through `proxy.py`, a counting HTTP proxy on loopback: requests,
    bytes and the node's `took` per request, by where they go (events indices, search contexts,
    the tools' own bookkeeping indices).
@@ -355,6 +355,8 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=DATASETS)
     parser.add_argument("--ways", default=",".join(WAYS), help="a subset, comma-separated (to try it out)")
     parser.add_argument("--work", type=Path, default=Path("/tmp") / f"rulesbench{os.getpid()}")
+    parser.add_argument("--prefix", default=f"bench-rl{os.getpid()}",
+                        help="index prefix of this run's indices on the node (its own: they are deleted at the end)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rules-library")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite OUT.md from OUT.json")
     parser.add_argument("--with", dest="earlier", type=Path, action="append", default=[],
@@ -376,9 +378,13 @@ def main() -> None:
     machine = {"nproc": os.cpu_count(), "load_at_start": uptime_load(), "python": platform.python_version(),
                "platform": platform.platform(), "elasticsearch": direct.info()["version"]["number"],
                "elastalert2": ea2_version[0], "elastalert2_client": ea2_version[1]}
-    prefix = f"bench-rl{os.getpid()}"
+    # Patterns end in "-*": `bench-rl3137*` would also name a run's `bench-rl31376-...` (pids wrap at 32768).
+    prefix = args.prefix
     indices = Indices(prefix)
     writeback = f"{prefix}-ea2"
+    taken = direct.indices.get(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True, expand_wildcards="all")
+    if taken:  # another run's (ours are deleted at the end): never measure or delete them
+        raise SystemExit(f"indices {', '.join(sorted(taken))} exist already: choose another --prefix")
     day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - DAY
     args.work.mkdir(parents=True, exist_ok=True)
     proxy = Proxy(args.es_url)
@@ -404,7 +410,7 @@ def main() -> None:
                 reset_state(direct, indices, args.ea2_python, ea2_cfg, writeback)
                 load = uptime_load()
                 before = {"events": shard_search_ms(direct, indices.events_pattern()),
-                          "all": shard_search_ms(direct, f"{prefix}*")}
+                          "all": shard_search_ms(direct, f"{prefix}-*")}
                 proxy.reset()
                 started = time.perf_counter()
                 if way == "secmon_scheduled":
@@ -416,7 +422,7 @@ def main() -> None:
                 wall = time.perf_counter() - started
                 counted = totals(proxy.stats())
                 for part in ("events", "all"):
-                    after = shard_search_ms(direct, indices.events_pattern() if part == "events" else f"{prefix}*")
+                    after = shard_search_ms(direct, indices.events_pattern() if part == "events" else f"{prefix}-*")
                     counted[f"shard_search_{part}"] = {k: after[k] - before[part][k] for k in after}
                     counted[f"shard_search_{part}"]["ms"] = sum(counted[f"shard_search_{part}"][k]
                                                                 for k in ("query_ms", "fetch_ms"))
@@ -429,7 +435,7 @@ def main() -> None:
                     write_results(args, machine, data, ruleset, ea2_types, day, span, runs, complete=False)
     finally:
         proxy.close()
-        direct.indices.delete(index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True)
+        direct.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
     write_results(args, machine, data, ruleset, ea2_types, day, span, runs, complete=True)
 
 

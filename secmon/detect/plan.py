@@ -19,7 +19,9 @@ the number of rules:
    in Python (`findings.py`) on whole groups: a finding needs an event of the
    window, so a group without a new match can never produce one. A single rule over
    an event.ingested window needs its new matches only (`window_only`): when the
-   window was read in-process they are already here, and it fetches nothing.
+   window was read in-process they are already here, and it fetches nothing. A correlation
+   over an event.ingested window fetches its context without ids, then the few ids its
+   findings read (`idless`, windowing/idless.py).
 
 The per-rule path (`rule_window_query`, `candidate_groups`, `narrowed_query`)
 asks rule by rule; the scan keeps it as the reference the batched path is
@@ -201,6 +203,20 @@ def fetch_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh) -> Query:
             either.append({"bool": {"must_not": [{"exists": {"field": field}}]}})
         parts.append({"bool": {"should": either, "minimum_should_match": 1}})
     return and_(parts)
+
+
+def ids_query(rule: CompiledRule, window: ScanWindow, fresh: Fresh, spans: list[tuple[str, str]]) -> Query:
+    """`fetch_query`'s hits in these @timestamp ranges (doc values, both ends included): those whose
+    ids the findings read (windowing/idless.py)."""
+    ranges: list[Query] = [{"range": {"@timestamp": {"gte": first, "lte": last, "format": "strict_date_optional_time"}}}
+                           for first, last in spans]
+    return and_([fetch_query(rule, window, fresh), {"bool": {"should": ranges, "minimum_should_match": 1}}])
+
+
+def idless(rule: CompiledRule, window: ScanWindow) -> bool:
+    """Whether the rule's context is fetched without ids first (windowing/idless.py): a correlation
+    over an event.ingested window, whose new hits the window field's doc value tells apart."""
+    return rule.kind != "single" and window.field != "@timestamp"
 
 
 def findings_start(window: ScanWindow) -> datetime | None:

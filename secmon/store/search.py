@@ -38,6 +38,9 @@ class RequestCount:
     """Requests sent to Elasticsearch by one run: what a scan costs the cluster."""
 
     sent: int = 0
+    # Hits fetched with their `_id`: the costly part of a fetch (the id is a stored field, read
+    # from the compressed blocks that hold the whole document; doc values are columns).
+    with_ids: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,31 +79,38 @@ def every_hit_if_few(es: Elasticsearch, index: str, body: dict[str, Any], count:
 Search = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]  # query, doc-value fields, long fields
 
 
-def matches_each(es: Elasticsearch, index: str, searches: Sequence[Search], count: RequestCount
+def matches_each(es: Elasticsearch, index: str, searches: Sequence[Search], count: RequestCount, ids: bool = True
                  ) -> Iterator[list[dict[str, Any]] | Refused]:
     """Every hit of each (query, doc-value fields, long fields) search, in order: FETCHES_PER_MSEARCH
     searches per _msearch, and a search that fills FETCH hits done again page by page through a
     point in time. Long fields: see `sorted_matches`.
+
+    Without `ids` the hits carry no `_id` (nor the whole values of long fields: `_ignored` says
+    which hits would need them): the fetch reads doc values only, several times cheaper.
 
     A generator: the caller turns one search's hits into findings before the next request,
     so memory holds one _msearch answer, not every rule's hits."""
     for at in range(0, len(searches), FETCHES_PER_MSEARCH):
         chunk = searches[at:at + FETCHES_PER_MSEARCH]
         bodies = [{"query": query, "size": FETCH, "sort": [{"@timestamp": "asc"}], "_source": False,
-                   "docvalue_fields": _docvalues(fields, long_fields), "track_total_hits": False}
+                   "docvalue_fields": _docvalues(fields, long_fields), "track_total_hits": False,
+                   **_STORED[ids]}
                   for query, fields, long_fields in chunk]
         for (query, fields, long_fields), answer in zip(chunk, _msearch(es, index, bodies, count)):
             if isinstance(answer, Refused):
                 yield answer
                 continue
             if len(answer["hits"]["hits"]) < FETCH:
-                with reporting(es, f"search {index}"):
-                    _complete(es, answer["hits"]["hits"], fields, long_fields, count)
+                if ids:
+                    count.with_ids += len(answer["hits"]["hits"])
+                    with reporting(es, f"search {index}"):
+                        _complete(es, answer["hits"]["hits"], fields, long_fields, count)
                 yield answer["hits"]["hits"]
                 continue
             with reporting(es, f"search {index} page by page"):
                 try:
-                    hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, long_fields, count))
+                    hits: list[dict[str, Any]] | Refused = list(_paged(es, index, query, fields, long_fields, count,
+                                                                       ids))
                 except ApiError as exc:
                     if exc.meta.status not in REFUSED_FOR_CONTENT:
                         raise  # the cluster, not the query: `reporting` makes it StoreUnavailable
@@ -181,7 +191,7 @@ def sorted_matches(es: Elasticsearch, index: str, query: dict[str, Any], fields:
 
 
 def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[str, ...],
-           long_fields: tuple[str, ...], count: RequestCount) -> Iterator[dict[str, Any]]:
+           long_fields: tuple[str, ...], count: RequestCount, ids: bool = True) -> Iterator[dict[str, Any]]:
     count.sent += 1
     with reporting(es, f"open a point in time on {index}"):
         pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True,
@@ -193,14 +203,16 @@ def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[s
                 "query": query, "size": PAGE, "pit": {"id": pit, "keep_alive": "2m"},
                 "sort": [{"@timestamp": "asc"}, {"_shard_doc": "asc"}],
                 "_source": False, "docvalue_fields": _docvalues(fields, long_fields), "track_total_hits": False,
-                **WHOLE,
+                **WHOLE, **_STORED[ids],
             }
             if after:
                 body["search_after"] = after
             count.sent += 1
             response = es.search(**body)
             hits = response["hits"]["hits"]
-            _complete(es, hits, fields, long_fields, count)
+            if ids:
+                count.with_ids += len(hits)
+                _complete(es, hits, fields, long_fields, count)
             yield from hits
             if len(hits) < PAGE:
                 return
@@ -210,6 +222,9 @@ def _paged(es: Elasticsearch, index: str, query: dict[str, Any], fields: tuple[s
         count.sent += 1
         with reporting(es, "close a point in time"):
             es.close_point_in_time(id=pit)
+
+
+_STORED: dict[bool, dict[str, Any]] = {True: {}, False: {"stored_fields": "_none_"}}  # `_none_`: not even the _id
 
 
 def _docvalues(fields: tuple[str, ...], long_fields: tuple[str, ...]) -> list[str]:
