@@ -363,7 +363,13 @@ def main() -> None:
                         help="an earlier results .json of the same data and rules: its ways not run now join the "
                              "results, said as such (a day of ElastAlert 2 takes hours; it need not be re-run "
                              "to measure a change to secmon)")
+    parser.add_argument("--join", type=Path, nargs="+", default=[], metavar="RESULTS",
+                        help="measure nothing: write OUT from the first of these results .json with the ways of "
+                             "the others joined as --with joins them (the same data, rules and hours)")
     args = parser.parse_args()
+    if args.join:
+        join_files(args.join, args.out)
+        return
     if args.rewrite:
         args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.with_suffix(".json").read_text())),
                                                encoding="utf-8")
@@ -464,6 +470,23 @@ def join_earlier(paths: list[Path], data: dict[str, Any], rules: int, hours: flo
     return joined
 
 
+def join_files(paths: list[Path], out: Path) -> None:
+    """OUT from finished results files: the first one's data, machine and ways, the ways of the others
+    it did not measure joined (checked as --with checks them), medians and ratios computed again. For a
+    side that finished after the other (a day of ElastAlert 2 takes hours): nothing is measured here."""
+    first = json.loads(paths[0].read_text(encoding="utf-8"))
+    runs = {w: list(rs) for w, rs in first["raw"].items()}
+    joined = join_earlier(paths[1:], first["data"], first["rules"], first["hours"], list(runs), runs)
+    figures, ratios = summarize(runs)
+    summary = first | {"medians": figures, "ratios": ratios, "raw": runs,
+                       "machine": first["machine"] | {"joined": (first["machine"].get("joined") or {}) | joined},
+                       "command": first["command"] + "".join(f" --with {p}" for p in paths[1:])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(summary), encoding="utf-8")
+    print(out.with_suffix(".md").read_text())
+
+
 def count_of(es: Elasticsearch, index: str) -> int:
     if not es.indices.exists(index=index):
         return 0
@@ -471,9 +494,9 @@ def count_of(es: Elasticsearch, index: str) -> int:
     return int(es.count(index=index)["count"])
 
 
-def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[str, Any], ruleset: Any,
-                  ea2_types: dict[str, int], day: datetime, span: timedelta, runs: dict[str, list[dict[str, Any]]],
-                  complete: bool) -> None:
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each way's medians over its measured runs (the warm-up, run 0, left out), and ElastAlert 2's
+    figures over secmon's for the like-for-like pairs."""
     measured = {w: [r for r in rs if r["run"] > 0] for w, rs in runs.items()}
     # (figure, where in a run's record): requests and node time, all and on the events only
     keys = {"requests": ("all", "requests"), "event_search_requests": ("event_searches", "requests"),
@@ -493,6 +516,13 @@ def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[
                                             "shard_search_all_s", "request_wall_s")}
               for ea, sm in (("elastalert2_live", "secmon_scheduled"), ("elastalert2_backfill", "secmon_backfill"))
               if ea in figures and sm in figures}
+    return figures, ratios
+
+
+def write_results(args: argparse.Namespace, machine: dict[str, Any], data: dict[str, Any], ruleset: Any,
+                  ea2_types: dict[str, int], day: datetime, span: timedelta, runs: dict[str, list[dict[str, Any]]],
+                  complete: bool) -> None:
+    figures, ratios = summarize(runs)
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine,
         "command": f"python bench/rules/library.py --events {args.events} --hours {args.hours:g} --runs {args.runs}"
@@ -565,7 +595,7 @@ def markdown(s: dict[str, Any]) -> str:
     earlier = "".join(
         f"**{labels[w]}** was measured by an earlier run of the same benchmark (same events per source from the "
         f"same real lines, same rules, same span), `{j['command']}` on {j['date']} (load average at its start "
-        f"{j['load_at_start'][0]}), and joined from `{j['file']}` with `--with`: the two sides did not run in the "
+        f"{j['load_at_start'][0]}), and joined from `{j['file']}` (`--with` or `--join`): the two sides did not run in the "
         f"same minutes.\n\n" for w, j in joined.items())
     return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
 
