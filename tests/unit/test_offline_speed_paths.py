@@ -1,12 +1,18 @@
 """The shortcuts the offline scan takes for speed answer exactly what the general road answers:
 the evtx SystemTime fast path of winlog._utc, the length guard of long counted regexes, the one RE2
-search of a `contains` list, and the windowing shared out to forked processes."""
+search of a `contains` list, the windowing shared out to forked processes, and the routes the router
+looks up instead of making them for each event."""
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from hypothesis import example, given, settings as hsettings, strategies as st
 
@@ -149,3 +155,86 @@ def _answers(predicate, values: list[str], calls: int) -> list[list[bool]]:  # t
         for i, value in enumerate(values):
             seen[i].add(predicate(View({"process": {"command_line": value}})))
     return [sorted(s) for s in seen]
+
+
+@pytest.fixture(scope="module")
+def windows_router(datasets: Path) -> RuleRouter:
+    """The threat-hunting Windows rules of the community corpus and ours: hundreds of rules, with
+    and without needles, routed by channel and event id, by category, or not at all."""
+    corpus = datasets / "sigma_rules" / "rules-threat-hunting" / "windows"
+    if not corpus.is_dir():
+        pytest.skip(f"{corpus} is absent (../shared/datasets/sigma_rules)")
+    rules = load_rules([corpus, Path(__file__).parents[2] / "rules" / "windows"]).rules
+    # And two without a logsource term (no route): one with needles, one without (tried on every event).
+    anywhere = {"wildcard": {"winlog.event_data.CommandLine": {"value": "*whoami*", "case_insensitive": True}}}
+    unnamed = {"bool": {"must_not": [{"exists": {"field": "winlog.event_data.CommandLine"}}]}}
+    extra = [replace(rules[0], id=f"anywhere-{n}", query=query, refine=None) for n, query in enumerate((anywhere, unnamed))]
+    return RuleRouter([*rules, *extra])
+
+
+@pytest.fixture(scope="module")
+def sample_docs(datasets: Path) -> list[dict[str, Any]]:
+    files = sorted((datasets / "evtx_attack_samples" / "jsonl").rglob("*.jsonl"))[::7]
+    job = offline.OfflineJob(inputs=tuple(files), rule_paths=(), agency="a1", timezone="UTC",
+                             pipelines=(Path(__file__).parents[2] / "pipelines",))
+    return [dict(doc) for _, doc in offline._Reader(job, datetime.now(UTC)).documents()]
+
+
+ROUTE_VALUES = st.one_of(
+    st.sampled_from(["Security", "security", "SECURITY", "Microsoft-Windows-Sysmon/Operational",
+                     "microsoft-windows-sysmon/operational", "System", "Windows PowerShell", "Security",
+                     "1", "4688", "4624", "13", "7045", "4104", "process", "windows", "windows.security", ""]),
+    st.integers(0, 5000), st.booleans(), st.just(1.0), st.text(max_size=6))
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_looked_up_route_gives_the_candidates_of_the_plain_road(windows_router: RuleRouter,
+                                                                  sample_docs: list[dict[str, Any]],
+                                                                  data: st.DataObject) -> None:
+    """`candidates` (the route looked up by the logsource fields' values, the needle scan limited to
+    the rules it admits) answers `candidates_unrouted` (every needle hit, each hit's route tested),
+    for real events whose logsource fields are rewritten: other cases, other ids, numbers, booleans
+    (1, 1.0 and True are equal keys with other texts), lists, fields removed."""
+    doc = copy.deepcopy(data.draw(st.sampled_from(sample_docs)))
+    for path in data.draw(st.lists(st.sampled_from(["winlog.channel", "winlog.event_id", "event.dataset",
+                                                    "event.module", "event.category"]), max_size=4)):
+        parent, name = path.split(".")
+        value = data.draw(st.one_of(ROUTE_VALUES, st.lists(ROUTE_VALUES, max_size=3), st.none()))
+        if value is None:
+            doc.get(parent, {}).pop(name, None)
+        else:
+            doc.setdefault(parent, {})[name] = value
+    view = windows_router.view(doc)
+    expected = windows_router.candidates_unrouted(view)
+    assert windows_router.candidates(view) == expected
+    assert windows_router.candidates(windows_router.view(doc)) == expected  # the route now remembered
+
+
+def test_every_sample_event_has_the_candidates_of_the_plain_road(windows_router: RuleRouter,
+                                                                 sample_docs: list[dict[str, Any]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from secmon.detect.inprocess import router
+
+    monkeypatch.setattr(router, "ROUTES", 3)  # routes forgotten and made again, often
+    tried = 0
+    for doc in sample_docs * 2:
+        view = windows_router.view(doc)
+        found = windows_router.candidates(view)
+        assert found == windows_router.candidates_unrouted(view)
+        tried += len(found)
+    assert tried > len(sample_docs)  # the rules were tried on many events, not none
+    assert windows_router._needled.get(None) and windows_router._always  # rules without a route, both kinds
+
+
+def test_equal_values_of_other_types_get_their_own_routes(windows_router: RuleRouter,
+                                                          sample_docs: list[dict[str, Any]]) -> None:
+    """1, 1.0 and True are equal dictionary keys; as route keys they are "1", "1.0" and "True"."""
+    sysmon = next(d for d in sample_docs if d["winlog"]["event_id"] == "1" and "Sysmon" in d["winlog"]["channel"])
+    for order in ([1, 1.0, True, "1"], ["1", True, 1.0, 1], [1.0, 1, "1", True]):
+        router = RuleRouter(windows_router.rules)
+        for value in order:
+            doc = copy.deepcopy(sysmon)
+            doc["winlog"]["event_id"] = value
+            view = router.view(doc)
+            assert router.candidates(view) == router.candidates_unrouted(view), (order, value)

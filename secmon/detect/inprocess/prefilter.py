@@ -23,7 +23,7 @@ The test is a superset by construction, so skipping a rule never changes an answ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's literals
 
@@ -251,6 +251,14 @@ MEMO_LENGTH = 256  # longer values (command lines, script blocks) are scanned ev
 MEMO_TOTAL = 100_000  # over every field (a corpus names hundreds): at most ~40 MB however hostile the logs
 
 
+class Among(NamedTuple):
+    """Some items of a NeedleIndex (`NeedleIndex.among`): the fields their needles name, and their
+    (item, group) codes."""
+
+    fields: frozenset[str]
+    codes: frozenset[int]
+
+
 class NeedleIndex:
     """Items (rule numbers) by their needle groups; `hits(flat)` = the items every group of which
     has an atom in the document. A field's automaton is built the first time a document has the
@@ -266,8 +274,10 @@ class NeedleIndex:
     def __init__(self, items: Iterable[tuple[int, Groups]]):
         self._words: dict[str, dict[str, set[int]]] = {}
         self._need: dict[int, int] = {}
+        self._fields_of: dict[int, frozenset[str]] = {}
         for item, groups in items:
             self._need[item] = len(groups)
+            self._fields_of[item] = frozenset(field for group in groups for field, _ in group)
             for number, group in enumerate(groups):
                 for field, needle in group:  # (item, group) as one int: item * 8 + group number
                     self._words.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
@@ -294,10 +304,19 @@ class NeedleIndex:
             self._memos[field] = {}
         return found
 
-    def hits(self, flat: Mapping[str, list[Any]]) -> list[int]:
+    def among(self, items: Iterable[int]) -> Among:
+        """Some of the items (those a document's logsource admits: router.py), for `hits`."""
+        chosen = [item for item in items if item in self._need]
+        return Among(frozenset(field for item in chosen for field in self._fields_of[item]),
+                     frozenset(item * 8 + number for item in chosen for number in range(self._need[item])))
+
+    def hits(self, flat: Mapping[str, list[Any]], among: Among | None = None) -> list[int]:
+        """The items every group of which has an atom in `flat`; with `among`, only those of its items
+        (the same as filtering the answer without it: the values are scanned alike, and only the
+        fields of its items are read)."""
         found: set[int] = set()
         automata, memos = self._automata, self._memos
-        for field in flat.keys() & self._words.keys():
+        for field in flat.keys() & (self._words.keys() if among is None else among.fields):
             automaton = automata.get(field) or self._automaton(field)
             memo = memos[field]
             for value in flat[field]:
@@ -315,6 +334,8 @@ class NeedleIndex:
                 else:
                     for _, items in automaton.iter(START + as_keyword(value).casefold() + END):
                         found.update(items)
+        if among is not None and found:
+            found.intersection_update(among.codes)  # in C: the codes of items of other logsources go
         if not found:
             return []
         held: dict[int, int] = {}
