@@ -238,3 +238,73 @@ def test_equal_values_of_other_types_get_their_own_routes(windows_router: RuleRo
             doc["winlog"]["event_id"] = value
             view = router.view(doc)
             assert router.candidates(view) == router.candidates_unrouted(view), (order, value)
+
+
+REGEX_PIECES = st.sampled_from(["a", "b", "`", "-f", "\\$\\{", "\\\\", "é", "中", "[ab]", "[a]", "(a|b)", "(ab|`c)",
+                                "(ab|.)", ".", ".*", "a+", "(xy)+", "b?", "[^a]", "\\s", "\\w+", "(?i:ab)", "^", "$",
+                                "\\b", "(?:)", "x{2}", "(?=a)", "A", "\\."])
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.lists(REGEX_PIECES, min_size=1, max_size=6), st.booleans(),
+       st.lists(st.text(alphabet=st.sampled_from("ab`-f${}\\é中xyAB .\n"), max_size=12), min_size=1, max_size=8))
+def test_a_value_without_the_required_texts_never_matches(pieces: list[str], insensitive: bool,
+                                                          values: list[str]) -> None:
+    """linear.required_literals: every value a pattern matches holds one of its texts (so a value
+    holding none is passed over), here for values built from the pattern's own pieces too."""
+    from secmon.detect.inprocess.linear import required_literals
+
+    source = ("(?i)" if insensitive else "") + "".join(pieces)
+    try:
+        pattern = compile_fullmatch(source)
+    except Exception:  # noqa: BLE001 - a piece sequence RE2 and Python both refuse is no case
+        return
+    needed = required_literals(source)
+    if needed is None:
+        return
+    import re
+
+    instances = [v for v in values]
+    for text in values:
+        try:
+            if re.fullmatch(source, text, re.DOTALL):
+                instances.append(text)
+        except re.error:
+            return
+    for value in instances:
+        encoded = encode(value)
+        if pattern.test(encoded):
+            assert any(n in encoded for n in needed), (source, value, needed)
+
+
+def test_required_texts_of_the_costly_community_patterns() -> None:
+    from secmon.detect.inprocess.linear import required_literals
+    from secmon.detect.sigma.lucene_regexp import python_source
+
+    obfuscation = python_source(".*\\w+\\`(\\w+|\\-|[^\n])\\`[\\w+|\\s].*")
+    assert required_literals(obfuscation) == (b"`",)
+    assert required_literals(python_source(".*\\\"(\\{\\d\\})+\\\"\\s*\\-f.*")) == (b"-f",)
+    assert required_literals(python_source(".*\\$\\{\\`?e\\`?n\\`?v.*", True)) == (b"${",)  # [Ee]: not exact
+    assert required_literals("(?:a|b.*)c") == (b"c",)
+    assert required_literals("(?:ab|cd)x?") == (b"ab", b"cd")
+    assert required_literals("(?i)abc") is None and required_literals("[ab]+") is None
+    assert required_literals("(?:ab|.)") is None  # a branch without a text
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["plain", "has ` tick", "-f x", "${env", "a`b`c", "", "é`中"]), min_size=1, max_size=4))
+def test_a_regexp_predicate_answers_alike_before_and_after_its_texts_are_read(values: list[str]) -> None:
+    from secmon.detect.inprocess.match import SEARCH_AFTER, View, compile_view_matcher
+
+    query = {"bool": {"should": [
+        {"regexp": {"process.command_line": {"value": ".*\\w+\\`(\\w+|\\-|[^\n])\\`[\\w+|\\s].*", "flags": "NONE"}}},
+        {"regexp": {"process.command_line": {"value": ".*x\\-f.*", "flags": "NONE"}}}], "minimum_should_match": 1}}
+    predicate = compile_view_matcher(query)
+    import re
+
+    plain = [re.compile(p, re.DOTALL) for p in ("(?:.)*[0-9A-Z_a-z]+`(?:[0-9A-Z_a-z]+|-|[^\n])`[0-9A-Z_a-z+| \t\n\x0b\f\r](?:.)*",
+                                                   "(?:.)*x-f(?:.)*")]
+    for round_ in range(SEARCH_AFTER + 2):
+        for value in values:
+            expected = any(p.fullmatch(value) for p in plain)
+            assert predicate(View({"process": {"command_line": value}})) == expected, (round_, value)
