@@ -215,24 +215,48 @@ def flatten(doc: Any) -> dict[str, list[Any]]:
     return out
 
 
+# The dotted paths made so far, by prefix and key: an event's paths are the same few dozen as the
+# event before's, and a remembered string also keeps its hash (a new one is hashed again by every
+# dict it meets). Bounded: keys are input.
+_PATHS: dict[str, dict[str, str]] = {}
+PATHS_KEPT = 20_000
+_paths_kept = 0
+
+
+def _paths(prefix: str) -> dict[str, str]:
+    global _paths_kept
+    if _paths_kept >= PATHS_KEPT:
+        _PATHS.clear()
+        _paths_kept = 0
+    _paths_kept += 1
+    found = _PATHS[prefix] = {}
+    return found
+
+
 def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]]) -> None:
     # Hot path (every document of an offline scan): exact type tests first, the general ones after;
     # a list of texts or numbers (event.category, ...) without a call per item.
+    global _paths_kept
+    paths = _PATHS.get(prefix)
+    if paths is None:
+        paths = _paths(prefix)
     for key, value in node.items():
-        kind = type(value)
+        path = paths.get(key)
+        if path is None:
+            path = paths[key] = prefix + key
+            _paths_kept += 1
+        kind = value.__class__
         if kind is str or kind is int:
-            path = prefix + key
             found = out.get(path)
             if found is None:
                 out[path] = [value]
             else:
                 found.append(value)
         elif kind is dict:
-            _flatten_into(value, prefix + key + ".", out)
+            _flatten_into(value, path + ".", out)
         elif kind is list:
-            path = prefix + key
             for item in value:
-                if type(item) is str or type(item) is int:
+                if item.__class__ is str or item.__class__ is int:
                     found = out.get(path)
                     if found is None:
                         out[path] = [item]
@@ -241,9 +265,9 @@ def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]
                 else:
                     _flatten_into({key: item}, prefix, out)
         elif isinstance(value, Mapping):
-            _flatten_into(value, prefix + key + ".", out)
+            _flatten_into(value, path + ".", out)
         elif value is not None:
-            out.setdefault(prefix + key, []).append(value)
+            out.setdefault(path, []).append(value)
 
 
 MEMO_VALUES = 20_000  # per field: the distinct short values whose scan is remembered
