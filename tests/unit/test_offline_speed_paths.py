@@ -1,12 +1,18 @@
 """The shortcuts the offline scan takes for speed answer exactly what the general road answers:
 the evtx SystemTime fast path of winlog._utc, the length guard of long counted regexes, the one RE2
-search of a `contains` list, and the windowing shared out to forked processes."""
+search of a `contains` list, the windowing shared out to forked processes, and the routes the router
+looks up instead of making them for each event."""
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from hypothesis import example, given, settings as hsettings, strategies as st
 
@@ -149,3 +155,156 @@ def _answers(predicate, values: list[str], calls: int) -> list[list[bool]]:  # t
         for i, value in enumerate(values):
             seen[i].add(predicate(View({"process": {"command_line": value}})))
     return [sorted(s) for s in seen]
+
+
+@pytest.fixture(scope="module")
+def windows_router(datasets: Path) -> RuleRouter:
+    """The threat-hunting Windows rules of the community corpus and ours: hundreds of rules, with
+    and without needles, routed by channel and event id, by category, or not at all."""
+    corpus = datasets / "sigma_rules" / "rules-threat-hunting" / "windows"
+    if not corpus.is_dir():
+        pytest.skip(f"{corpus} is absent (../shared/datasets/sigma_rules)")
+    rules = load_rules([corpus, Path(__file__).parents[2] / "rules" / "windows"]).rules
+    # And two without a logsource term (no route): one with needles, one without (tried on every event).
+    anywhere = {"wildcard": {"winlog.event_data.CommandLine": {"value": "*whoami*", "case_insensitive": True}}}
+    unnamed = {"bool": {"must_not": [{"exists": {"field": "winlog.event_data.CommandLine"}}]}}
+    extra = [replace(rules[0], id=f"anywhere-{n}", query=query, refine=None) for n, query in enumerate((anywhere, unnamed))]
+    return RuleRouter([*rules, *extra])
+
+
+@pytest.fixture(scope="module")
+def sample_docs(datasets: Path) -> list[dict[str, Any]]:
+    files = sorted((datasets / "evtx_attack_samples" / "jsonl").rglob("*.jsonl"))[::7]
+    job = offline.OfflineJob(inputs=tuple(files), rule_paths=(), agency="a1", timezone="UTC",
+                             pipelines=(Path(__file__).parents[2] / "pipelines",))
+    return [dict(doc) for _, doc in offline._Reader(job, datetime.now(UTC)).documents()]
+
+
+ROUTE_VALUES = st.one_of(
+    st.sampled_from(["Security", "security", "SECURITY", "Microsoft-Windows-Sysmon/Operational",
+                     "microsoft-windows-sysmon/operational", "System", "Windows PowerShell", "Security",
+                     "1", "4688", "4624", "13", "7045", "4104", "process", "windows", "windows.security", ""]),
+    st.integers(0, 5000), st.booleans(), st.just(1.0), st.text(max_size=6))
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_looked_up_route_gives_the_candidates_of_the_plain_road(windows_router: RuleRouter,
+                                                                  sample_docs: list[dict[str, Any]],
+                                                                  data: st.DataObject) -> None:
+    """`candidates` (the route looked up by the logsource fields' values, the needle scan limited to
+    the rules it admits) answers `candidates_unrouted` (every needle hit, each hit's route tested),
+    for real events whose logsource fields are rewritten: other cases, other ids, numbers, booleans
+    (1, 1.0 and True are equal keys with other texts), lists, fields removed."""
+    doc = copy.deepcopy(data.draw(st.sampled_from(sample_docs)))
+    for path in data.draw(st.lists(st.sampled_from(["winlog.channel", "winlog.event_id", "event.dataset",
+                                                    "event.module", "event.category"]), max_size=4)):
+        parent, name = path.split(".")
+        value = data.draw(st.one_of(ROUTE_VALUES, st.lists(ROUTE_VALUES, max_size=3), st.none()))
+        if value is None:
+            doc.get(parent, {}).pop(name, None)
+        else:
+            doc.setdefault(parent, {})[name] = value
+    view = windows_router.view(doc)
+    expected = windows_router.candidates_unrouted(view)
+    assert windows_router.candidates(view) == expected
+    assert windows_router.candidates(windows_router.view(doc)) == expected  # the route now remembered
+
+
+def test_every_sample_event_has_the_candidates_of_the_plain_road(windows_router: RuleRouter,
+                                                                 sample_docs: list[dict[str, Any]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from secmon.detect.inprocess import router
+
+    monkeypatch.setattr(router, "ROUTES", 3)  # routes forgotten and made again, often
+    tried = 0
+    for doc in sample_docs * 2:
+        view = windows_router.view(doc)
+        found = windows_router.candidates(view)
+        assert found == windows_router.candidates_unrouted(view)
+        tried += len(found)
+    assert tried > len(sample_docs)  # the rules were tried on many events, not none
+    assert windows_router._needled.get(None) and windows_router._always  # rules without a route, both kinds
+
+
+def test_equal_values_of_other_types_get_their_own_routes(windows_router: RuleRouter,
+                                                          sample_docs: list[dict[str, Any]]) -> None:
+    """1, 1.0 and True are equal dictionary keys; as route keys they are "1", "1.0" and "True"."""
+    sysmon = next(d for d in sample_docs if d["winlog"]["event_id"] == "1" and "Sysmon" in d["winlog"]["channel"])
+    for order in ([1, 1.0, True, "1"], ["1", True, 1.0, 1], [1.0, 1, "1", True]):
+        router = RuleRouter(windows_router.rules)
+        for value in order:
+            doc = copy.deepcopy(sysmon)
+            doc["winlog"]["event_id"] = value
+            view = router.view(doc)
+            assert router.candidates(view) == router.candidates_unrouted(view), (order, value)
+
+
+REGEX_PIECES = st.sampled_from(["a", "b", "`", "-f", "\\$\\{", "\\\\", "é", "中", "[ab]", "[a]", "(a|b)", "(ab|`c)",
+                                "(ab|.)", ".", ".*", "a+", "(xy)+", "b?", "[^a]", "\\s", "\\w+", "(?i:ab)", "^", "$",
+                                "\\b", "(?:)", "x{2}", "(?=a)", "A", "\\."])
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.lists(REGEX_PIECES, min_size=1, max_size=6), st.booleans(),
+       st.lists(st.text(alphabet=st.sampled_from("ab`-f${}\\é中xyAB .\n"), max_size=12), min_size=1, max_size=8))
+def test_a_value_without_the_required_texts_never_matches(pieces: list[str], insensitive: bool,
+                                                          values: list[str]) -> None:
+    """linear.required_literals: every value a pattern matches holds one of its texts (so a value
+    holding none is passed over), here for values built from the pattern's own pieces too."""
+    from secmon.detect.inprocess.linear import required_literals
+
+    source = ("(?i)" if insensitive else "") + "".join(pieces)
+    try:
+        pattern = compile_fullmatch(source)
+    except Exception:  # noqa: BLE001 - a piece sequence RE2 and Python both refuse is no case
+        return
+    needed = required_literals(source)
+    if needed is None:
+        return
+    import re
+
+    instances = [v for v in values]
+    for text in values:
+        try:
+            if re.fullmatch(source, text, re.DOTALL):
+                instances.append(text)
+        except re.error:
+            return
+    for value in instances:
+        encoded = encode(value)
+        if pattern.test(encoded):
+            assert any(n in encoded for n in needed), (source, value, needed)
+
+
+def test_required_texts_of_the_costly_community_patterns() -> None:
+    from secmon.detect.inprocess.linear import required_literals
+    from secmon.detect.sigma.lucene_regexp import python_source
+
+    obfuscation = python_source(".*\\w+\\`(\\w+|\\-|[^\n])\\`[\\w+|\\s].*")
+    assert required_literals(obfuscation) == (b"`",)
+    assert required_literals(python_source(".*\\\"(\\{\\d\\})+\\\"\\s*\\-f.*")) == (b"-f",)
+    assert required_literals(python_source(".*\\$\\{\\`?e\\`?n\\`?v.*", True)) == (b"${",)  # [Ee]: not exact
+    assert required_literals("(?:a|b.*)c") == (b"c",)
+    assert required_literals("(?:ab|cd)x?") == (b"ab", b"cd")
+    assert required_literals("(?i)abc") is None and required_literals("[ab]+") is None
+    assert required_literals("(?:ab|.)") is None  # a branch without a text
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["plain", "has ` tick", "-f x", "${env", "a`b`c", "", "é`中"]), min_size=1, max_size=4))
+def test_a_regexp_predicate_answers_alike_before_and_after_its_texts_are_read(values: list[str]) -> None:
+    from secmon.detect.inprocess.match import SEARCH_AFTER, View, compile_view_matcher
+
+    query = {"bool": {"should": [
+        {"regexp": {"process.command_line": {"value": ".*\\w+\\`(\\w+|\\-|[^\n])\\`[\\w+|\\s].*", "flags": "NONE"}}},
+        {"regexp": {"process.command_line": {"value": ".*x\\-f.*", "flags": "NONE"}}}], "minimum_should_match": 1}}
+    predicate = compile_view_matcher(query)
+    import re
+
+    plain = [re.compile(p, re.DOTALL) for p in ("(?:.)*[0-9A-Z_a-z]+`(?:[0-9A-Z_a-z]+|-|[^\n])`[0-9A-Z_a-z+| \t\n\x0b\f\r](?:.)*",
+                                                   "(?:.)*x-f(?:.)*")]
+    for round_ in range(SEARCH_AFTER + 2):
+        for value in values:
+            expected = any(p.fullmatch(value) for p in plain)
+            assert predicate(View({"process": {"command_line": value}})) == expected, (round_, value)

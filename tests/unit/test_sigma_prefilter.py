@@ -146,3 +146,46 @@ def test_the_memo_of_scanned_values_is_bounded_over_all_fields(monkeypatch: Any)
         assert sum(map(len, memos)) <= 120 and max(map(len, memos)) <= 50
         assert index._memoized == sum(map(len, memos))
     assert sorted(index.hits(flatten({"f3": "EVIL"}))) == [3]  # remembered values still hit (casefolded scan)
+
+
+def _flatten_plainly(doc: Any) -> dict[str, list[Any]]:
+    """What `flatten` answers, written the plain way (no remembered paths)."""
+    from collections.abc import Mapping
+
+    out: dict[str, list[Any]] = {}
+
+    def into(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                into(value, prefix + key + ".")
+            elif isinstance(value, list):
+                for item in value:
+                    into({key: item}, prefix)
+            elif value is not None:
+                out.setdefault(prefix + key, []).append(value)
+    if isinstance(doc, Mapping):
+        into(doc, "")
+    return out
+
+
+KEYS = st.sampled_from(["a", "b", "a.b", "c", "", ".", "winlog", "event_data", "é"])
+LEAVES = st.one_of(st.text(max_size=3), st.integers(-2, 2), st.booleans(), st.none(), st.just(1.5))
+TREES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                     st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(KEYS, TREES, max_size=5), st.sampled_from([0, 1, 3, 20_000]))
+def test_flatten_with_remembered_paths_is_the_plain_flatten(doc: dict[str, Any], kept: int) -> None:
+    """The remembered dotted paths (forgotten every `kept` paths, here as often as every path) never
+    change what `flatten` answers: the same paths, the same values in the same order."""
+    import pytest
+
+    from secmon.detect.inprocess import prefilter
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prefilter, "PATHS_KEPT", kept)
+        for _ in range(2):  # the second time, the paths are remembered
+            flat = flatten(doc)
+            assert flat == _flatten_plainly(doc)
+            assert [list(map(type, v)) for v in flat.values()] == [list(map(type, v)) for v in _flatten_plainly(doc).values()]

@@ -157,3 +157,63 @@ def least_width(source: str) -> int:
     except (re.error, RecursionError, OverflowError):  # RE2 took it; Python's parser need not: no guard
         return 0
     return int(width) if width < sre.MAXREPEAT else 0
+
+
+def required_literals(source: str) -> tuple[bytes, ...] | None:
+    """Texts (UTF-8) one of which every match of `source` (Python dialect, DOTALL) contains, or None
+    when none is known: a value holding none of them cannot match, without running the pattern.
+
+    Only exact characters count (a literal, or a class of one character): a class of several, a
+    case-insensitive part, anything optional, repeated zero times or alternated without a text
+    in every branch ends a run. RE2 reads these characters as Python does (the translator writes
+    one source for both); a pattern Python's parser cannot read gives None."""
+    try:
+        parsed = sre.parse(source, re.DOTALL)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    runs = _literal_runs(parsed)
+    if not runs:
+        return None
+    try:
+        return tuple(sorted(run.encode("utf-8") for run in runs))
+    except UnicodeEncodeError:  # a lone surrogate: values carry it as U+FFFD (encode), not as itself
+        return None
+
+
+def _literal_runs(sequence: Any) -> frozenset[str] | None:
+    """The runs of exact characters one of which every match of a parsed pattern contains (the
+    best of the conditions found: the longest shortest run, then the fewest runs)."""
+    options: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if run:
+            options.append(frozenset({"".join(run)}))
+            run.clear()
+
+    for op, arg in sequence:
+        if op is sre.LITERAL:
+            run.append(chr(arg))
+            continue
+        if op is sre.IN and len(arg) == 1 and arg[0][0] is sre.LITERAL:
+            run.append(chr(arg[0][1]))
+            continue
+        if op is sre.AT or (op is sre.SUBPATTERN and not arg[-1]):
+            continue  # an anchor or an empty group consumes nothing: the run goes on
+        close()
+        inner: frozenset[str] | None = None
+        if op is sre.SUBPATTERN and not arg[1] & re.IGNORECASE:
+            inner = _literal_runs(arg[-1])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            inner = _literal_runs(arg[2])
+        elif op is sre.BRANCH:
+            branches = [_literal_runs(b) for b in arg[1]]
+            inner = None if any(b is None for b in branches) else frozenset().union(*branches)  # type: ignore[arg-type]
+        if inner is not None:
+            options.append(inner)
+    close()
+    if not options:
+        return None
+    return max(options, key=lambda o: (min(map(len, o)), -len(o)))

@@ -26,7 +26,7 @@ import re2
 
 from secmon.detect.sigma.cidr import as_ipv6
 from secmon.detect.inprocess import linear
-from secmon.detect.inprocess.linear import FullMatch, compile_fullmatch, encode
+from secmon.detect.inprocess.linear import FullMatch, compile_fullmatch, encode, required_literals
 from secmon.detect.sigma.lucene_regexp import python_source
 from secmon.detect.fields import (
     IGNORED, FieldTypes, field_types, field_values, as_keyword, literal_regex, wildcard_source, as_list,
@@ -126,7 +126,7 @@ class _Compiler:
         unknown = set(body) - {"filter", "must", "should", "must_not", "minimum_should_match", "_name"}
         if unknown:
             raise UnsupportedQuery(f"bool keys {sorted(unknown)} are not supported")
-        musts = [self.compile(q) for q in as_list(body.get("filter")) + as_list(body.get("must"))]
+        musts = [self.compile(q) for q in _conjuncts(as_list(body.get("filter")) + as_list(body.get("must")))]
         nots = [self.compile(q) for q in as_list(body.get("must_not"))]
         should_queries = as_list(body.get("should"))
         # Elasticsearch: with should clauses and no must/filter, one should must match.
@@ -257,13 +257,15 @@ class _Compiler:
         if kind == "date":
             moments = [_moment(v) for v in wanted]
             return lambda doc: any(_moment(v) in moments for v in doc.values(field))
-        keywords = self._keywords(field)
         texts = [as_keyword(v) for v in wanted]
         if insensitive:
             return _any_of(self._strings(field, [_Spec(field, True, partial(literal_regex, t, True), _parts([t], True))
                                                  for t in texts]))
         exact = set(texts)
-        return lambda doc: not exact.isdisjoint(keywords(doc))
+        if field in self.types.not_indexed:
+            return lambda doc: False  # no value of it is indexed (as `_keywords` says)
+        limit = self.types.limit(field)
+        return lambda doc: not exact.isdisjoint(doc.keywords(field, limit))
 
     def q_prefix(self, body: Mapping[str, Any]) -> ViewPredicate:
         return self._string_query({"prefix": body})
@@ -340,6 +342,21 @@ class _Compiler:
         keywords = self._keywords(field)
         # A field holding only an object (no leaf values) exists when any sub-field does.
         return lambda doc: bool(keywords(doc)) or _has_object_leaf(doc.doc, field)
+
+
+def _conjuncts(queries: list[Any]) -> list[Any]:
+    """The clauses every match satisfies, with each nested bool of filter/must clauses only (a
+    logsource: module, then channel and event id) spliced in, in order: the same conjunction, one
+    loop instead of a call per level on every candidate rule of every event. (An empty such bool
+    matches everything, as the empty conjunction it leaves.)"""
+    out: list[Any] = []
+    for query in queries:
+        body = query.get("bool") if isinstance(query, Mapping) and len(query) == 1 else None
+        if isinstance(body, Mapping) and body.keys() <= {"filter", "must"}:
+            out += _conjuncts(as_list(body.get("filter")) + as_list(body.get("must")))
+        else:
+            out.append(query)
+    return out
 
 
 @dataclass(frozen=True)
@@ -423,6 +440,9 @@ def _literal_any(patterns: list[tuple[bytes, ...]], values: Callable[[View], lis
     contains = tuple(p[1] for p in patterns if len(p) == 3 and not p[0] and not p[2])
     others = [p for p in patterns if not (len(p) == 1 or (len(p) == 2 and (not p[1] or not p[0]))
                                           or (len(p) == 3 and not p[0] and not p[2]))]
+
+    if not (starts or ends or contains or others):  # equals only (a case-insensitive channel, ...)
+        return lambda doc: not exact.isdisjoint(values(doc))
 
     if len(contains) >= CONTAINS_SEARCH:
         def any_in(value: bytes) -> bool:
@@ -541,10 +561,26 @@ def _bool_predicate(musts: list[ViewPredicate], nots: list[ViewPredicate], shoul
 
 
 def _fullmatch_any(pattern: FullMatch, values: Callable[[View], list[bytes]]) -> ViewPredicate:
+    """Any value matches the pattern. Once the predicate has run SEARCH_AFTER times (worth reading
+    the pattern: most of a corpus's rarely run), a value that holds none of the texts every match
+    contains (linear.required_literals: a backtick, `-f`, `${`) is passed over without running it."""
     test = pattern.test
+    needed: tuple[bytes, ...] = ()
+    calls = 0
 
     def check(doc: View) -> bool:
+        nonlocal needed, calls
+        if calls < SEARCH_AFTER:
+            calls += 1
+            if calls == SEARCH_AFTER:
+                needed = required_literals(pattern.source) or ()
         for value in values(doc):
+            if needed:
+                for text in needed:
+                    if text in value:
+                        break
+                else:
+                    continue
             if test(value):
                 return True
         return False

@@ -23,7 +23,7 @@ The test is a superset by construction, so skipping a rule never changes an answ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from re import _parser as sre  # type: ignore[attr-defined]  # Python's own regex parser: a pattern's literals
 
@@ -215,24 +215,48 @@ def flatten(doc: Any) -> dict[str, list[Any]]:
     return out
 
 
+# The dotted paths made so far, by prefix and key: an event's paths are the same few dozen as the
+# event before's, and a remembered string also keeps its hash (a new one is hashed again by every
+# dict it meets). Bounded: keys are input.
+_PATHS: dict[str, dict[str, str]] = {}
+PATHS_KEPT = 20_000
+_paths_kept = 0
+
+
+def _paths(prefix: str) -> dict[str, str]:
+    global _paths_kept
+    if _paths_kept >= PATHS_KEPT:
+        _PATHS.clear()
+        _paths_kept = 0
+    _paths_kept += 1
+    found = _PATHS[prefix] = {}
+    return found
+
+
 def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]]) -> None:
     # Hot path (every document of an offline scan): exact type tests first, the general ones after;
     # a list of texts or numbers (event.category, ...) without a call per item.
+    global _paths_kept
+    paths = _PATHS.get(prefix)
+    if paths is None:
+        paths = _paths(prefix)
     for key, value in node.items():
-        kind = type(value)
+        path = paths.get(key)
+        if path is None:
+            path = paths[key] = prefix + key
+            _paths_kept += 1
+        kind = value.__class__
         if kind is str or kind is int:
-            path = prefix + key
             found = out.get(path)
             if found is None:
                 out[path] = [value]
             else:
                 found.append(value)
         elif kind is dict:
-            _flatten_into(value, prefix + key + ".", out)
+            _flatten_into(value, path + ".", out)
         elif kind is list:
-            path = prefix + key
             for item in value:
-                if type(item) is str or type(item) is int:
+                if item.__class__ is str or item.__class__ is int:
                     found = out.get(path)
                     if found is None:
                         out[path] = [item]
@@ -241,14 +265,22 @@ def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]
                 else:
                     _flatten_into({key: item}, prefix, out)
         elif isinstance(value, Mapping):
-            _flatten_into(value, prefix + key + ".", out)
+            _flatten_into(value, path + ".", out)
         elif value is not None:
-            out.setdefault(prefix + key, []).append(value)
+            out.setdefault(path, []).append(value)
 
 
 MEMO_VALUES = 20_000  # per field: the distinct short values whose scan is remembered
 MEMO_LENGTH = 256  # longer values (command lines, script blocks) are scanned every time
 MEMO_TOTAL = 100_000  # over every field (a corpus names hundreds): at most ~40 MB however hostile the logs
+
+
+class Among(NamedTuple):
+    """Some items of a NeedleIndex (`NeedleIndex.among`): the fields their needles name, and their
+    (item, group) codes."""
+
+    fields: frozenset[str]
+    codes: frozenset[int]
 
 
 class NeedleIndex:
@@ -266,8 +298,10 @@ class NeedleIndex:
     def __init__(self, items: Iterable[tuple[int, Groups]]):
         self._words: dict[str, dict[str, set[int]]] = {}
         self._need: dict[int, int] = {}
+        self._fields_of: dict[int, frozenset[str]] = {}
         for item, groups in items:
             self._need[item] = len(groups)
+            self._fields_of[item] = frozenset(field for group in groups for field, _ in group)
             for number, group in enumerate(groups):
                 for field, needle in group:  # (item, group) as one int: item * 8 + group number
                     self._words.setdefault(field, {}).setdefault(needle, set()).add(item * 8 + number)
@@ -294,10 +328,19 @@ class NeedleIndex:
             self._memos[field] = {}
         return found
 
-    def hits(self, flat: Mapping[str, list[Any]]) -> list[int]:
+    def among(self, items: Iterable[int]) -> Among:
+        """Some of the items (those a document's logsource admits: router.py), for `hits`."""
+        chosen = [item for item in items if item in self._need]
+        return Among(frozenset(field for item in chosen for field in self._fields_of[item]),
+                     frozenset(item * 8 + number for item in chosen for number in range(self._need[item])))
+
+    def hits(self, flat: Mapping[str, list[Any]], among: Among | None = None) -> list[int]:
+        """The items every group of which has an atom in `flat`; with `among`, only those of its items
+        (the same as filtering the answer without it: the values are scanned alike, and only the
+        fields of its items are read)."""
         found: set[int] = set()
         automata, memos = self._automata, self._memos
-        for field in flat.keys() & self._words.keys():
+        for field in flat.keys() & (self._words.keys() if among is None else among.fields):
             automaton = automata.get(field) or self._automaton(field)
             memo = memos[field]
             for value in flat[field]:
@@ -315,6 +358,8 @@ class NeedleIndex:
                 else:
                     for _, items in automaton.iter(START + as_keyword(value).casefold() + END):
                         found.update(items)
+        if among is not None and found:
+            found.intersection_update(among.codes)  # in C: the codes of items of other logsources go
         if not found:
             return []
         held: dict[int, int] = {}

@@ -15,14 +15,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from secmon.detect.windowing.findings import doc_value_limits, doc_values, findings, hit, sort_hits
 from secmon.detect.inprocess.linear import RegexTimeout
 from secmon.detect.compiled import CompiledRule
 from secmon.detect.fields import FieldTypes, field_types
 from secmon.detect.inprocess.match import View, ViewPredicate, compile_view_matcher
-from secmon.detect.inprocess.prefilter import ROUTE_FIELDS, Groups, NeedleIndex, flatten, needles
+from secmon.detect.inprocess.prefilter import ROUTE_FIELDS, Among, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
 
@@ -72,6 +72,7 @@ def _required(query: Mapping[str, Any]) -> list[dict[str, frozenset[str]]]:
 
 
 PAIR = ("winlog.channel", "winlog.event_id")
+ROUTES = 4096  # routes remembered (by values, by keys); then they are made again
 RouteKey = tuple[str, str, str]  # ("pair", channel, event id) or (field, value, "")
 
 
@@ -102,6 +103,14 @@ def _route_keys(query: Mapping[str, Any]) -> frozenset[RouteKey] | None:
     return frozenset(keys)
 
 
+class _Route(NamedTuple):
+    """What a document's route keys admit: the rules without needles to try (in order), and those
+    with needles (tried where their needles occur)."""
+
+    fixed: tuple[int, ...]
+    needles: Among
+
+
 class RuleRouter:
     """The rules indexed two ways, so that `candidates(view)` are few and include every rule that
     can match: by their logsource terms (route keys), and by the literal text one of which every
@@ -117,6 +126,7 @@ class RuleRouter:
         self._routes: list[frozenset[RouteKey] | None] = []
         self._unfiltered: dict[RouteKey, list[int]] = {}
         self._always: list[int] = []
+        self._needled: dict[RouteKey | None, list[int]] = {}  # rules with needles by route key (None: any)
         with_needles: list[tuple[int, Groups]] = []
         for number, rule in enumerate(self.rules):
             index = indexes.get(number) if indexes is not None else None
@@ -124,12 +134,21 @@ class RuleRouter:
             self._routes.append(index.route)
             if index.needles:
                 with_needles.append((number, index.needles))
+                for key in index.route if index.route is not None else (None,):
+                    self._needled.setdefault(key, []).append(number)
             elif index.route is None:
                 self._always.append(number)
             else:
                 for key in index.route:
                     self._unfiltered.setdefault(key, []).append(number)
         self._needles = NeedleIndex(with_needles)
+        self._known = frozenset(self._unfiltered) | {k for k in self._needled if k is not None}
+        # A document's route (what its logsource fields admit) depends on those fields' values alone:
+        # remembered by the values (most documents repeat a few dozen channels and event ids), and by
+        # the route keys some rule names (a value no rule names changes nothing: hostile logs with
+        # a new event id each get the route already built).
+        self._by_values: dict[tuple[tuple[str, ...], ...], _Route] = {}
+        self._by_keys: dict[frozenset[RouteKey], _Route] = {}
 
     def predicate(self, number: int) -> ViewPredicate:
         """The rule's compiled condition (its exact `refine` when it has one), compiled once."""
@@ -154,7 +173,17 @@ class RuleRouter:
         return keys
 
     def candidates(self, view: View) -> list[int]:
-        """Positions (in `rules`) of the rules worth trying on the document, in order."""
+        """Positions (in `rules`) of the rules worth trying on the document, in order: what
+        `candidates_unrouted` answers, with the document's route looked up instead of made."""
+        route = self._route(view)
+        hits = self._needles.hits(view.flat, route.needles)
+        if not hits:
+            return list(route.fixed)
+        return sorted(set(route.fixed).union(hits)) if route.fixed else sorted(hits)
+
+    def candidates_unrouted(self, view: View) -> list[int]:
+        """`candidates` the plain way: every needle hit, then each hit's route tested (the tests hold
+        `candidates` to it)."""
         keys = self._keys(view)
         found = set(self._always)
         for key in keys:
@@ -165,6 +194,44 @@ class RuleRouter:
             if route is None or not route.isdisjoint(keys):
                 found.add(number)
         return sorted(found)
+
+    def _route(self, view: View) -> _Route:
+        values = view.values
+        raw: list[tuple[str, ...]] | None = []
+        for name in ROUTE_FIELDS:
+            found = values(name)
+            for value in found:
+                if value.__class__ is not str:  # 1, 1.0 and True are equal keys with other texts
+                    raw = None
+                    break
+            if raw is None:
+                break
+            raw.append(tuple(found))
+        key = tuple(raw) if raw is not None else None
+        route = self._by_values.get(key) if key is not None else None
+        if route is None:
+            relevant = frozenset(k for k in self._keys(view) if k in self._known)
+            route = self._by_keys.get(relevant)
+            if route is None:
+                route = self._make_route(relevant)
+                if len(self._by_keys) >= ROUTES:
+                    self._by_keys.clear()
+                self._by_keys[relevant] = route
+            if key is not None:
+                if len(self._by_values) >= ROUTES:
+                    self._by_values.clear()
+                self._by_values[key] = route
+        return route
+
+    def _make_route(self, keys: frozenset[RouteKey]) -> _Route:
+        """The rules a document with these route keys can be a candidate for: those without needles
+        (tried on every such document) and those with (tried where their needles occur)."""
+        fixed = set(self._always)
+        needled = set(self._needled.get(None, ()))
+        for key in keys:
+            fixed.update(self._unfiltered.get(key, ()))
+            needled.update(self._needled.get(key, ()))
+        return _Route(tuple(sorted(fixed)), self._needles.among(needled))
 
     def matching_numbers(self, view: View, timeouts: dict[int, int] | None = None,
                          broken: dict[int, tuple[str, int]] | None = None) -> list[int]:
