@@ -8,7 +8,6 @@ millisecond, a value too long to index; and far fewer hits are fetched with thei
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,13 +18,13 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from secmon.detect import plan
-from secmon.detect.inprocess.examples import examples_of
 from secmon.detect.sigma.load import CompiledRule, load_rules
 from secmon.model import Finding, ScanWindow
 from secmon.service.scan import RuleRun, run_rules
 from secmon.store.indices import Indices
 from secmon.store.templates import install_templates
 from tests.conftest import drop_prefix
+from tests.integration.test_scan_window_only import doc, example, stamp  # the same documents, the same way
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +36,6 @@ TICKS = 12
 RULES = (ROOT / "rules/linux/ssh-password-brute-force.yml",  # 10 failures in 5 minutes per source.address
          ROOT / "rules/web/small-probe-of-admin-paths-on-a-web-server.yml")  # 4 admin paths in 10 min per source.ip
 ADMIN = ["/phpmyadmin/", "/wp-admin/", "/admin/", "/administrator/", "/manager/html", "/adminer"]
-
-
-def stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def example(path: Path) -> dict[str, Any]:
-    found = (examples_of(path) or {})["match"][0]
-    return dict(found[0] if isinstance(found, list) else found)
-
-
-def doc(fields: dict[str, Any], at: datetime, ingested: datetime) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in {**fields, "@timestamp": stamp(at), "organization.id": AGENCY,
-                       "event.ingested": stamp(ingested)}.items():
-        node = nested
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = copy.deepcopy(value)
-    return nested
 
 
 def events() -> Iterator[tuple[str, dict[str, Any]]]:

@@ -29,6 +29,8 @@ from typing import Any
 
 import re2
 
+from secmon.detect.inprocess.literals import required_runs
+
 FALLBACK_TIMEOUT = 1.0  # seconds one value may take on the fallback engine
 _OPTIONS = re2.Options()
 _OPTIONS.dot_nl = True  # `.` matches a newline, as in Lucene (and re.DOTALL)
@@ -173,7 +175,7 @@ def required_literals(source: str) -> tuple[bytes, ...] | None:
         return None
     if parsed.state.flags & re.IGNORECASE:
         return None
-    runs = _literal_runs(parsed)
+    runs = required_runs(parsed, _exact_char, exact_case=True)
     if not runs:
         return None
     try:
@@ -182,38 +184,10 @@ def required_literals(source: str) -> tuple[bytes, ...] | None:
         return None
 
 
-def _literal_runs(sequence: Any) -> frozenset[str] | None:
-    """The runs of exact characters one of which every match of a parsed pattern contains (the
-    best of the conditions found: the longest shortest run, then the fewest runs)."""
-    options: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def close() -> None:
-        if run:
-            options.append(frozenset({"".join(run)}))
-            run.clear()
-
-    for op, arg in sequence:
-        if op is sre.LITERAL:
-            run.append(chr(arg))
-            continue
-        if op is sre.IN and len(arg) == 1 and arg[0][0] is sre.LITERAL:
-            run.append(chr(arg[0][1]))
-            continue
-        if op is sre.AT or (op is sre.SUBPATTERN and not arg[-1]):
-            continue  # an anchor or an empty group consumes nothing: the run goes on
-        close()
-        inner: frozenset[str] | None = None
-        if op is sre.SUBPATTERN and not arg[1] & re.IGNORECASE:
-            inner = _literal_runs(arg[-1])
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
-            inner = _literal_runs(arg[2])
-        elif op is sre.BRANCH:
-            branches = [_literal_runs(b) for b in arg[1]]
-            inner = None if any(b is None for b in branches) else frozenset().union(*branches)  # type: ignore[arg-type]
-        if inner is not None:
-            options.append(inner)
-    close()
-    if not options:
-        return None
-    return max(options, key=lambda o: (min(map(len, o)), -len(o)))
+def _exact_char(op: Any, arg: Any) -> str | None:
+    """The one exact character a regex item stands for (a literal, or a class of one literal)."""
+    if op is sre.LITERAL:
+        return chr(arg)
+    if op is sre.IN and len(arg) == 1 and arg[0][0] is sre.LITERAL:
+        return chr(arg[0][1])
+    return None

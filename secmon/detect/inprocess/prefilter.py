@@ -31,6 +31,7 @@ import ahocorasick
 
 from secmon.detect.sigma.lucene_regexp import python_source
 from secmon.detect.fields import FieldTypes, as_keyword, as_list, field_types
+from secmon.detect.inprocess.literals import required_runs
 
 START, END = "\x02", "\x03"
 # Fields a rule's logsource becomes (the router indexes rules by them): atoms on them say
@@ -142,41 +143,8 @@ def _regexp(field: str, pattern: str, insensitive: bool) -> frozenset[Atom] | No
         parsed = sre.parse(python_source(pattern, insensitive))
     except Exception:  # noqa: BLE001 - a pattern we cannot read simply gives no atoms
         return None
-    found = _regex_runs(parsed)
+    found = required_runs(parsed, _regex_char, keep=lambda text: not _too_common(text))
     return None if found is None else frozenset((field, run) for run in found)
-
-
-def _regex_runs(sequence: Any) -> frozenset[str] | None:
-    """Lower-cased literal runs one of which every match of a parsed regex contains."""
-    options: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def close() -> None:
-        text = "".join(run)
-        if text and not _too_common(text):
-            options.append(frozenset({text}))
-        run.clear()
-
-    for op, arg in sequence:
-        ch = _regex_char(op, arg)
-        if ch is not None:
-            run.append(ch)
-            continue
-        close()
-        inner: frozenset[str] | None = None
-        if op is sre.SUBPATTERN:
-            inner = _regex_runs(arg[-1])
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
-            inner = _regex_runs(arg[2])
-        elif op is sre.BRANCH:
-            branches = [_regex_runs(b) for b in arg[1]]
-            inner = None if any(b is None for b in branches) else frozenset().union(*branches)  # type: ignore[arg-type]
-        if inner is not None:
-            options.append(inner)
-    close()
-    if not options:
-        return None
-    return max(options, key=lambda o: (min(map(len, o), default=0), -len(o)))
 
 
 def _regex_char(op: Any, arg: Any) -> str | None:
