@@ -22,6 +22,8 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
+from itertools import accumulate, compress, repeat
+from operator import add
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -150,30 +152,33 @@ class FileReader:
             self.position = offset + len(rest)
         yield from self._emit(joiner.flush(), ident, key)
 
-    def _plain(self, data: bytes, base: int, ident: str, key: str) -> Iterator[Record]:
-        """The records of complete lines `data` (from file offset `base`) when none are joined: `split_lines`
-        and `_emit` written out for ASCII text, the common case (no Line is made, and a Record is made
-        without its class's Python-level constructor: one a line)."""
-        if not data.isascii():
-            for line in split_lines(data, base, self.max_line):
-                yield from self._emit([line], ident, key)
-            return
-        text = data.decode("ascii")
-        cap, prefix, start = self.max_line, ident + ":", 0
-        new = tuple.__new__
-        while (cut := text.find("\n", start)) >= 0:
-            end = cut + 1
-            if end - start > cap:
-                yield from self._emit([Line(base + start, base + end, text[start:start + HEAD_BYTES], end - start)],
-                                      ident, key)
-            else:
-                piece = text[start:end]
-                if piece.isspace():  # a blank line (it holds its newline: never empty), as `_emit` skips it
-                    self.skipped += 1
-                else:
-                    offset = base + start
-                    yield new(Record, (offset, piece, f"{prefix}{offset}", base + end, key, "", 0, 0))
-            start = end
+    def _plain(self, data: bytes, base: int, ident: str, key: str) -> list[Record]:
+        """The records of complete lines `data` (from file offset `base`) when none are joined: what
+        `split_lines` and `_emit` give, made a chunk at a time by C loops (split, decode, running sums
+        of the byte lengths for the offsets, a Record made without its class's Python-level constructor)
+        rather than a Python loop a line. A chunk with a line over the cap takes the general road."""
+        pieces = data.split(b"\n")
+        pieces.pop()  # (`data` ends with a newline: the piece after it is empty)
+        if not pieces:
+            return []
+        if max(map(len, pieces)) >= self.max_line:  # a line over the cap (its newline included)
+            return [record for line in split_lines(data, base, self.max_line) for record in self._emit([line], ident, key)]
+        if data.isascii():  # the common case: decoded once
+            texts = data.decode("ascii").split("\n")
+            texts.pop()
+        else:  # each line on its own, as split_lines decodes it: an invalid byte spoils one line only
+            texts = list(map(bytes.decode, pieces, repeat("utf-8"), repeat("replace")))
+        marks = list(accumulate(map(add, map(len, pieces), repeat(1)), initial=base))  # line starts, and the end
+        starts = marks[:-1]
+        texts = list(map(add, texts, repeat("\n")))
+        records = list(map(tuple.__new__, repeat(Record), zip(
+            starts, texts, map((ident + ":").__add__, map(str, starts)), marks[1:], repeat(key), repeat(""),
+            repeat(0), repeat(0))))
+        if any(map(str.isspace, texts)):  # blank lines (they hold their newline: never empty), as `_emit` skips
+            kept = [not text.isspace() for text in texts]
+            self.skipped += kept.count(False)
+            records = list(compress(records, kept))
+        return records
 
     def _emit(self, lines: list[Line], ident: str, key: str) -> Iterator[Record]:
         for line in lines:

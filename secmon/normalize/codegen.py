@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from secmon.normalize.convert import canonical_ipv4
+from secmon.normalize.convert import canonical_ipv4, known_address
 from secmon.normalize.pipeline import FieldRule
 
 Apply = Callable[[dict[str, Any], Any, Any], None]  # (doc, values, fallback values or None)
@@ -39,15 +39,20 @@ class _Source:
         self.constants[name] = value
         return name
 
-    def put(self, indent: str, path: tuple[str, ...], value: str) -> None:
-        """`put_path(doc, path, value)` for a value that is not a list, written out."""
+    def node(self, indent: str, path: tuple[str, ...]) -> str:
+        """The name of the dict at `path` in `doc`, made as `put_path` makes the parents of a field."""
         node = "doc"
-        for depth, part in enumerate(path[:-1]):
+        for depth, part in enumerate(path):
             key, child = self.const(part), f"n{depth}"
             self.lines += [f"{indent}{child} = {node}.get({key})",
                            f"{indent}if not isinstance({child}, dict):",
                            f"{indent}    {child} = {node}[{key}] = {{}}"]
             node = child
+        return node
+
+    def put(self, indent: str, path: tuple[str, ...], value: str) -> None:
+        """`put_path(doc, path, value)` for a value that is not a list, written out."""
+        node = self.node(indent, path[:-1])
         self.lines.append(f"{indent}{node}[{self.const(path[-1])}] = {value}")
 
 
@@ -64,10 +69,13 @@ def _fast(source: _Source, rule: FieldRule) -> None:
     if rule.type == "long":  # ASCII digits, fewer than 19: an int within Elasticsearch's long
         source.lines.append("        if raw.isascii() and raw.isdigit() and len(raw) < 19:")
         source.put("            ", rule.path, "int(raw)")
-    else:  # address: a canonical dotted quad is its own ip (as convert.to_address says)
+    else:  # address: a canonical dotted quad is its own ip (as convert.to_address says); another
+        # text that to_address has seen gives what it gave then (its fields, strings: put_path's update)
         source.lines.append("        if ipv4(raw):")
         source.put("            ", (*rule.path, "address"), "raw")
         source.put("            ", (*rule.path, "ip"), "raw")
+        source.lines.append("        elif (hit := known(raw)) is not None:")
+        source.lines.append(f"            {source.node('            ', rule.path)}.update(hit)")
     source.lines += ["        else:", f"            slow(doc, {source.const(rule)}, values, fallback, raw)"]
 
 
@@ -93,26 +101,31 @@ def _set(source: _Source, pairs: Sets) -> None:
                          for key, value in leaves.items() if isinstance(value, list)]
 
 
-def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (), after: Sets = ()) -> Apply:
+def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (), after: Sets = (),
+                   fallback_names: frozenset[str] | None = None) -> Apply:
     """One function doing the `set:` pairs `before`, applying `rules` in order as `slow` would one by one,
     then the `set:` pairs `after` (a pattern's). `slow(doc, rule, values, fallback, raw)` handles one rule
-    given its direct value `raw`."""
+    given its direct value `raw`. `fallback_names`, when known, holds every key the fallback values can
+    have (a line pipeline's capture groups): a value absent from both is then not looked for."""
     source = _Source()
     source.lines.append("def apply(doc, values, fallback):")
     _set(source, before)
     for rule in rules:
         source.lines.append(f"    raw = values.get({source.const(rule.source)})")
-        looks_further = "." in rule.source or bool(rule.alternatives)  # a missing value may be found elsewhere
+        # a missing value may be found elsewhere: under a dotted path, another name, or in the fallback
+        looks_further = "." in rule.source or bool(rule.alternatives)
+        absent = ("raw is not None" if fallback_names is not None and rule.source not in fallback_names
+                  else "raw is not None or fallback is not None")  # when the fallback may hold it
         if _inline(rule):
             source.lines.append("    if raw.__class__ is str and raw:")
             _fast(source, rule)
-            source.lines.append("    else:" if looks_further else "    elif raw is not None or fallback is not None:")
+            source.lines.append("    else:" if looks_further else f"    elif {absent}:")
         else:
-            source.lines.append("    if True:" if looks_further else "    if raw is not None or fallback is not None:")
+            source.lines.append("    if True:" if looks_further else f"    if {absent}:")
         source.lines.append(f"        slow(doc, {source.const(rule)}, values, fallback, raw)")
     _set(source, after)
     source.lines.append("    return None")
-    namespace: dict[str, Any] = {**source.constants, "slow": slow, "ipv4": canonical_ipv4}
+    namespace: dict[str, Any] = {**source.constants, "slow": slow, "ipv4": canonical_ipv4, "known": known_address}
     exec(compile("\n".join(source.lines), "<secmon pipeline fields>", "exec"), namespace)  # noqa: S102
     apply: Apply = namespace["apply"]
     return apply

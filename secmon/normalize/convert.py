@@ -98,9 +98,30 @@ def to_ip(value: Any) -> str:
         raise ValueError(f"{text!r} is not an IP address") from None
 
 
+# Peers repeat (a brute force names one host thousands of times) and a host name costs two raised
+# exceptions to tell from an address: each text's answer is kept, for short texts only (a hostile
+# megabyte is not), and all are forgotten when there are too many (a scan of the whole internet).
+_ADDRESSES: dict[str, dict[str, str]] = {}
+ADDRESS_CACHE = 4096
+ADDRESS_CACHED_LENGTH = 256
+known_address = _ADDRESSES.get  # text -> what to_address gives (not to be changed), or None
+
+
 def to_address(value: Any) -> dict[str, str]:
     """ECS `*.address`: the raw peer, plus `*.ip` or `*.domain` as it turns out to be."""
     text = str(value)
+    known = _ADDRESSES.get(text)
+    if known is not None:
+        return dict(known)
+    found = _address(text)  # a corrupt one raises, each time with its reason: never kept
+    if len(text) <= ADDRESS_CACHED_LENGTH:
+        if len(_ADDRESSES) >= ADDRESS_CACHE:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = found
+    return dict(found)
+
+
+def _address(text: str) -> dict[str, str]:
     try:
         return {"address": text, "ip": to_ip(text)}
     except ValueError:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from secmon.model import DeadLetter, Event, stable_id
-from secmon.normalize.codegen import Apply, compile_fields
+from secmon.normalize.codegen import Apply, Sets, compile_fields
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
@@ -178,6 +178,17 @@ def _apply_rule(doc: dict[str, Any], rule: FieldRule, values: Values, fallback: 
         put_path(doc, rule.path, value)
 
 
+def _interpreted(rules: tuple[FieldRule, ...], *, before: Sets = (), after: Sets = ()) -> Apply:
+    """What `compile_fields` compiles, interpreted: `put_path` for each `set:` pair, `_apply_fields`."""
+    def apply(doc: dict[str, Any], values: Values, fallback: Values | None) -> None:
+        for path, value in before:
+            put_path(doc, path, value)
+        _apply_fields(doc, rules, values, fallback)
+        for path, value in after:
+            put_path(doc, path, value)
+    return apply
+
+
 class Normalizer:
     """One pipeline applied to one stream (a file, a syslog peer) of one agency.
 
@@ -186,7 +197,7 @@ class Normalizer:
     """
 
     def __init__(self, pipeline: Pipeline, *, agency: str, timezone: str, source: str,
-                 now: datetime, year: int | None = None, bounds: TimeBounds | None = None):
+                 now: datetime, year: int | None = None, bounds: TimeBounds | None = None, compiled: bool = True):
         self.pipeline = pipeline
         self.agency = agency
         self.source = source
@@ -206,9 +217,16 @@ class Normalizer:
         self._checked: str | None = None  # the last time found inside the bounds (the same object: cached)
         # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
         # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
-        self._fields = compile_fields(pipeline.fields, _apply_rule, before=pipeline.set)
+        # (`compiled=False`: the interpreter, what tests compare the compiled functions with)
+        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set) if compiled
+                        else _interpreted(pipeline.fields, before=pipeline.set))
+        # A pattern's fallback values are the record's: a line's are exactly its capture groups.
+        groups = (frozenset(pipeline.parse.regex.groupindex)
+                  if pipeline.parse.kind == "line" and pipeline.parse.regex is not None else None)
         self._patterns_for = _dispatch(tuple(
-            Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set))
+            Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set,
+                                                       fallback_names=groups) if compiled
+                 else _interpreted(pattern.fields, after=pattern.set))
             for pattern in pipeline.patterns))
 
     def normalize(self, raw: str, offset: int | None, record_id: str) -> Result:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from secmon.normalize.codegen import compile_fields
+from secmon.normalize.convert import _address, to_address
 from secmon.normalize.engine import _apply_fields, _apply_rule
 from secmon.normalize.pipeline import FieldRule, load_pipelines
 from tests.conftest import ROOT
@@ -48,3 +49,29 @@ def test_compiled_rules_equal_the_interpreter(name: str, rules: tuple[FieldRule,
         fallback = {n: rng.choice(TRICKY[1:]) for n in names} if rng.random() < 0.3 else None
         assert outcome(compiled, values, fallback) == outcome(
             lambda d, v, f: _apply_fields(d, rules, v, f), values, fallback), (values, fallback)
+
+
+@pytest.mark.parametrize(("name", "rules"), blocks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_rules_compiled_with_known_fallback_names_equal_the_interpreter(name: str, rules: tuple[FieldRule, ...]
+                                                                       ) -> None:
+    """`fallback_names`: a value absent from `values` and from the names is not looked for in the fallback."""
+    names = sorted({n for rule in rules for n in (rule.source, *rule.alternatives)})
+    rng = random.Random(name + ":known")
+    for _ in range(10):
+        known = frozenset(n for n in names if rng.random() < 0.5)
+        compiled = compile_fields(rules, _apply_rule, fallback_names=known)
+        for _ in range(30):
+            values = {n: v for n in names if (v := rng.choice(TRICKY)) is not None}
+            fallback = {n: rng.choice(TRICKY[1:]) for n in known} if rng.random() < 0.7 else None
+            assert outcome(compiled, values, fallback) == outcome(
+                lambda d, v, f: _apply_fields(d, rules, v, f), values, fallback), (known, values, fallback)
+
+
+def test_an_address_seen_before_gives_what_it_gave_then() -> None:
+    for text in ("host.example.org", "1.2.3.4", "::ffff:1.2.3.4", "bad host", "x" * 300):
+        first, again = to_address(text), to_address(text)
+        assert first == again == _address(text) and first is not again  # a copy: the caller may change it
+    with pytest.raises(ValueError, match="neither"):
+        to_address("1.2.3.999")
+    with pytest.raises(ValueError, match="neither"):  # never kept: raised again
+        to_address("1.2.3.999")

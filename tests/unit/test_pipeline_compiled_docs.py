@@ -1,0 +1,81 @@
+"""A compiled pipeline (normalize/codegen.py, the address cache, the dispatch) gives the documents the
+interpreter gives (`Normalizer(compiled=False)`: `_apply_fields` and `put_path`), byte for byte as
+serialized, or the same reason: on every pipeline's examples, on the bench's real syslog lines, and on
+lines made from the examples with hostile pieces put in (CR/LF, escapes, odd addresses, long values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from secmon.normalize.engine import Normalizer
+from secmon.normalize.examples import EXAMPLE_NOW, EXAMPLE_TIMEZONE, EXAMPLE_YEAR
+from secmon.normalize.pipeline import Pipeline, load_pipelines
+from tests.conftest import DATASETS, ROOT
+
+PIPELINES = load_pipelines([ROOT / "pipelines"])
+WITH_EXAMPLES = sorted(pid for pid, pipeline in PIPELINES.items() if pipeline.examples)
+HOSTILE = ["", " ", "\r", "\n", "\r\n", "\x1b[31m", "\\", '"', "'", "=", ";", ":", "[", "]", "(", ")", "%",
+           "1.2.3.4", "256.1.1.1", "::1", "fe80::1%eth0", "host.example.org", "HOST.Example.ORG", "1.2.3",
+           "bad host", "99999999999999999999", "-1", "١٢٣", "é", "x" * 300, " port 22", " from 10.0.0.1",
+           "user=root", "rhost=", "Failed password for ", "authentication failure; ", "[preauth]"]
+
+
+def normalizers(pipeline: Pipeline) -> tuple[Normalizer, Normalizer]:
+    def make(compiled: bool) -> Normalizer:
+        return Normalizer(pipeline, agency="test", timezone=EXAMPLE_TIMEZONE, source="t", now=EXAMPLE_NOW,
+                          year=EXAMPLE_YEAR, compiled=compiled)
+    return make(True), make(False)
+
+
+def outcome(normalizer: Normalizer, line: str) -> Any:
+    try:
+        doc = normalizer._to_doc(line)
+    except ValueError as exc:
+        return ("dead letter", str(exc))
+    return doc if isinstance(doc, str) else orjson.dumps(doc)  # key order counts: the bytes stored
+
+
+def assert_alike(pipeline: Pipeline, lines: list[str]) -> None:
+    compiled, interpreted = normalizers(pipeline)
+    for line in lines:
+        assert outcome(compiled, line) == outcome(interpreted, line), (pipeline.id, line)
+
+
+@pytest.mark.parametrize("pipeline_id", WITH_EXAMPLES)
+def test_examples_give_the_interpreters_documents(pipeline_id: str) -> None:
+    pipeline = PIPELINES[pipeline_id]
+    lines = [line for example in pipeline.examples for line in (*example.before, example.line)]
+    assert_alike(pipeline, lines + lines)  # twice: the second time from the caches (times, addresses)
+
+
+def test_real_syslog_lines_give_the_interpreters_documents() -> None:
+    log = DATASETS / "loghub_linux_full" / "Linux" / "Linux.log"
+    if not log.is_file():
+        pytest.skip(f"dataset not found: {log}")
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    assert_alike(PIPELINES["linux-auth"], lines[::7] + lines[:500])
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, str]:
+    """An example line of some pipeline with hostile pieces put in at random places."""
+    pipeline_id = draw(st.sampled_from(WITH_EXAMPLES))
+    line = draw(st.sampled_from([example.line for example in PIPELINES[pipeline_id].examples]))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(line)))
+        cut = draw(st.integers(0, min(12, len(line) - at)))
+        line = line[:at] + draw(st.sampled_from(HOSTILE) | st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)) + line[at + cut:]
+    return pipeline_id, line
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated())
+def test_hostile_lines_give_the_interpreters_documents(case: tuple[str, str]) -> None:
+    pipeline_id, line = case
+    pipeline = PIPELINES[pipeline_id]
+    before = [earlier for example in pipeline.examples for earlier in example.before][:4]  # a Zeek header
+    assert_alike(pipeline, [*before, line, line])
