@@ -23,6 +23,7 @@ from secmon.normalize.convert import canonical_ipv4, known_address
 from secmon.normalize.pipeline import FieldRule
 
 Apply = Callable[[dict[str, Any], Any, Any], None]  # (doc, values, fallback values or None)
+Patterns = Callable[[dict[str, Any], Any], None]  # (doc, values): the first pattern that holds and matches
 Sets = tuple[tuple[tuple[str, ...], Any], ...]  # a `set:` block: (path, value) pairs
 Slow = Callable[[dict[str, Any], FieldRule, Any, Any, Any], None]  # (doc, rule, values, fallback, raw)
 
@@ -129,3 +130,44 @@ def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (
     exec(compile("\n".join(source.lines), "<secmon pipeline fields>", "exec"), namespace)  # noqa: S102
     apply: Apply = namespace["apply"]
     return apply
+
+
+# A pattern as tried (engine.Tried): its tests, the value it searches, its regex's search (None: no regex),
+# a text every match contains ("": none known) and its fields.
+Candidate = tuple[tuple[tuple[str, frozenset[str]], ...], str, Callable[[str], Any] | None, str, Apply]
+
+
+def compile_patterns(candidates: tuple[Candidate, ...], holds: Callable[[Any, Any], bool],
+                     value: Callable[[Any, str], Any]) -> Patterns:
+    """One function trying `candidates` in order, as the engine's loop does (`_interpreted_patterns`):
+    the first whose tests hold (`holds(tests, values)`), whose needle is in the text of its field and
+    whose regex finds a match there applies its fields, and no other is tried. Each field's text
+    (`str(value(values, name) or "")`) is read once, before the first pattern that searches it."""
+    source = _Source()
+    source.lines.append("def run(doc, values):")
+    texts: dict[str, str] = {}
+    for tests, name, search, needle, apply in candidates:
+        indent = "    "
+        if tests:
+            source.lines.append(f"    if holds({source.const(tests)}, values):")
+            indent = "        "
+        if search is None:
+            source.lines += [f"{indent}{source.const(apply)}(doc, values, None)", f"{indent}return"]
+            continue
+        if name not in texts:
+            texts[name] = text = f"x{len(texts)}"
+            read = f"values.get({source.const(name)})" if "." not in name else f"value(values, {source.const(name)})"
+            source.lines.insert(len(source.lines) - (1 if tests else 0), f"    {text} = str({read} or '')")
+        text = texts[name]
+        if needle:
+            source.lines.append(f"{indent}if {source.const(needle)} in {text}:")
+            indent += "    "
+        source.lines += [f"{indent}found = {source.const(search)}({text})",
+                         f"{indent}if found is not None:",
+                         f"{indent}    {source.const(apply)}(doc, found.groupdict(), values)",
+                         f"{indent}    return"]
+    source.lines.append("    return None")
+    namespace: dict[str, Any] = {**source.constants, "holds": holds, "value": value}
+    exec(compile("\n".join(source.lines), "<secmon pipeline patterns>", "exec"), namespace)  # noqa: S102
+    run: Patterns = namespace["run"]
+    return run

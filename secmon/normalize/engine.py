@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from secmon.model import DeadLetter, Event, stable_id
-from secmon.normalize.codegen import Apply, Sets, compile_fields
+from secmon.normalize.codegen import Apply, Patterns, Sets, compile_fields, compile_patterns
 from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
@@ -223,7 +223,7 @@ class Normalizer:
         # A pattern's fallback values are the record's: a line's are exactly its capture groups.
         groups = (frozenset(pipeline.parse.regex.groupindex)
                   if pipeline.parse.kind == "line" and pipeline.parse.regex is not None else None)
-        self._patterns_for = _dispatch(tuple(
+        self._patterns_for = _dispatch(_compiled_patterns if compiled else _interpreted_patterns, tuple(
             Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set,
                                                        fallback_names=groups) if compiled
                  else _interpreted(pattern.fields, after=pattern.set))
@@ -317,22 +317,7 @@ class Normalizer:
             self._check_time(stamp)
             self._checked = stamp
         self._fields(doc, values, None)  # the pipeline's `set:`, then its `fields:`
-        searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
-        for tests, name, search, needle, apply in self._patterns_for(values):
-            if tests and not _holds_all(tests, values):
-                continue
-            if search is None:
-                apply(doc, values, None)
-            else:
-                if name != searched:
-                    searched, text = name, str(_value(values, name) or "")
-                if needle not in text:
-                    continue
-                found = search(text)
-                if found is None:
-                    continue
-                apply(doc, found.groupdict(), values)
-            break
+        self._patterns_for(values)(doc, values)  # the first pattern that holds and matches, if any
         for lookup in pipeline.enrich:
             key = get(doc, lookup.field)
             for path, value in lookup.table.get(str(key), ()) if key is not None else ():
@@ -376,6 +361,33 @@ class Normalizer:
         text = parse_timestamp(raw, stamp.formats, self._tz, self._clock).isoformat().replace("+00:00", "Z")
         self._last_stamp = (raw, text)
         return text
+
+
+def _compiled_patterns(candidates: tuple[Tried, ...]) -> Patterns:
+    return compile_patterns(candidates, _holds_all, _value)
+
+
+def _interpreted_patterns(candidates: tuple[Tried, ...]) -> Patterns:
+    """The patterns `candidates` tried in order: the first whose tests hold and whose regex matches applies
+    its fields (codegen.compile_patterns writes this loop out for each tuple of candidates)."""
+    def run(doc: dict[str, Any], values: Values) -> None:
+        searched, text = None, ""  # the field last searched and its text (patterns mostly search one field)
+        for tests, name, search, needle, apply in candidates:
+            if tests and not _holds_all(tests, values):
+                continue
+            if search is None:
+                apply(doc, values, None)
+            else:
+                if name != searched:
+                    searched, text = name, str(_value(values, name) or "")
+                if needle not in text:
+                    continue
+                found = search(text)
+                if found is None:
+                    continue
+                apply(doc, found.groupdict(), values)
+            return
+    return run
 
 
 class Step(NamedTuple):
@@ -437,15 +449,16 @@ def required_text(regex: re.Pattern[str]) -> str:
     return max(runs, key=len, default="") if whole else ""
 
 
-def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
+def _dispatch(make: Callable[[tuple[Tried, ...]], Patterns], steps: tuple[Step, ...]) -> Callable[[Values], Patterns]:
     """The patterns worth trying on a record, in order, chosen by the value of the field that most
     `when` conditions test (linux-auth: the program). A pattern whose condition on that field
     cannot hold is left out; one that is chosen because its condition on that field holds is not
     tested on it again (`_holds` compares the same text the table is keyed by); every other test
-    is still made by `_holds`."""
+    is still made by `_holds`. Each tuple of patterns is made into the function that tries them by
+    `make`, once."""
     tested = Counter(name for step in steps for name, _ in step.when.tests)
     if not tested:
-        every = tuple(step.tried for step in steps)
+        every = make(tuple(step.tried for step in steps))
         return lambda values: every
     field = tested.most_common(1)[0][0]
 
@@ -459,13 +472,20 @@ def _dispatch(steps: tuple[Step, ...]) -> Callable[[Values], tuple[Tried, ...]]:
     def decided(step: Step, tried: Tried) -> Tried:
         return tried._replace(tests=tuple(test for test in step.when.tests if test[0] != field))
 
-    untested = tuple(tried for _, texts, tried in prepared if texts is None)
-    table = {text: tuple(tried if texts is None else decided(step, tried)
-                         for step, texts, tried in prepared if texts is None or text in texts)
+    made: dict[tuple[Tried, ...], Patterns] = {}  # the same candidates (sshd, sshd-session): one function
+
+    def runner(candidates: tuple[Tried, ...]) -> Patterns:
+        if candidates not in made:
+            made[candidates] = make(candidates)
+        return made[candidates]
+
+    untested = runner(tuple(tried for _, texts, tried in prepared if texts is None))
+    table = {text: runner(tuple(tried if texts is None else decided(step, tried)
+                                for step, texts, tried in prepared if texts is None or text in texts))
              for _, allowing, _ in prepared for text in allowing or ()}
     plain = "." not in field
 
-    def candidates(values: Values) -> tuple[Tried, ...]:
+    def candidates(values: Values) -> Patterns:
         value = values.get(field) if plain else _value(values, field)
         if value is None:
             return untested
