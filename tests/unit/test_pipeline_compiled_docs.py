@@ -5,6 +5,7 @@ lines made from the examples with hostile pieces put in (CR/LF, escapes, odd add
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -79,3 +80,43 @@ def test_hostile_lines_give_the_interpreters_documents(case: tuple[str, str]) ->
     pipeline = PIPELINES[pipeline_id]
     before = [earlier for example in pipeline.examples for earlier in example.before][:4]  # a Zeek header
     assert_alike(pipeline, [*before, line, line])
+
+
+# linux-auth's line regex as first written; the pipeline's is spelled for speed (see its comment).
+PLAIN_LINUX_AUTH = re.compile(
+    r"^(?:<\d{1,3}>)?(?P<ts>[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?"
+    r"(?:Z|[+-]\d\d:?\d\d)?) (?P<host>[^\s\[\]:]+) (?:(?P<program>[^\s:\[(]+)(?:\((?P<module>[^)]*)\))?"
+    r"(?:\[(?P<pid>\d+)\])?: ?)?(?P<message>.*)$")
+SYSLOG_PIECES = ["<13>", "<1234>", "Jun  9 ", "Jun 14 ", "jun 14 ", "06:06:20 ", "2024-03-01T10:00:00.123456+07:00 ",
+                 "2024-03-01T10:00:00Z ", "2024-03-01T10:00:00.5 ", "combo ", "combo", "sshd", "sshd(pam_unix)",
+                 "su(pam_unix", "[19939]", "[19939", "[]", "[x]", "()", ":", ": ", "::", " ", "  ", "\n", "\r",
+                 "\t", "message", "[preauth]", "a:b", "(", ")", "[", "]"]
+
+
+def groups(regex: re.Pattern[str], line: str) -> dict[str, str | None] | None:
+    found = regex.match(line)
+    return None if found is None else found.groupdict()
+
+
+def test_linux_auth_regex_captures_what_its_plain_spelling_does_on_real_lines() -> None:
+    log = DATASETS / "loghub_linux_full" / "Linux" / "Linux.log"
+    if not log.is_file():
+        pytest.skip(f"dataset not found: {log}")
+    regex = PIPELINES["linux-auth"].parse.regex
+    assert regex is not None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        assert groups(regex, line) == groups(PLAIN_LINUX_AUTH, line), line
+
+
+PIECES = st.lists(st.sampled_from(SYSLOG_PIECES) | st.text(max_size=4), max_size=10).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(PIECES, st.tuples(st.sampled_from(["", "<13>", "<1234>", "<x>"]),  # most of a syslog line, then pieces
+                                   st.sampled_from(["Jun  9 06:06:20 combo ", "Jun 14 06:06:20 combo ",
+                                                    "2024-03-01T10:00:00.123+07:00 web01 ", "Jun 14 06:06:20 a:b "]),
+                                   PIECES).map("".join)))
+def test_linux_auth_regex_captures_what_its_plain_spelling_does(line: str) -> None:
+    regex = PIPELINES["linux-auth"].parse.regex
+    assert regex is not None
+    assert groups(regex, line) == groups(PLAIN_LINUX_AUTH, line)
