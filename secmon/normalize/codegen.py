@@ -31,9 +31,12 @@ Slow = Callable[[dict[str, Any], FieldRule, Any, Any, Any], None]  # (doc, rule,
 class _Source:
     """The lines of a generated function and the constants it refers to."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: frozenset[str] | None = None) -> None:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
+        # The top-level keys the document may hold at this point of the function (None: any): `fresh`, the
+        # keys it starts with, and then every key a statement before this one may have set.
+        self.maybe: set[str] | None = None if fresh is None else set(fresh)
 
     def const(self, value: Any) -> str:
         name = f"k{len(self.constants)}"
@@ -45,9 +48,13 @@ class _Source:
         node = "doc"
         for depth, part in enumerate(path):
             key, child = self.const(part), f"n{depth}"
-            self.lines += [f"{indent}{child} = {node}.get({key})",
-                           f"{indent}if not isinstance({child}, dict):",
-                           f"{indent}    {child} = {node}[{key}] = {{}}"]
+            if depth == 0 and self.maybe is not None and part not in self.maybe:  # certainly absent: made
+                self.lines.append(f"{indent}{child} = doc[{key}] = {{}}")
+                self.maybe.add(part)
+            else:
+                self.lines += [f"{indent}{child} = {node}.get({key})",
+                               f"{indent}if not isinstance({child}, dict):",
+                               f"{indent}    {child} = {node}[{key}] = {{}}"]
             node = child
         return node
 
@@ -90,25 +97,23 @@ def _set(source: _Source, pairs: Sets) -> None:
             runs.append((parent, {}))
         runs[-1][1][path[-1]] = value
     for parent, leaves in runs:
-        node = "doc"
-        for depth, part in enumerate(parent):
-            key, child = source.const(part), f"n{depth}"
-            source.lines += [f"    {child} = {node}.get({key})",
-                             f"    if not isinstance({child}, dict):",
-                             f"        {child} = {node}[{key}] = {{}}"]
-            node = child
+        node = source.node("    ", parent)
+        if not parent and source.maybe is not None:
+            source.maybe.update(leaves)
         source.lines.append(f"    {node}.update({source.const(leaves)})")
         source.lines += [f"    {node}[{source.const(key)}] = list({source.const(value)})"
                          for key, value in leaves.items() if isinstance(value, list)]
 
 
 def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (), after: Sets = (),
-                   fallback_names: frozenset[str] | None = None) -> Apply:
+                   fallback_names: frozenset[str] | None = None, fresh: frozenset[str] | None = None) -> Apply:
     """One function doing the `set:` pairs `before`, applying `rules` in order as `slow` would one by one,
     then the `set:` pairs `after` (a pattern's). `slow(doc, rule, values, fallback, raw)` handles one rule
     given its direct value `raw`. `fallback_names`, when known, holds every key the fallback values can
-    have (a line pipeline's capture groups): a value absent from both is then not looked for."""
-    source = _Source()
+    have (a line pipeline's capture groups): a value absent from both is then not looked for. `fresh`,
+    when known, holds every top-level key the document can have when the function is called (a line
+    pipeline's: @timestamp): a parent certainly absent is then made without looking for it."""
+    source = _Source(fresh)
     source.lines.append("def apply(doc, values, fallback):")
     _set(source, before)
     for rule in rules:
@@ -124,6 +129,8 @@ def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (
         else:
             source.lines.append("    if True:" if looks_further else f"    if {absent}:")
         source.lines.append(f"        slow(doc, {source.const(rule)}, values, fallback, raw)")
+        if source.maybe is not None:  # what `slow` may set: the rule's field, or the tags (_apply_rule)
+            source.maybe.update((rule.path[0], "tags"))
     _set(source, after)
     source.lines.append("    return None")
     namespace: dict[str, Any] = {**source.constants, "slow": slow, "ipv4": canonical_ipv4, "known": known_address}

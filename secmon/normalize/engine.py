@@ -218,7 +218,9 @@ class Normalizer:
         # Compiled once a stream: the pipeline's `set:` and `fields:` as one function, and each pattern's
         # `fields:` and `set:` as another (codegen.py), tried in the order `_dispatch` gives.
         # (`compiled=False`: the interpreter, what tests compare the compiled functions with)
-        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set) if compiled
+        # (a line's document holds only its time when they run: `_to_doc`)
+        fresh = frozenset({"@timestamp"}) if pipeline.parse.kind == "line" else None
+        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set, fresh=fresh) if compiled
                         else _interpreted(pipeline.fields, before=pipeline.set))
         # A pattern's fallback values are the record's: a line's are exactly its capture groups.
         groups = (frozenset(pipeline.parse.regex.groupindex)

@@ -8,11 +8,12 @@ import copy
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from secmon.normalize.codegen import compile_fields
 from secmon.normalize.convert import _address, to_address
-from secmon.normalize.engine import _apply_fields, _apply_rule
+from secmon.normalize.engine import _apply_fields, _apply_rule, put_path
 from secmon.normalize.pipeline import FieldRule, load_pipelines
 from tests.conftest import ROOT
 
@@ -75,3 +76,42 @@ def test_an_address_seen_before_gives_what_it_gave_then() -> None:
         to_address("1.2.3.999")
     with pytest.raises(ValueError, match="neither"):  # never kept: raised again
         to_address("1.2.3.999")
+
+
+@pytest.mark.parametrize("pipeline", [p for p in load_pipelines([ROOT / "pipelines"]).values() if p.fields or p.set],
+                         ids=lambda p: p.id)
+def test_rules_compiled_for_a_fresh_document_equal_the_interpreter(pipeline: Any) -> None:
+    """`fresh`: on a document that holds only those keys, a parent not set before is made without a look."""
+    rules = pipeline.fields
+    compiled = compile_fields(rules, _apply_rule, before=pipeline.set, fresh=frozenset({"@timestamp"}))
+
+    def interpreted(doc: dict[str, Any], values: Any, fallback: Any) -> None:
+        for path, value in pipeline.set:
+            put_path(doc, path, value)
+        _apply_fields(doc, rules, values, fallback)
+    names = sorted({n for rule in rules for n in (rule.source, *rule.alternatives)})
+    rng = random.Random(pipeline.id)
+    for _ in range(200):
+        values = {n: v for n in names if (v := rng.choice(TRICKY)) is not None}
+        got, expected = {"@timestamp": "t"}, {"@timestamp": "t"}
+        try:
+            compiled(got, copy.deepcopy(values), None)
+        except ValueError as exc:
+            got = {"error": str(exc)}
+        try:
+            interpreted(expected, copy.deepcopy(values), None)
+        except ValueError as exc:
+            expected = {"error": str(exc)}
+        assert orjson.dumps(got) == orjson.dumps(expected), values
+
+
+def test_a_parent_set_by_the_interpreted_road_is_not_made_again() -> None:
+    rules = (FieldRule("a.b", "x", "lowercase", ("a", "b")), FieldRule("a.c", "y", "string", ("a", "c")),
+             FieldRule("tags", "z", "string", ("tags",)), FieldRule("d.e", "w", "url_path", ("d", "e")),
+             FieldRule("tags.x", "y", "string", ("tags", "x")))
+    compiled = compile_fields(rules, _apply_rule, fresh=frozenset({"@timestamp"}))
+    doc: dict[str, Any] = {"@timestamp": "t"}
+    compiled(doc, {"x": "B", "y": "c", "w": "/%zz"}, None)
+    expected: dict[str, Any] = {"@timestamp": "t"}
+    _apply_fields(expected, rules, {"x": "B", "y": "c", "w": "/%zz"}, None)
+    assert doc == expected and doc["a"] == {"b": "b", "c": "c"}
