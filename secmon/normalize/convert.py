@@ -272,7 +272,7 @@ _MONTHS = {name: number for number, name in enumerate(
 LEAP_YEAR = 2000  # the year a time without one is read in, before the clock gives it its own
 
 
-def _syslog_time(text: str) -> datetime | None:
+def syslog_time(text: str) -> datetime | None:
     """strptime(text, SYSLOG) for the usual spelling, without strptime's cost (most of a
     syslog line's parse); None sends anything else (other case, a bad day) to strptime."""
     found = _SYSLOG_TIME.fullmatch(text)
@@ -294,7 +294,7 @@ def _parse_one(text: str, fmt: str, tz: tzinfo, clock: YearlessClock) -> datetim
         if "%Y" in fmt or "%y" in fmt:
             parsed = datetime.strptime(text, fmt)
         else:  # parsed in a leap year (strptime's own default, 1900, refuses Feb 29), then given its year
-            parsed = (_syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(
+            parsed = (syslog_time(text) if fmt == SYSLOG else None) or datetime.strptime(
                 f"{LEAP_YEAR} {text}", f"%Y {fmt}")
             return clock.complete(parsed, tz).astimezone(timezone.utc)
     if parsed.tzinfo is None:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from secmon.model import DeadLetter, Event, stable_id
 from secmon.normalize.codegen import Apply, Patterns, Sets, compile_fields, compile_patterns
-from secmon.normalize.convert import CONVERTERS, YearlessClock, parse_timestamp
+from secmon.normalize.convert import CONVERTERS, SYSLOG, YearlessClock, parse_timestamp, syslog_time
 from secmon.normalize.formats import Parsed, Values, make_parser
 from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
 from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_query
@@ -212,6 +212,7 @@ class Normalizer:
         self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
+        self._last_minute: tuple[str | None, str] = (None, "")  # and a minute: see `_minute`
         self._stamp_field = (stamp.fields[0] if stamp and not stamp.join and len(stamp.fields) == 1
                              and "." not in stamp.fields[0] else "")
         self._checked: str | None = None  # the last time found inside the bounds (the same object: cached)
@@ -263,7 +264,7 @@ class Normalizer:
     def restore(self, state: tuple[int | None, int | None]) -> None:
         """Continue as if the records before had left this state (forgetting the last timestamp's cache)."""
         self._clock.restore(state)
-        self._last_stamp = (None, "")
+        self._last_stamp, self._last_minute = (None, ""), (None, "")
 
     @property
     def first_time(self) -> tuple[datetime, tzinfo, int] | None:
@@ -401,9 +402,29 @@ class Normalizer:
             raise ValueError(f"no timestamp: {' / '.join(stamp.fields or stamp.join)} is missing")
         if raw == self._last_stamp[0]:
             return self._last_stamp[1]
-        text = parse_timestamp(raw, stamp.formats, self._tz, self._clock).isoformat().replace("+00:00", "Z")
+        minute = self._last_minute
+        if raw.__class__ is str and raw[:-2] == minute[0] and raw[-2:] in SECONDS:
+            text = minute[1] + raw[-2:] + "Z"  # another second of the minute read last
+        else:
+            text = parse_timestamp(raw, stamp.formats, self._tz, self._clock).isoformat().replace("+00:00", "Z")
+            self._last_minute = _minute(raw, text, stamp.formats)
         self._last_stamp = (raw, text)
         return text
+
+
+SECONDS = frozenset(f"{second:02d}" for second in range(60))
+
+
+def _minute(raw: Any, text: str, formats: tuple[str, ...]) -> tuple[str | None, str]:
+    """(`raw` less its seconds, `text` less its seconds and Z) when the syslog format read `raw` ("Jun 14
+    15:16:01", the first format) and its time in UTC kept those seconds (an offset of whole minutes), else
+    (None, ""). Any other second of that minute, read next, gives the same text but for its seconds: the
+    syslog format reads it too, and the clock, which has just given this month its year, gives it the same
+    year and stays as it is (a year turns only when the month goes back)."""
+    if (raw.__class__ is str and formats and formats[0] == SYSLOG and len(text) == 20 and raw[-3:-2] == ":"
+            and text[17:19] == raw[-2:] and syslog_time(" ".join(raw.split())) is not None):
+        return raw[:-2], text[:17]
+    return None, ""
 
 
 def _compiled_patterns(candidates: tuple[Tried, ...]) -> Patterns:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from secmon.normalize.convert import YearlessClock, parse_timestamp
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.examples import EXAMPLE_NOW, EXAMPLE_TIMEZONE, EXAMPLE_YEAR
 from secmon.normalize.pipeline import Pipeline, load_pipelines
@@ -120,3 +122,45 @@ def test_linux_auth_regex_captures_what_its_plain_spelling_does(line: str) -> No
     regex = PIPELINES["linux-auth"].parse.regex
     assert regex is not None
     assert groups(regex, line) == groups(PLAIN_LINUX_AUTH, line)
+
+
+MONTHS = ["Jan", "Feb", "Mar", "Oct", "Nov", "Dec"]
+
+
+@st.composite
+def syslog_times(draw: st.DrawFn) -> list[str]:
+    """Times as a log gives them: mostly the next seconds of one minute, sometimes another minute, month
+    (back: a new year), day (Feb 29, Feb 30), odd spellings and seconds (60, 7, a space)."""
+    month, day, hour, minute = draw(st.sampled_from(MONTHS)), draw(st.integers(1, 31)), draw(st.integers(0, 23)), 0
+    times = []
+    for _ in range(draw(st.integers(1, 30))):
+        if draw(st.integers(0, 5)) == 0:
+            month, day = draw(st.sampled_from(MONTHS)), draw(st.integers(1, 31))
+            hour, minute = draw(st.integers(0, 23)), draw(st.integers(0, 59))
+        second = draw(st.sampled_from(["00", "07", "59", "60", "7", " 7", "5x"]) | st.integers(0, 59).map("{:02d}".format))
+        times.append(f"{month} {day:2d} {hour:02d}:{minute:02d}:{second}")
+    return times
+
+
+@settings(max_examples=300, deadline=None)
+@given(syslog_times(), st.sampled_from(["Asia/Ho_Chi_Minh", "America/New_York", "Australia/Lord_Howe",
+                                        "Asia/Kathmandu", "UTC"]), st.sampled_from([None, 2004, 2005]))
+def test_the_minute_read_last_gives_what_parsing_gives(times: list[str], zone: str, year: int | None) -> None:
+    """`_timestamp`'s caches (the last time, the last minute) answer what parsing each time with its own
+    clock answers: the same texts, the same errors, and the clock in the same state after."""
+    pipeline = PIPELINES["linux-auth"]
+    assert pipeline.timestamp is not None
+    normalizer = Normalizer(pipeline, agency="t", timezone=zone, source="t", now=EXAMPLE_NOW, year=year)
+    clock = YearlessClock(year, EXAMPLE_NOW)
+    for raw in times:
+        try:
+            expected = parse_timestamp(raw, pipeline.timestamp.formats, ZoneInfo(zone), clock).isoformat()
+            expected = expected.replace("+00:00", "Z")
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got = normalizer._timestamp({"ts": raw})
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected, (raw, times)
+        assert normalizer.state() == clock.state

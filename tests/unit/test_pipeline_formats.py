@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from secmon.errors import InputError
 from secmon.model import DeadLetter, Event
-from secmon.normalize.convert import CONVERTERS, LEAP_YEAR, SYSLOG, YearlessClock, _syslog_time, parse_timestamp
+from secmon.normalize.convert import CONVERTERS, LEAP_YEAR, SYSLOG, YearlessClock, parse_timestamp, syslog_time
 from secmon.normalize.engine import Normalizer, Skipped, get
 from secmon.normalize.formats import parse_cef, parse_leef
 from secmon.normalize.pipeline import Pipeline, parse_pipeline
@@ -228,7 +228,7 @@ def test_windows_formats_need_no_parse_or_timestamp() -> None:
 def test_the_syslog_time_fast_path_answers_what_strptime_answers(month: str, day: int, hour: int, minute: int,
                                                                    second: int, day_form: str) -> None:
     text = f"{month} {day_form.format(day)} {hour:02d}:{minute:02d}:{second:02d}"
-    fast = _syslog_time(text)
+    fast = syslog_time(text)
     try:  # both read it in a leap year (convert.LEAP_YEAR), so that Feb 29 reads
         slow: datetime | None = datetime.strptime(f"{LEAP_YEAR} {text}", f"%Y {SYSLOG}")
     except ValueError:
