@@ -226,11 +226,12 @@ class Normalizer:
         # A pattern's fallback values are the record's: a line's are exactly its capture groups.
         groups = (frozenset(pipeline.parse.regex.groupindex)
                   if pipeline.parse.kind == "line" and pipeline.parse.regex is not None else None)
-        self._patterns_for = _dispatch(_compiled_patterns if compiled else _interpreted_patterns, tuple(
+        self._dispatch = _dispatch(_compiled_patterns if compiled else _interpreted_patterns, tuple(
             Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set,
                                                        fallback_names=groups) if compiled
                  else _interpreted(pattern.fields, after=pattern.set))
             for pattern in pipeline.patterns))
+        self._patterns_for = self._dispatch.choose
         if compiled and pipeline.parse.kind == "line" and self._stamp_field and not (pipeline.drop or pipeline.keep):
             self._to_doc = self._line_to_doc()  # type: ignore[assignment]  # the same steps, written out
 
@@ -347,7 +348,19 @@ class Normalizer:
         regex = self.pipeline.parse.regex
         assert regex is not None  # a line pipeline has one
         match, stamp_field, timestamp = regex.match, self._stamp_field, self._timestamp
-        fields, patterns_for, enrich, agency = self._fields, self._patterns_for, bool(self.pipeline.enrich), self.agency
+        fields, enrich, agency = self._fields, bool(self.pipeline.enrich), self.agency
+        # A line's values are texts or None: the table gives the patterns for the dispatch field's value.
+        field, table, untested = self._dispatch.field, self._dispatch.table, self._dispatch.untested
+        choose = self._dispatch.choose
+        # Where no field, `set:` or lookup of the pipeline names `event` itself or anything under
+        # `organization`, the `set:` has made `event` a dict by now and no `organization` is there.
+        paths = [rule.path for rule in self.pipeline.fields] + [path for path, _ in self.pipeline.set]
+        paths += [p for pattern in self.pipeline.patterns for p in (*(r.path for r in pattern.fields),
+                                                                    *(path for path, _ in pattern.set))]
+        paths += [path for lookup in self.pipeline.enrich for pairs in lookup.table.values() for path, _ in pairs]
+        event_made = (any(len(path) > 1 and path[0] == "event" for path, _ in self.pipeline.set)
+                      and not any(tuple(path) == ("event",) for path in paths))
+        no_organization = not any(path[:1] == ("organization",) for path in paths)
 
         def to_doc(line: str) -> dict[str, Any] | str:
             found = match(line)
@@ -362,17 +375,24 @@ class Normalizer:
                 self._check_time(stamp)
                 self._checked = stamp
             fields(doc, values, None)
-            patterns_for(values)(doc, values)
+            # (None, the value of a group that did not take part, is no key: `untested`, as `choose` says)
+            (table.get(values.get(field), untested) if field else choose(values))(doc, values)  # type: ignore[arg-type]
             if enrich:
                 self._enrich(doc)
-            event = doc.get("event")
-            if not isinstance(event, dict):
-                event = doc["event"] = {}
-            event["original"] = line
-            organization = doc.get("organization")
-            if not isinstance(organization, dict):
-                organization = doc["organization"] = {}
-            organization["id"] = agency
+            if event_made:
+                doc["event"]["original"] = line
+            else:
+                event = doc.get("event")
+                if not isinstance(event, dict):
+                    event = doc["event"] = {}
+                event["original"] = line
+            if no_organization:
+                doc["organization"] = {"id": agency}
+            else:
+                organization = doc.get("organization")
+                if not isinstance(organization, dict):
+                    organization = doc["organization"] = {}
+                organization["id"] = agency
             return doc
         return to_doc
 
@@ -513,7 +533,17 @@ def required_text(regex: re.Pattern[str]) -> str:
     return max(runs, key=len, default="") if whole else ""
 
 
-def _dispatch(make: Callable[[tuple[Tried, ...]], Patterns], steps: tuple[Step, ...]) -> Callable[[Values], Patterns]:
+class Dispatch(NamedTuple):
+    """`choose(values)`: the function trying the patterns worth trying on a record; it is `table`'s entry
+    for the text of value `field` (not dotted), `untested` for any other text or none."""
+
+    choose: Callable[[Values], Patterns]
+    field: str  # "" when no pattern has a condition, or the field is dotted: use `choose`
+    table: dict[str, Patterns]
+    untested: Patterns
+
+
+def _dispatch(make: Callable[[tuple[Tried, ...]], Patterns], steps: tuple[Step, ...]) -> Dispatch:
     """The patterns worth trying on a record, in order, chosen by the value of the field that most
     `when` conditions test (linux-auth: the program). A pattern whose condition on that field
     cannot hold is left out; one that is chosen because its condition on that field holds is not
@@ -523,7 +553,7 @@ def _dispatch(make: Callable[[tuple[Tried, ...]], Patterns], steps: tuple[Step, 
     tested = Counter(name for step in steps for name, _ in step.when.tests)
     if not tested:
         every = make(tuple(step.tried for step in steps))
-        return lambda values: every
+        return Dispatch(lambda values: every, "", {}, every)
     field = tested.most_common(1)[0][0]
 
     def allowed(step: Step) -> frozenset[str] | None:
@@ -556,7 +586,7 @@ def _dispatch(make: Callable[[tuple[Tried, ...]], Patterns], steps: tuple[Step, 
         if value.__class__ is str:
             return table.get(value, untested)
         return table.get(("true" if value else "false") if isinstance(value, bool) else str(value), untested)
-    return candidates
+    return Dispatch(candidates, field if plain else "", table, untested)
 
 
 def _flattener(fmt: str) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
