@@ -174,10 +174,12 @@ def flatten_evtx(record: Mapping[str, Any]) -> dict[str, Any]:
     if user_id:
         winlog["user"] = {"identifier": str(user_id)}
     data = _data_fields(event.get("EventData"))
-    data.update(_data_fields(event.get("ProcessingErrorData")))
+    errors, user_data = event.get("ProcessingErrorData"), event.get("UserData")  # most records have neither
+    if errors is not None:
+        data.update(_data_fields(errors))
     if data:
         winlog["event_data"] = data
-    user_data = _user_data(event.get("UserData"))
+    user_data = _user_data(user_data) if user_data is not None else None
     if user_data:
         winlog["user_data"] = user_data
     return _ecs(winlog, _utc(str(created)) if created else None)
