@@ -105,6 +105,26 @@ def _set(source: _Source, pairs: Sets) -> None:
                          for key, value in leaves.items() if isinstance(value, list)]
 
 
+def _dig(source: _Source, dotted: str) -> None:
+    """`raw = get(values, dotted)` (what `slow` looks up first when `values` has no such flat key and
+    there is no fallback: a flat key holding None wins in `get`, so it is left to `slow`), written out for nested dicts, and `looked` = whether it was: a node of
+    another kind (a Mapping, a scalar) leaves it to `slow`. windows-evtx names `winlog.event_data.X`,
+    which most records lack: they are answered without a call."""
+    parts = dotted.split(".")
+    source.lines += ["    looked = False", f"    if raw is None and fallback is None and {source.const(dotted)} not in values:"]
+    indent, node = "        ", "values"
+    for depth, part in enumerate(parts):
+        child = f"d{depth}"
+        source.lines.append(f"{indent}{child} = {node}.get({source.const(part)})")
+        if depth == len(parts) - 1:
+            source.lines += [f"{indent}raw = {child}", f"{indent}looked = True"]
+            break
+        source.lines += [f"{indent}if {child}.__class__ is not dict:",
+                         f"{indent}    looked = {child} is None",
+                         f"{indent}else:"]
+        indent, node = indent + "    ", child
+
+
 def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (), after: Sets = (),
                    fallback_names: frozenset[str] | None = None, fresh: frozenset[str] | None = None) -> Apply:
     """One function doing the `set:` pairs `before`, applying `rules` in order as `slow` would one by one,
@@ -118,16 +138,25 @@ def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (
     _set(source, before)
     for rule in rules:
         source.lines.append(f"    raw = values.get({source.const(rule.source)})")
-        # a missing value may be found elsewhere: under a dotted path, another name, or in the fallback
-        looks_further = "." in rule.source or bool(rule.alternatives)
-        absent = ("raw is not None" if fallback_names is not None and rule.source not in fallback_names
-                  else "raw is not None or fallback is not None")  # when the fallback may hold it
+        if "." in rule.source:
+            _dig(source, rule.source)
+        # A value still missing changes nothing unless a fallback or an alternative may give one
+        # (a dotted source was looked up already, in `values`, when there is no fallback; a fallback
+        # whose every name is known cannot hold another: a line's capture groups).
+        if rule.alternatives:
+            unless = "True"
+        elif "." in rule.source:
+            unless = "raw is not None or fallback is not None or not looked"
+        elif fallback_names is not None and rule.source not in fallback_names:
+            unless = "raw is not None"
+        else:
+            unless = "raw is not None or fallback is not None"
         if _inline(rule):
             source.lines.append("    if raw.__class__ is str and raw:")
             _fast(source, rule)
-            source.lines.append("    else:" if looks_further else f"    elif {absent}:")
+            source.lines.append(f"    elif {unless}:")
         else:
-            source.lines.append("    if True:" if looks_further else f"    if {absent}:")
+            source.lines.append(f"    if {unless}:")
         source.lines.append(f"        slow(doc, {source.const(rule)}, values, fallback, raw)")
         if source.maybe is not None:  # what `slow` may set: the rule's field, or the tags (_apply_rule)
             source.maybe.update((rule.path[0], "tags"))

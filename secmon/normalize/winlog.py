@@ -98,11 +98,12 @@ def _data_fields(node: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if node is None or (type(node) is not dict and not isinstance(node, Mapping)):
         return out
+    names = _NAMES
     for key, value in node.items():
         if key == "#attributes":
             continue
         if type(value) is str and key != "Data":  # most fields: a named text value
-            out[_name(key)] = value
+            out[names.get(key) or _name(key)] = value
             continue
         if key == "Data" and (isinstance(value, (list, str)) or (isinstance(value, Mapping) and "#text" in value)):
             unnamed = _text(value)
@@ -173,10 +174,12 @@ def flatten_evtx(record: Mapping[str, Any]) -> dict[str, Any]:
     if user_id:
         winlog["user"] = {"identifier": str(user_id)}
     data = _data_fields(event.get("EventData"))
-    data.update(_data_fields(event.get("ProcessingErrorData")))
+    errors, user_data = event.get("ProcessingErrorData"), event.get("UserData")  # most records have neither
+    if errors is not None:
+        data.update(_data_fields(errors))
     if data:
         winlog["event_data"] = data
-    user_data = _user_data(event.get("UserData"))
+    user_data = _user_data(user_data) if user_data is not None else None
     if user_data:
         winlog["user_data"] = user_data
     return _ecs(winlog, _utc(str(created)) if created else None)
@@ -228,12 +231,18 @@ def _ecs(winlog: dict[str, Any], timestamp: str | None) -> dict[str, Any]:
     user = _user(data)
     if user:
         doc["user"] = user
-    for side, ip_key, port_key in (("source", ("IpAddress", "SourceIp", "SourceAddress"), ("IpPort", "SourcePort")),
-                                   ("destination", ("DestinationIp", "DestAddress"), ("DestinationPort", "DestPort"))):
+    if data.keys().isdisjoint(_ADDRESS_KEYS):
+        return doc
+    for side, ip_key, port_key in _ENDPOINTS:
         endpoint = _endpoint(data, ip_key, port_key)
         if endpoint:
             doc[side] = endpoint
     return doc
+
+
+_ENDPOINTS = (("source", ("IpAddress", "SourceIp", "SourceAddress"), ("IpPort", "SourcePort")),
+              ("destination", ("DestinationIp", "DestAddress"), ("DestinationPort", "DestPort")))
+_ADDRESS_KEYS = frozenset(key for _, ip_keys, _ in _ENDPOINTS for key in ip_keys)
 
 
 def _first(data: Mapping[str, Any], *keys: str) -> str | None:
@@ -253,8 +262,17 @@ def _integer(text: str | None) -> int | None:
         return None
 
 
+# The event data keys each part of the document reads: most events have none of one part's (a logon has no
+# image, a registry change no address), and a C set test then answers for the part.
+_PROCESS_KEYS = frozenset({"Image", "NewProcessName", "CommandLine", "ProcessId", "NewProcessId", "ParentImage",
+                           "ParentProcessName"})
+_USER_KEYS = frozenset({"User", "TargetUserName", "SubjectUserName"})
+
+
 def _process(data: Mapping[str, Any]) -> dict[str, Any]:
     process: dict[str, Any] = {}
+    if data.keys().isdisjoint(_PROCESS_KEYS):
+        return process
     executable = _first(data, "Image", "NewProcessName")
     if executable:
         process["executable"] = executable
@@ -275,6 +293,8 @@ def _process(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _user(data: Mapping[str, Any]) -> dict[str, Any]:
+    if data.keys().isdisjoint(_USER_KEYS):
+        return {}
     account = _first(data, "User")
     if account and "\\" in account:
         domain, name = account.split("\\", 1)
@@ -310,6 +330,8 @@ def _endpoint(data: Mapping[str, Any], ip_keys: tuple[str, ...], port_keys: tupl
         found = _address(address)
         if found is not None:
             out["ip"] = found
+    if not out:  # a port alone is not kept
+        return out
     port = _integer(_first(data, *port_keys))
     if port is not None and 0 < port < 65536 and out:
         out["port"] = port

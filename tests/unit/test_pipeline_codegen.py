@@ -52,6 +52,44 @@ def test_compiled_rules_equal_the_interpreter(name: str, rules: tuple[FieldRule,
             lambda d, v, f: _apply_fields(d, rules, v, f), values, fallback), (values, fallback)
 
 
+def nested(values: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The same values, some dotted names as nested objects instead (as a Windows record's flattened fields
+    are: winlog.event_data.X), with the odd scalar, None or non-dict node on the way, or both forms at once."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        parts = name.split(".")
+        roll = rng.random()
+        if len(parts) == 1 or roll < 0.2:
+            out[name] = value
+            continue
+        if roll < 0.3:
+            out[name] = None  # a flat key holding None wins over the nested value (engine.get)
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if rng.random() < 0.9 else rng.choice([None, "scalar", {"x": 1}])
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize(("name", "rules"), blocks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_compiled_rules_equal_the_interpreter_on_nested_values(name: str, rules: tuple[FieldRule, ...]) -> None:
+    """Dotted sources looked up through nested objects (codegen._dig), without a fallback and with one."""
+    compiled = compile_fields(rules, _apply_rule)
+    names = sorted({n for rule in rules for n in (rule.source, *rule.alternatives)})
+    rng = random.Random("nested " + name)
+    for _ in range(300):
+        values = nested({n: v for n in names if (v := rng.choice(TRICKY)) is not None}, rng)
+        fallback = {n: rng.choice(TRICKY[1:]) for n in names} if rng.random() < 0.2 else None
+        assert outcome(compiled, values, fallback) == outcome(
+            lambda d, v, f: _apply_fields(d, rules, v, f), values, fallback), (values, fallback)
+
+
 @pytest.mark.parametrize(("name", "rules"), blocks(), ids=lambda v: v if isinstance(v, str) else "")
 def test_rules_compiled_with_known_fallback_names_equal_the_interpreter(name: str, rules: tuple[FieldRule, ...]
                                                                        ) -> None:
