@@ -170,7 +170,7 @@ class BulkWriter:
         the ingest time a placeholder that `send` stamps. `read`: a dead letter's @timestamp (default: now).
         The collector calls this once a line, as each record is normalized (service/collect.py Batcher)."""
         if item.__class__ is Event:  # the common case, `_action` written out
-            ident, doc = item[0], item[1]  # type: ignore[index]  # (id, doc): a NamedTuple's fields by position
+            ident, doc = item[0], item[1]  # (id, doc): a NamedTuple's fields by position
             stamp = doc.get("@timestamp")
             parts = self._stamp
             if stamp is not parts[0] or agency is not parts[1]:  # the normalizer hands one str for one second
