@@ -26,6 +26,8 @@ from secmon.normalize.pipeline import Condition, FieldRule, Pattern, Pipeline
 from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_query
 from secmon.types import format_duration, iso, utcnow
 
+_new_event = tuple.__new__  # Event is a NamedTuple: made without its Python-level constructor, once a line
+
 # The regular-expression parser is private to `re` (sre_parse before 3.11): it only finds the literal
 # text a pattern needs (`required_text`), a shortcut. A Python without it runs every search instead.
 try:
@@ -250,7 +252,7 @@ class Normalizer:
             return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
-        return Event(digest.hexdigest()[:32], doc)  # (id, doc) by position: a third cheaper, once a line
+        return _new_event(Event, (digest.hexdigest()[:32], doc))  # = Event(id, doc) in one call, once a line
 
     # A stream's state, for normalizing its records in several processes (service/collect_workers.py):
     # the year clock's. A stream whose parser keeps state of its own (a Zeek or W3C header's columns)

@@ -35,7 +35,7 @@ from secmon.collect.files import (
 from secmon.collect.registry import Mark, Registry
 from secmon.config import Agency, Settings
 from secmon.errors import InputError
-from secmon.model import DeadLetter, Event
+from secmon.model import Event
 from secmon.normalize.engine import Normalizer, Result, Skipped, TimeBounds
 from secmon.normalize.pipeline import Pipeline, load_pipelines, pipeline_named
 from secmon.service.common import audit, indices_of
@@ -45,7 +45,7 @@ from secmon.store.indices import Indices
 from secmon.store.ship import DEFAULT_IN_FLIGHT, Batch, Shipper
 from secmon.store.spool import Spool
 from secmon.store.templates import install_templates
-from secmon.store.writer import BulkWriter, Origin, WriteStats
+from secmon.store.writer import BulkWriter, Doc, Origin, WriteStats
 from secmon.types import parse_duration
 
 if TYPE_CHECKING:
@@ -132,8 +132,8 @@ class Batcher:
         self._pipeline = pipeline
         self._options = options
         self._marks_of = marks_of
-        self._items: list[Event | DeadLetter] = []
-        self._origins: list[Origin] = []
+        self._docs: list[Doc] = []
+        self._document = writer.document
         self._bytes = 0
         self._ends: dict[str, int] = {}
         self._since = 0.0
@@ -146,26 +146,25 @@ class Batcher:
             self._ends[source] = end
         if item.__class__ is Skipped:
             return
-        items = self._items
-        if not items:
+        docs = self._docs
+        if not docs:
             self._since = time.monotonic()
-        items.append(item)  # type: ignore[arg-type]
-        # Origin("event", agency, name, offset, pipeline), made without the NamedTuple's Python-level
-        # constructor (one a line)
-        self._origins.append(_new_tuple(Origin, ("event", self._agency, name, offset, self._pipeline, False)))
+        # Serialized now, while the document is fresh in the caches; its origin Origin("event", agency, name,
+        # offset, pipeline) made without the NamedTuple's Python-level constructor (one a line)
+        docs.append(self._document(item, self._agency,  # type: ignore[arg-type]
+                                   _new_tuple(Origin, ("event", self._agency, name, offset, self._pipeline, False))))
         self._bytes += len(text) * 3  # the document is about three times its line
-        if len(items) >= self._events or self._bytes >= self._max_bytes:
+        if len(docs) >= self._events or self._bytes >= self._max_bytes:
             self.flush()
 
     def due(self) -> bool:
-        return bool(self._items or self._ends) and time.monotonic() - self._since >= self._options.batch_wait
+        return bool(self._docs or self._ends) and time.monotonic() - self._since >= self._options.batch_wait
 
     def flush(self) -> None:
-        if not self._items and not self._ends:
+        if not self._docs and not self._ends:
             return
-        docs = self._writer.serialize(self._items, self._agency, self._origins)
-        self._shipper.submit(Batch(docs, self._marks_of(self._ends)))
-        self._items, self._origins, self._bytes, self._ends = [], [], 0, {}
+        self._shipper.submit(Batch(self._docs, self._marks_of(self._ends)))
+        self._docs, self._bytes, self._ends = [], 0, {}
 
 
 class CollectorState:

@@ -43,7 +43,7 @@ def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCount
             counts.lost += record.lost
     else:
         item = normalizer.normalize(record.text, record.offset, record.record_id)
-    if isinstance(item, Event):
+    if item.__class__ is Event:  # once a line: the exact class, as normalize makes it
         counts.events += 1
         tags = item.doc.get("tags")
         if tags and URL_PROBLEM_TAG in tags:  # stored, but never silent: counted and said

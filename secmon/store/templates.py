@@ -41,16 +41,23 @@ def load_template(name: str, prefix: str) -> dict[str, Any]:
 def install_templates(es: Elasticsearch, indices: Indices) -> list[TemplateChange]:
     from elasticsearch import NotFoundError  # with the client, not at start-up (store/client.py)
 
+    # The installed versions in one request, and only they: every command that writes runs this at its
+    # start, and the templates' mappings in full are tens of kilobytes to parse (a name the pattern matches
+    # that is not ours is ignored).
+    with reporting(es, f"read the index templates {indices.prefix}-*"):
+        try:
+            found = es.indices.get_index_template(
+                name=f"{indices.prefix}-*",
+                filter_path="index_templates.name,index_templates.index_template.version")
+            installed = {t["name"]: t.get("index_template", {}).get("version")  # none: no version
+                         for t in found.body.get("index_templates", [])}  # none matched: {}
+        except NotFoundError:
+            installed = {}
     changes = []
     for name in TEMPLATE_NAMES:
         body = load_template(name, indices.prefix)
         template_name = f"{indices.prefix}-{name}"
-        with reporting(es, f"read index template {template_name}"):
-            try:
-                found = es.indices.get_index_template(name=template_name)["index_templates"]
-                old = found[0]["index_template"].get("version") if found else None
-            except NotFoundError:
-                old = None
+        old = installed.get(template_name)
         if old != body["version"]:
             with reporting(es, f"install index template {template_name}"):
                 es.indices.put_index_template(name=template_name, **body)

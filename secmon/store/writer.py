@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import islice
+from itertools import chain, islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
@@ -43,7 +44,8 @@ from secmon.types import add_counts
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-ITEM_OUTCOME = "items.*.status,items.*.error"
+# `errors`: false when every item was stored, which spares sorting the items one by one
+ITEM_OUTCOME = "errors,items.*.status,items.*.error"
 # What `serialize` writes for event.ingested; `send` replaces it with the time of each attempt. A key with
 # quotes unescaped cannot come from inside a string value, and no real time looks like this.
 INGESTED_PLACEHOLDER = "\u0000secmon-ingested\u0000"
@@ -53,6 +55,11 @@ RAW_HEAD = 64 << 10  # characters of a refused document's original line its dead
 LAST_RESORT_RAW = 1024  # ... and of a dead letter the dead-letter index refused
 
 Kind = Literal["event", "dead_letter", "rejected"]
+_NO_STAMP: tuple[Any, ...] = (None, None)  # `_stamp_parts` of a stamp in another form: matches no stamp
+_new_tuple = tuple.__new__
+_orjson_dumps = orjson.dumps
+_LINES = itemgetter(0, 1)  # a Doc's (head, body)
+_END = (b"",)
 
 
 class Origin(NamedTuple):  # NamedTuples: one Origin and one Doc are made per document, cheaper than dataclasses
@@ -139,6 +146,7 @@ class BulkWriter:
         self._sleep = sleep
         self._index_names: dict[tuple[str, str], str] = {}
         self._heads: dict[str, bytes] = {}  # index -> its action line up to the id
+        self._stamp: tuple[Any, ...] = _NO_STAMP  # the last @timestamp's parts (`_stamp_parts`)
 
     def write(self, items: Iterable[Event | DeadLetter], agency: str) -> WriteStats:
         stats = WriteStats()
@@ -152,54 +160,61 @@ class BulkWriter:
         """Bulk documents for `items` (`origins[i]` says where event i came from); `send` stamps the ingest
         time. A dead letter carries its own origin."""
         read = _iso(self._now())
-        docs: list[Doc] = []
-        dumps, new = orjson.dumps, tuple.__new__
-        months: dict[str, bytes] = {}  # "2005-06" -> the action line of its index, up to the id
-        # @timestamp -> (the action line of its index up to the id, the body's bytes up to the first key of its
-        # `event`): consecutive lines mostly share a second, and then the same string
-        stamps: dict[str, tuple[bytes, bytes]] = {}
         default = Origin("event", agency)
-        for i, item in enumerate(items):
-            if item.__class__ is Event:  # the common case, `_action` written out (this runs once a line)
-                doc = item.doc
-                stamp, ident = doc.get("@timestamp"), item.id
-                known = stamps.get(stamp) if stamp.__class__ is str else None
-                if known is None and stamp.__class__ is str and len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-":
-                    head_line = months.get(stamp[:7])
-                    if head_line is None:
-                        head_line = months[stamp[:7]] = self._head(self._event_index(agency, stamp))
-                    known = stamps[stamp] = (head_line, b'{"@timestamp":"' + stamp.encode() + b'","event":{')
-                event = doc.get("event")
-                if (known is not None and event.__class__ is dict and "ingested" not in event
-                        and ident.isascii() and ident.isalnum()):  # our hex ids: no escaping in the action line
-                    # The placeholder is spliced into the bytes as the first key of the top-level `event`,
-                    # neither copying the document (`_action`) nor touching the caller's (frozen) Event.
-                    # Our normalizers write @timestamp then event; the prefix proves it is the top-level
-                    # one (a stamp that needed escaping would not match it). Else: `_action`'s copy.
-                    head_line, start = known
-                    try:
-                        body = dumps(doc)
-                    except TypeError:  # what orjson refuses: `_action` and `_dumps` write it another way
-                        body = b""
-                    if body.startswith(start):
-                        at = len(start)
-                        docs.append(new(Doc, (head_line + ident.encode() + b'"}}',  # = Doc(...), one a line
-                                              body[:at] + (_PLACEHOLDER_BYTES if body[at] == 125  # "}": empty
-                                                           else _PLACEHOLDER_COMMA) + body[at:],
-                                              origins[i] if origins is not None else default)))
-                        continue
-                head, doc = self._action(item, agency, read)
-            else:
-                head, doc = self._action(item, agency, read)
-            if isinstance(item, DeadLetter):
-                origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
-            else:
-                origin = origins[i] if origins is not None else Origin("event", agency)
-            try:
-                docs.append(Doc(dumps(head), dumps(doc), origin))
-            except TypeError:  # what orjson refuses: `_dumps` writes it another way
-                docs.append(Doc(_dumps(head), _dumps(doc), origin))
-        return docs
+        document = self.document
+        return [document(item, agency, origins[i] if origins is not None else default, read)
+                for i, item in enumerate(items)]
+
+    def document(self, item: Event | DeadLetter, agency: str, origin: Origin, read: str | None = None) -> Doc:
+        """The bulk lines of one item (`origin`: where an event came from; a dead letter carries its own),
+        the ingest time a placeholder that `send` stamps. `read`: a dead letter's @timestamp (default: now).
+        The collector calls this once a line, as each record is normalized (service/collect.py Batcher)."""
+        if item.__class__ is Event:  # the common case, `_action` written out
+            ident, doc = item[0], item[1]  # (id, doc): a NamedTuple's fields by position
+            stamp = doc.get("@timestamp")
+            parts = self._stamp
+            if stamp is not parts[0] or agency is not parts[1]:  # the normalizer hands one str for one second
+                parts = self._stamp_parts(agency, stamp)
+            event = doc.get("event")
+            if parts is not _NO_STAMP and event.__class__ is dict and "ingested" not in event:
+                # The placeholder is spliced into the bytes as the first key of the top-level `event`,
+                # neither copying the document (`_action`) nor touching the caller's (frozen) Event.
+                # Our normalizers write @timestamp then event; the prefix proves it is the top-level
+                # one (a stamp that needed escaping would not match it). Else: `_action`'s copy.
+                try:
+                    body = _orjson_dumps(doc)
+                except TypeError:  # what orjson refuses: `_action` and `_dumps` write it another way
+                    body = b""
+                if body.startswith(parts[3]):  # then `replace` meets it first, at 0: one copy, no slices
+                    # the id as orjson writes a JSON string (quoted, escaped): cheaper than proving it needs no
+                    # escaping
+                    return _new_tuple(Doc, (parts[2] + _orjson_dumps(ident) + b"}}",
+                                            body.replace(parts[3], parts[4] if event else parts[5], 1), origin))
+            head, body_doc = self._action(item, agency, read or _iso(self._now()))
+        else:
+            head, body_doc = self._action(item, agency, read or _iso(self._now()))
+        if isinstance(item, DeadLetter):
+            origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
+        try:
+            return Doc(orjson.dumps(head), orjson.dumps(body_doc), origin)
+        except TypeError:  # what orjson refuses: `_dumps` writes it another way
+            return Doc(_dumps(head), _dumps(body_doc), origin)
+
+    def _stamp_parts(self, agency: str, stamp: Any) -> tuple[Any, ...]:
+        """For a UTC @timestamp ("2005-06-14T15:16:01Z", as pipelines write it): (stamp, agency, the action
+        line of its index up to the id's opening quote, the body's bytes up to the first key of its `event`,
+        the same with the placeholder spliced in before a key, and into an empty `event`). Consecutive lines
+        mostly share a second, so the last stamp's are kept. Another form: no parts (`_action`'s road)."""
+        if stamp.__class__ is not str or not (len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-"):
+            return _NO_STAMP
+        last = self._stamp
+        if stamp == last[0] and agency == last[1]:  # equal, but another object: the same parts
+            self._stamp = (stamp, agency, *last[2:])
+            return self._stamp
+        start = b'{"@timestamp":"' + stamp.encode() + b'","event":{'
+        self._stamp = (stamp, agency, self._head(self._event_index(agency, stamp))[:-1], start,
+                       start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES)
+        return self._stamp
 
     def _action(self, item: Event | DeadLetter, agency: str, read: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(item, Event):
@@ -272,9 +287,9 @@ class BulkWriter:
                     # Only each item's status (and error): the full per-item answer is ~200 bytes an event
                     # that the node writes and the client parses for nothing.
                     # One NDJSON body, stamped with one `replace` (the placeholder cannot be in an action line).
-                    parts = [part for doc in pending for part in (doc.head, doc.body)]
-                    parts.append(b"")  # the body ends with its newline without another copy to add it
-                    body = b"\n".join(parts)
+                    # (head, body) of each document and a last b"" (the body ends with its newline without
+                    # another copy to add it), chained in C
+                    body = b"\n".join(chain(chain.from_iterable(map(_LINES, pending)), _END))
                     response = self._es.bulk(operations=body.replace(_PLACEHOLDER_BYTES, stamp),  # type: ignore[arg-type]
                                              filter_path=ITEM_OUTCOME)
             except RequestRefused as exc:
@@ -285,6 +300,15 @@ class BulkWriter:
                     raise
                 wait = True
                 continue
+            if "errors" in response and response["errors"] is False:  # every item stored: none to sort
+                events = 0
+                for doc in pending:
+                    if doc[2][0] == "event":  # doc.origin.kind, read once a document
+                        events += 1
+                    else:
+                        self._stored(doc.origin, stats)
+                stats.events += events
+                return
             pending, wait = self._sort(pending, response["items"], stats)
         if pending:
             raise StoreUnavailable(

@@ -55,7 +55,7 @@ class ScriptedBulk:
                 continue
             self.stored[action["_id"]] = {"index": action["_index"], **json.loads(body)}
             items.append({"index": {"status": 201}})
-        return {"items": items}
+        return {"errors": any(item["index"]["status"] >= 300 for item in items), "items": items}
 
 
 def event(n: int, text: str = "ok") -> Event:

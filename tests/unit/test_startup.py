@@ -107,3 +107,15 @@ def test_names_imported_for_type_checking_only_are_used_in_annotations_only() ->
         misused += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.id}" for node in ast.walk(tree)
                     if isinstance(node, ast.Name) and node.id in names and id(node) not in allowed]
     assert misused == []
+
+
+def test_the_client_is_imported_without_requests_which_stays_importable() -> None:
+    """`connect` keeps `requests` out of the client's import (secmon uses its urllib3 node); afterwards
+    `requests` imports as usual."""
+    code = ("import sys\nfrom secmon.config import ElasticsearchSettings\nfrom secmon.store.client import connect\n"
+            "es = connect(ElasticsearchSettings())\n"
+            "before = 'requests' in sys.modules\nimport requests\n"
+            "print(before, type(es.transport.node_pool.get()).__name__, requests.__name__, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.stderr.strip().splitlines()[-1:] == ["False Urllib3HttpNode requests"], done.stderr[-2000:]
