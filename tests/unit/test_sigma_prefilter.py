@@ -189,3 +189,18 @@ def test_flatten_with_remembered_paths_is_the_plain_flatten(doc: dict[str, Any],
             flat = flatten(doc)
             assert flat == _flatten_plainly(doc)
             assert [list(map(type, v)) for v in flat.values()] == [list(map(type, v)) for v in _flatten_plainly(doc).values()]
+
+
+def test_remembered_paths_stay_bounded_when_new_keys_flood_a_known_prefix() -> None:
+    """Keys are input: an attacker's thousands of new keys under one parent (event data) must not grow
+    the remembered paths past their bound, in a scheduler that flattens every window's documents."""
+    import pytest
+
+    from secmon.detect.inprocess import prefilter
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prefilter, "PATHS_KEPT", 50)
+        for n in range(40):
+            doc = {"winlog": {"event_data": {f"k{n}_{i}": i for i in range(10)}}}
+            assert flatten(doc) == _flatten_plainly(doc)
+        assert sum(map(len, prefilter._PATHS.values())) <= 50 + 10

@@ -211,6 +211,8 @@ def _flatten_into(node: Mapping[str, Any], prefix: str, out: dict[str, list[Any]
     for key, value in node.items():
         path = paths.get(key)
         if path is None:
+            if _paths_kept >= PATHS_KEPT:  # new keys under a known prefix (keys are input): the bound holds too
+                paths = _paths(prefix)
             path = paths[key] = prefix + key
             _paths_kept += 1
         kind = value.__class__
