@@ -32,6 +32,7 @@ from secmon.errors import InputError, Location
 
 FINGERPRINT_BYTES = 1024
 READ_CHUNK = 1 << 20
+PLAIN_SLICE = 1 << 16  # whole lines handed to `_plain` at a time (about this many bytes)
 MAX_LINE = 1 << 20  # default cap of one record, in bytes (--max-line)
 HEAD_BYTES = 64 << 10  # what a dead letter keeps of a record over the cap
 
@@ -135,7 +136,13 @@ class FileReader:
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
             if self._multiline is None:  # no joining: each line is a record (the hot path, written out)
-                yield from self._plain(data[:cut], offset, ident, key)
+                # A slice of whole lines at a time: a list of Records a slice, so a chunk of two-byte
+                # lines (hostile) is not half a million Records at once.
+                at = 0
+                while at < cut:
+                    end = data.rfind(b"\n", at, at + PLAIN_SLICE) + 1 or data.find(b"\n", at + PLAIN_SLICE) + 1
+                    yield from self._plain(data[at:end], offset + at, ident, key)
+                    at = end
             else:
                 for line in split_lines(data[:cut], offset, cap):
                     yield from self._emit(joiner.feed(line), ident, key)
@@ -169,16 +176,15 @@ class FileReader:
         else:  # each line on its own, as split_lines decodes it: an invalid byte spoils one line only
             texts = list(map(bytes.decode, pieces, repeat("utf-8"), repeat("replace")))
         marks = list(accumulate(map(add, map(len, pieces), repeat(1)), initial=base))  # line starts, and the end
-        starts = marks[:-1]
+        starts, ends = marks[:-1], marks[1:]
         texts = list(map(add, texts, repeat("\n")))
-        records = list(map(tuple.__new__, repeat(Record), zip(
-            starts, texts, map((ident + ":").__add__, map(str, starts)), marks[1:], repeat(key), repeat(""),
-            repeat(0), repeat(0))))
         if any(map(str.isspace, texts)):  # blank lines (they hold their newline: never empty), as `_emit` skips
-            kept = [not text.isspace() for text in texts]
+            kept = [not text.isspace() for text in texts]  # left out before their Records are made
             self.skipped += kept.count(False)
-            records = list(compress(records, kept))
-        return records
+            starts, texts, ends = list(compress(starts, kept)), list(compress(texts, kept)), list(compress(ends, kept))
+        return list(map(tuple.__new__, repeat(Record), zip(
+            starts, texts, map((ident + ":").__add__, map(str, starts)), ends, repeat(key), repeat(""),
+            repeat(0), repeat(0))))
 
     def _emit(self, lines: list[Line], ident: str, key: str) -> Iterator[Record]:
         for line in lines:
