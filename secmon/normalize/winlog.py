@@ -333,6 +333,6 @@ def _endpoint(data: Mapping[str, Any], ip_keys: tuple[str, ...], port_keys: tupl
     if not out:  # a port alone is not kept
         return out
     port = _integer(_first(data, *port_keys))
-    if port is not None and 0 < port < 65536 and out:
+    if port is not None and 0 < port < 65536:
         out["port"] = port
     return out

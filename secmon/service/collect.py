@@ -126,7 +126,6 @@ class Batcher:
 
     def __init__(self, writer: BulkWriter, shipper: Shipper, agency: str, pipeline: str, options: CollectOptions,
                  marks_of: Callable[[dict[str, int]], Any]):
-        self._writer = writer
         self._shipper = shipper
         self._agency = agency
         self._pipeline = pipeline

@@ -190,9 +190,7 @@ class BulkWriter:
                     # escaping
                     return _new_tuple(Doc, (parts[2] + _orjson_dumps(ident) + b"}}",
                                             body.replace(parts[3], parts[4] if event else parts[5], 1), origin))
-            head, body_doc = self._action(item, agency, read or _iso(self._now()))
-        else:
-            head, body_doc = self._action(item, agency, read or _iso(self._now()))
+        head, body_doc = self._action(item, agency, read or _iso(self._now()))
         if isinstance(item, DeadLetter):
             origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
         try:
@@ -209,12 +207,13 @@ class BulkWriter:
             return _NO_STAMP
         last = self._stamp
         if stamp == last[0] and agency == last[1]:  # equal, but another object: the same parts
-            self._stamp = (stamp, agency, *last[2:])
-            return self._stamp
-        start = b'{"@timestamp":"' + stamp.encode() + b'","event":{'
-        self._stamp = (stamp, agency, self._head(self._event_index(agency, stamp))[:-1], start,
-                       start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES)
-        return self._stamp
+            parts: tuple[Any, ...] = (stamp, agency, *last[2:])
+        else:
+            start = b'{"@timestamp":"' + stamp.encode() + b'","event":{'
+            parts = (stamp, agency, self._head(self._event_index(agency, stamp))[:-1], start,
+                     start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES)
+        self._stamp = parts
+        return parts
 
     def _action(self, item: Event | DeadLetter, agency: str, read: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(item, Event):

@@ -22,7 +22,7 @@ from secmon.detect.inprocess.linear import RegexTimeout
 from secmon.detect.compiled import CompiledRule
 from secmon.detect.fields import FieldTypes, field_types
 from secmon.detect.inprocess.match import View, ViewPredicate, compile_view_matcher
-from secmon.detect.inprocess.prefilter import ROUTE_FIELDS, Among, Groups, NeedleIndex, flatten, needles
+from secmon.detect.inprocess.prefilter import MEMO_LENGTH, ROUTE_FIELDS, Among, Groups, NeedleIndex, flatten, needles
 from secmon.model import Finding
 from secmon.types import AGENCY_FIELD
 
@@ -201,7 +201,8 @@ class RuleRouter:
         for name in ROUTE_FIELDS:
             found = values(name)
             for value in found:
-                if value.__class__ is not str:  # 1, 1.0 and True are equal keys with other texts
+                # 1, 1.0 and True are equal keys with other texts; a long text (input) is not kept as a key
+                if value.__class__ is not str or len(value) > MEMO_LENGTH:
                     raw = None
                     break
             if raw is None:

@@ -27,11 +27,11 @@ import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from datetime import datetime
 from typing import Any
 
 from secmon.detect.fields import IGNORED
 from secmon.model import Finding
+from secmon.types import parse_iso
 
 PLACEHOLDER = "~unfetched:"  # no stored event id starts so (ids are hex digests or the collector's)
 
@@ -57,7 +57,7 @@ def _millis(text: str) -> int:
     try:
         return round(float(text))  # epoch_millis, as the window search asks it
     except ValueError:
-        return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+        return round(parse_iso(text).timestamp() * 1000)  # (a date without an offset is refused, not local)
 
 
 def _values(hit: Mapping[str, Any], field: str) -> tuple[str, ...]:
