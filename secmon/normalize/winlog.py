@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from secmon.normalize.convert import ADDRESS_CACHE, ADDRESS_CACHED_LENGTH
+
 # Channels whose dataset name the contract fixes; any other channel becomes
 # windows.<channel lower-cased, spaces and slashes to _>.
 DATASETS = {
@@ -306,7 +308,9 @@ def _user(data: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-_ADDRESSES: dict[str, str | None] = {}  # address text -> its canonical form (None: not an address); bounded
+# address text -> its canonical form (None: not an address); bounded as convert's: short texts only (a
+# hostile megabyte is not kept), all forgotten when there are too many
+_ADDRESSES: dict[str, str | None] = {}
 
 
 def _address(text: str) -> str | None:
@@ -317,9 +321,10 @@ def _address(text: str) -> str | None:
         found: str | None = str(ipaddress.ip_address(text.split("%")[0].removeprefix("::ffff:")))
     except ValueError:
         found = None  # "LOCAL", hostnames: not an address, stays in winlog.event_data only
-    if len(_ADDRESSES) >= 4096:
-        _ADDRESSES.clear()
-    _ADDRESSES[text] = found
+    if len(text) <= ADDRESS_CACHED_LENGTH:
+        if len(_ADDRESSES) >= ADDRESS_CACHE:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = found
     return found
 
 
