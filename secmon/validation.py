@@ -2,9 +2,9 @@
 
 A file is checked in two passes that report into the same `Problems`:
 - its shape (keys, types, allowed values) against the frozen dataclasses the code reads,
-  by pydantic-core (the validator of pydantic 2), from a schema derived from the dataclass
-  fields; it reports every error with its path in the document; the path is mapped onto the YAML marks (`Located.loc`), so each
-  message names file:line:column;
+  by pydantic-core (the validator of pydantic 2) from a schema derived from the dataclass
+  fields, which reports every error with its path in the document; the path is mapped onto
+  the YAML marks (`Located.loc`), so each message names file:line:column;
 - the checks a type cannot say (a time zone exists, a regex compiles, a duration parses),
   which add to the same list instead of raising at the first.
 
@@ -132,7 +132,7 @@ def _with_default(schema: CoreSchema, field: dataclasses.Field[Any]) -> CoreSche
     if field.default is not dataclasses.MISSING:
         return cs.with_default_schema(schema, default=field.default)
     if field.default_factory is not dataclasses.MISSING:
-        return cs.with_default_schema(schema, default_factory=field.default_factory, default_factory_takes_data=False)
+        return cs.with_default_schema(schema, default_factory=field.default_factory)
     return schema
 
 

@@ -104,9 +104,11 @@ def _pydantic(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
 
 def _plain(schema):  # type: ignore[no-untyped-def]
-    """The schema without pydantic's bookkeeping (refs for recursion, metadata for JSON schema)."""
+    """The schema without pydantic's bookkeeping (refs for recursion, metadata for JSON schema) and without
+    defaults spelled out (a default factory does not take the data unless it says so)."""
     if isinstance(schema, dict):
-        return {key: _plain(value) for key, value in schema.items() if key not in ("ref", "metadata")}
+        return {key: _plain(value) for key, value in schema.items() if key not in ("ref", "metadata")
+                and (key, value) != ("default_factory_takes_data", False)}
     if isinstance(schema, list):
         return [_plain(item) for item in schema]
     return schema
