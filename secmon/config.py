@@ -1,7 +1,7 @@
 """secmon.yml -> typed, validated settings, once, at start-up.
 
 Every section is a frozen dataclass; `secmon.validation` checks keys and types against
-the dataclass fields (pydantic), so the file format and the code cannot drift apart,
+the dataclass fields (pydantic-core), so the file format and the code cannot drift apart,
 and reports every problem of the file at once.
 Secrets never live in the file: it names environment variables that hold them.
 """
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from secmon.errors import ConfigError, InputError
 from secmon.types import AGENCY_ID, DEFAULT_TIMEZONE, parse_duration
-from secmon.validation import Problems, shaped, strict_shape
+from secmon.validation import Problems, shaped
 from secmon.yamlio import load_file
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -150,9 +150,6 @@ class Settings:
 
 
 # --- validation ---------------------------------------------------------------------------
-
-strict_shape(ElasticsearchSettings, Agency, SmtpSettings, Route, AlertSettings, IncidentSettings, ScheduleSettings,
-             Settings)
 
 
 def _check(settings: Settings, problems: Problems) -> None:

@@ -2,9 +2,9 @@
 
 A file is checked in two passes that report into the same `Problems`:
 - its shape (keys, types, allowed values) against the frozen dataclasses the code reads,
-  by pydantic 2, which validates standard dataclasses and reports every error with its
-  path in the document; the path is mapped onto the YAML marks (`Located.loc`), so each
-  message names file:line:column;
+  by pydantic-core (the validator of pydantic 2) from a schema derived from the dataclass
+  fields, which reports every error with its path in the document; the path is mapped onto
+  the YAML marks (`Located.loc`), so each message names file:line:column;
 - the checks a type cannot say (a time zone exists, a regex compiles, a duration parses),
   which add to the same list instead of raising at the first.
 
@@ -24,23 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from secmon.errors import Location, Problem, SecmonError
 from secmon.yamlio import Located
 
-# pydantic is imported when a document is validated, not with this module: its import is ~0.05 s of
-# CPU that a command which reads no file (--help, a usage error, `scan --input` over JSON) need not pay.
+# pydantic-core is imported when a document is validated, not with this module: a command which reads no
+# file (--help, a usage error, `scan --input` over JSON) need not pay for it.
 if TYPE_CHECKING:
-    from pydantic import ConfigDict
+    from pydantic_core import CoreConfig, CoreSchema
 
 T = TypeVar("T")
 Path_ = tuple[str | int, ...]
 
 # Unknown keys are errors (a typo must not be a silently ignored setting); a number where text is
 # expected is text (YAML reads `8:00` or `2024` as numbers).
-SHAPE: ConfigDict = {"extra": "forbid", "coerce_numbers_to_str": True}
-
-
-def strict_shape(*classes: type) -> None:
-    """Give these dataclasses the SHAPE config pydantic reads when it validates them."""
-    for cls in classes:
-        cls.__pydantic_config__ = SHAPE  # type: ignore[attr-defined]
+SHAPE: CoreConfig = {"extra_fields_behavior": "forbid", "coerce_numbers_to_str": True}
 
 
 def dotted(at: Path_) -> str:
@@ -81,14 +75,65 @@ class Problems:
 
 def shaped(tp: type[T], data: Any, problems: Problems, at: Path_ = ()) -> T | None:
     """`data` as a `tp` (a dataclass) if its shape is right; else None, with every error in `problems`."""
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic_core import ValidationError
 
     try:
-        return TypeAdapter(tp).validate_python(_tuples(data))
+        return _validator(tp).validate_python(_tuples(data))  # type: ignore[no-any-return]  # of type tp
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             _report(tp, error, problems, at)
         return None
+
+
+_VALIDATORS: dict[type, Any] = {}  # one per dataclass, built when first needed
+
+
+def _validator(tp: type) -> Any:
+    """pydantic-core's validator of the dataclass `tp`, from the schema `_schema` writes out.
+
+    pydantic's TypeAdapter would derive the same schema, but importing pydantic and running its schema
+    generator cost more CPU than the rest of reading the config (issue 12: every command starts with it);
+    pydantic-core (the validator itself, which pydantic depends on) is a tenth of that. A unit test keeps
+    the two schemas equal (tests/unit/test_config.py)."""
+    from pydantic_core import SchemaValidator
+
+    if tp not in _VALIDATORS:
+        _VALIDATORS[tp] = SchemaValidator(_schema(tp))
+    return _VALIDATORS[tp]
+
+
+def _schema(tp: Any) -> CoreSchema:
+    """The core schema of the types config files use: str, int, bool, Literal of strings, tuple[X, ...]
+    and frozen dataclasses of those, as pydantic 2 generates it for a standard dataclass with SHAPE."""
+    from pydantic_core import core_schema as cs
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return cs.literal_schema(list(typing.get_args(tp)))
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
+        return cs.tuple_schema([_schema(typing.get_args(tp)[0])], variadic_item_index=0)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        fields = [cs.dataclass_field(f.name, _with_default(_schema(hints[f.name]), f), init=True, kw_only=False)
+                  for f in dataclasses.fields(tp)]
+        args = cs.dataclass_args_schema(tp.__name__, fields, computed_fields=[], collect_init_only=False)
+        config: CoreConfig = {**SHAPE, "title": tp.__name__}
+        return cs.dataclass_schema(tp, args, [f.name for f in dataclasses.fields(tp)], post_init=False, slots=False,
+                                   config=config, frozen=False)
+    scalars: dict[Any, Any] = {str: cs.str_schema, int: cs.int_schema, bool: cs.bool_schema}
+    if tp not in scalars:
+        raise TypeError(f"no schema for {tp!r}: config files hold str, int, bool, Literal, tuple and dataclasses")
+    return scalars[tp]()  # type: ignore[no-any-return]
+
+
+def _with_default(schema: CoreSchema, field: dataclasses.Field[Any]) -> CoreSchema:
+    from pydantic_core import core_schema as cs
+
+    if field.default is not dataclasses.MISSING:
+        return cs.with_default_schema(schema, default=field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return cs.with_default_schema(schema, default_factory=field.default_factory)
+    return schema
 
 
 def _tuples(data: Any) -> Any:

@@ -84,3 +84,73 @@ def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
         settings.elasticsearch.credentials()
     monkeypatch.setenv("SECMON_TEST_KEY", "abc")
     assert settings.elasticsearch.credentials() == {"api_key": "abc"}
+
+
+# The config's shape is checked by pydantic-core from a schema secmon writes out (validation._schema), not by
+# pydantic's TypeAdapter (issue 12: building that was a fifth of every command's start-up). These keep the two
+# the same: the schema pydantic would generate with the config secmon used to give it, and its errors.
+PYDANTIC_SHAPE = {"extra": "forbid", "coerce_numbers_to_str": True}
+SECTIONS = ("ElasticsearchSettings", "Agency", "SmtpSettings", "Route", "AlertSettings", "IncidentSettings",
+            "ScheduleSettings", "Settings")
+
+
+def _pydantic(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import secmon.config
+    from pydantic import TypeAdapter
+
+    for name in SECTIONS:
+        monkeypatch.setattr(getattr(secmon.config, name), "__pydantic_config__", PYDANTIC_SHAPE, raising=False)
+    return TypeAdapter(secmon.config.Settings)
+
+
+def _plain(schema):  # type: ignore[no-untyped-def]
+    """The schema without pydantic's bookkeeping (refs for recursion, metadata for JSON schema) and without
+    defaults spelled out (a default factory does not take the data unless it says so)."""
+    if isinstance(schema, dict):
+        return {key: _plain(value) for key, value in schema.items() if key not in ("ref", "metadata")
+                and (key, value) != ("default_factory_takes_data", False)}
+    if isinstance(schema, list):
+        return [_plain(item) for item in schema]
+    return schema
+
+
+def test_the_config_schema_is_the_one_pydantic_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secmon.config import Settings
+    from secmon.validation import _schema
+
+    assert _plain(_schema(Settings)) == _plain(_pydantic(monkeypatch).core_schema)
+
+
+@pytest.mark.parametrize("data", [
+    {},
+    {"smtp": {"prot": 25, "port": "twenty", "starttls": "maybe", "timeout": 10.5}},
+    {"smtp": {"port": "25", "starttls": "yes", "ssl": 0}, "operator": 7, "rules": "rules"},
+    {"agencies": [{"id": 2024, "name": "x", "language": "fr", "recipients": ["a@b", 3, None]}, {"name": "no id"}]},
+    {"agencies": {"id": "x"}, "alerts": {"routes": [{"name": "r"}, {"name": "s", "recipients": [], "agencies": "*"}]}},
+    {"elasticsearch": {"hosts": "http://x:9200", "request_timeout": True, "api_key_env": 1.5}, "schedule": []},
+    {"elasticsearch": None, "incidents": {"quiet_period": 60, "renotify_interval": [1]}, "pipelines": [["a"]]},
+    {"alerts": {"daily_digest": 800, "hourly_cap": "20", "templates": {"a": 1}}, "base_dirr": "."},
+])
+def test_the_shape_errors_are_the_ones_pydantic_reports(monkeypatch: pytest.MonkeyPatch, data: object) -> None:
+    from pydantic import ValidationError
+
+    from secmon.config import Settings
+    from secmon.validation import _tuples, _validator
+
+    adapter = _pydantic(monkeypatch)
+
+    def outcome(validate):  # type: ignore[no-untyped-def]
+        try:
+            return validate(_tuples(data))
+        except ValidationError as exc:
+            return exc.errors(include_url=False)
+
+    assert outcome(_validator(Settings).validate_python) == outcome(adapter.validate_python)
+
+
+def test_a_shape_problem_is_still_reported_at_its_place_in_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, GOOD + "alerts:\n  routes:\n    - name: r\n      recipients: [x@y.vn]\n      min_severity: huge\n")
+    problem = str(caught.value)
+    assert f"{tmp_path / 'secmon.yml'}:11:7: alerts.routes[0].min_severity: expected 'informational' or" in problem, \
+        problem

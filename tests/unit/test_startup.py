@@ -48,6 +48,14 @@ def test_a_command_that_does_not_connect_imports_no_heavy_module(tmp_path: Path,
     assert _imported(tmp_path, *argv) == []
 
 
+def test_reading_the_config_imports_pydantic_core_not_pydantic(tmp_path: Path) -> None:
+    """The config's shape is checked by pydantic-core from secmon's own schema (secmon/validation.py): pydantic's
+    import and schema generator were a fifth of every command's start-up (issue 12). (The config `_imported`
+    writes has an agency without a name: the shape problem is found, and the command ends there.)"""
+    assert _imported(tmp_path, "collect", "--agency", "so-tttt", "--source", "linux-auth", "-",
+                     extra=("pydantic", "pydantic_core")) == ["pydantic_core"]
+
+
 def test_the_short_help_listed_by_secmon_help_is_each_commands_own() -> None:
     """`secmon --help` lists the commands from LAZY without importing them: the texts must not drift."""
     commands = cli.load_all()  # type: ignore[attr-defined]
