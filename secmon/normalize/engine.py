@@ -223,16 +223,19 @@ class Normalizer:
         # (`compiled=False`: the interpreter, what tests compare the compiled functions with)
         # (a line's document holds only its time when they run: `_to_doc`)
         fresh = frozenset({"@timestamp"}) if pipeline.parse.kind == "line" else None
-        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set, fresh=fresh) if compiled
-                        else _interpreted(pipeline.fields, before=pipeline.set))
-        # A pattern's fallback values are the record's: a line's are exactly its capture groups.
+        # A line's values are exactly its capture groups (`groupdict`: each one, a text or None), and a
+        # pattern's fallback values are the record's.
         groups = (frozenset(pipeline.parse.regex.groupindex)
                   if pipeline.parse.kind == "line" and pipeline.parse.regex is not None else None)
-        self._dispatch = _dispatch(_compiled_patterns if compiled else _interpreted_patterns, tuple(
-            Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set,
-                                                       fallback_names=groups) if compiled
-                 else _interpreted(pattern.fields, after=pattern.set))
-            for pattern in pipeline.patterns))
+        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set, fresh=fresh,
+                                       names=groups or frozenset()) if compiled
+                        else _interpreted(pipeline.fields, before=pipeline.set))
+        self._dispatch = _dispatch(_compiled_patterns(groups or frozenset()) if compiled else _interpreted_patterns,
+                                   tuple(Step(pattern, pattern.when,
+                                              compile_fields(pattern.fields, _apply_rule, after=pattern.set,
+                                                             fallback_names=groups, names=_values_of(pattern, groups))
+                                              if compiled else _interpreted(pattern.fields, after=pattern.set))
+                                         for pattern in pipeline.patterns))
         self._patterns_for = self._dispatch.choose
         if compiled and pipeline.parse.kind == "line" and self._stamp_field and not (pipeline.drop or pipeline.keep):
             self._to_doc = self._line_to_doc()  # type: ignore[assignment]  # the same steps, written out
@@ -449,8 +452,19 @@ def _minute(raw: Any, text: str, formats: tuple[str, ...]) -> tuple[str | None, 
     return None, ""
 
 
-def _compiled_patterns(candidates: tuple[Tried, ...]) -> Patterns:
-    return compile_patterns(candidates, _holds_all, _value)
+def _compiled_patterns(texts: frozenset[str]) -> Callable[[tuple[Tried, ...]], Patterns]:
+    """`texts`: the names a record's values always hold, each a text or None (a line's groups)."""
+    def make(candidates: tuple[Tried, ...]) -> Patterns:
+        return compile_patterns(candidates, _holds_all, _value, texts)
+    return make
+
+
+def _values_of(pattern: Pattern, groups: frozenset[str] | None) -> frozenset[str]:
+    """The names the values a pattern's fields are applied to always hold: its regex's groups (they are
+    `found.groupdict()`), or without a regex the record's (a line's groups; of other formats none)."""
+    if pattern.regex is not None:
+        return frozenset(pattern.regex.groupindex)
+    return groups or frozenset()
 
 
 def _interpreted_patterns(candidates: tuple[Tried, ...]) -> Patterns:
