@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 
 from secmon.collect.files import FileReader, Record, split_lines
-from secmon.model import Event
+from secmon.model import Event, stable_id
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import load_pipelines
 from secmon.store.writer import Doc, Origin
@@ -100,6 +100,7 @@ def test_events_made_on_the_hot_path_equal_constructed_ones() -> None:
                                  0, "f1:0")
     assert isinstance(event, Event)
     assert event == Event(id=event.id, doc=event.doc) and event.__class__ is Event and hash(event.id)
+    assert event.id == stable_id("event", "a", "f1:0")  # the dedup key, whichever SHA-256 computes it
     assert event._replace(id="x") == Event("x", event.doc)
 
 
