@@ -259,7 +259,7 @@ class Normalizer:
             )
         if doc.__class__ is str:  # a skip's reason (a call of isinstance costs more, once a line)
             self.skipped += 1
-            return Skipped(doc, offset)  # type: ignore[arg-type]  # (mypy does not narrow by __class__)
+            return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
         digest.update(record_id.encode() if record_id.__class__ is str else str(record_id).encode())
         return _new_event(Event, (digest.hexdigest()[:32], doc))  # = Event(id, doc) in one call, once a line
