@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import add
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -116,7 +116,12 @@ class FileReader:
 
     def records(self, handle: BinaryIO, ident: str, key: str = "") -> Iterator[Record]:
         """The records of `handle`, named `ident:offset`; `key` (default: `ident`) is their checkpoint key."""
-        key = key or ident
+        # Taken from lists of records by a C loop: the generator below is resumed once a list (a slice of
+        # the file), not once a record.
+        return chain.from_iterable(self._lists(handle, ident, key or ident))
+
+    def _lists(self, handle: BinaryIO, ident: str, key: str) -> Iterator[list[Record]]:
+        """`records` in lists, in order."""
         joiner = Joiner(self._multiline, self.max_line)
         cap = self.max_line
         offset = self.start  # file offset of `rest`'s first byte
@@ -129,8 +134,8 @@ class FileReader:
                     self.position += len(chunk)
                     continue
                 end = self.position + cut + 1
-                yield from self._emit(joiner.feed(Line(long[0], end, long[1].decode("utf-8", "replace"),
-                                                       end - long[0])), ident, key)
+                yield list(self._emit(joiner.feed(Line(long[0], end, long[1].decode("utf-8", "replace"),
+                                                       end - long[0])), ident, key))
                 long, chunk, offset = None, chunk[cut + 1:], end
             data = rest + chunk
             cut = data.rfind(b"\n") + 1
@@ -141,41 +146,45 @@ class FileReader:
                 at = 0
                 while at < cut:
                     end = data.rfind(b"\n", at, at + PLAIN_SLICE) + 1 or data.find(b"\n", at + PLAIN_SLICE) + 1
-                    yield from self._plain(data[at:end], offset + at, ident, key)
+                    yield self._plain(data[at:end], offset + at, ident, key)
                     at = end
             else:
                 for line in split_lines(data[:cut], offset, cap):
-                    yield from self._emit(joiner.feed(line), ident, key)
+                    yield list(self._emit(joiner.feed(line), ident, key))
             offset += cut
             self.position = offset + len(rest)
             if len(rest) > cap:  # no newline within the cap: keep the head, skip to the newline
                 long, rest = (offset, rest[:HEAD_BYTES]), b""
         if long is not None:  # the file ends inside a line over the cap
-            yield from self._emit(joiner.feed(Line(long[0], self.position, long[1].decode("utf-8", "replace"),
-                                                   self.position - long[0])), ident, key)
+            yield list(self._emit(joiner.feed(Line(long[0], self.position, long[1].decode("utf-8", "replace"),
+                                                   self.position - long[0])), ident, key))
         elif rest:
             last = Line(offset, offset + len(rest), rest.decode("utf-8", "replace"))
-            yield from self._emit(joiner.feed(last), ident, key)
+            yield list(self._emit(joiner.feed(last), ident, key))
             self.position = offset + len(rest)
-        yield from self._emit(joiner.flush(), ident, key)
+        yield list(self._emit(joiner.flush(), ident, key))
 
     def _plain(self, data: bytes, base: int, ident: str, key: str) -> list[Record]:
         """The records of complete lines `data` (from file offset `base`) when none are joined: what
         `split_lines` and `_emit` give, made a chunk at a time by C loops (split, decode, running sums
         of the byte lengths for the offsets, a Record made without its class's Python-level constructor)
         rather than a Python loop a line. A chunk with a line over the cap takes the general road."""
-        pieces = data.split(b"\n")
-        pieces.pop()  # (`data` ends with a newline: the piece after it is empty)
-        if not pieces:
-            return []
-        if max(map(len, pieces)) >= self.max_line:  # a line over the cap (its newline included)
-            return [record for line in split_lines(data, base, self.max_line) for record in self._emit([line], ident, key)]
-        if data.isascii():  # the common case: decoded once
+        pieces: list[bytes] | None = None
+        if data.isascii():  # the common case: decoded once, and a character is a byte (no bytes pieces made)
             texts = data.decode("ascii").split("\n")
-            texts.pop()
-        else:  # each line on its own, as split_lines decodes it: an invalid byte spoils one line only
+            texts.pop()  # (`data` ends with a newline: the piece after it is empty)
+            sizes = list(map(len, texts))
+        else:
+            pieces = data.split(b"\n")
+            pieces.pop()
+            sizes = list(map(len, pieces))
+        if not sizes:
+            return []
+        if max(sizes) >= self.max_line:  # a line over the cap (its newline included)
+            return [record for line in split_lines(data, base, self.max_line) for record in self._emit([line], ident, key)]
+        if pieces is not None:  # each line on its own, as split_lines decodes it: an invalid byte spoils one line only
             texts = list(map(bytes.decode, pieces, repeat("utf-8"), repeat("replace")))
-        marks = list(accumulate(map(add, map(len, pieces), repeat(1)), initial=base))  # line starts, and the end
+        marks = list(accumulate(map(add, sizes, repeat(1)), initial=base))  # line starts, and the end
         starts, ends = marks[:-1], marks[1:]
         texts = list(map(add, texts, repeat("\n")))
         if any(map(str.isspace, texts)):  # blank lines (they hold their newline: never empty), as `_emit` skips

@@ -126,18 +126,22 @@ def _dig(source: _Source, dotted: str) -> None:
 
 
 def compile_fields(rules: tuple[FieldRule, ...], slow: Slow, *, before: Sets = (), after: Sets = (),
-                   fallback_names: frozenset[str] | None = None, fresh: frozenset[str] | None = None) -> Apply:
+                   fallback_names: frozenset[str] | None = None, fresh: frozenset[str] | None = None,
+                   names: frozenset[str] = frozenset()) -> Apply:
     """One function doing the `set:` pairs `before`, applying `rules` in order as `slow` would one by one,
     then the `set:` pairs `after` (a pattern's). `slow(doc, rule, values, fallback, raw)` handles one rule
     given its direct value `raw`. `fallback_names`, when known, holds every key the fallback values can
     have (a line pipeline's capture groups): a value absent from both is then not looked for. `fresh`,
     when known, holds every top-level key the document can have when the function is called (a line
-    pipeline's: @timestamp): a parent certainly absent is then made without looking for it."""
+    pipeline's: @timestamp): a parent certainly absent is then made without looking for it. `names`: keys
+    `values` always holds (a regex's groups: `groupdict` gives each, None when it took no part), read by
+    subscript rather than a call of `get`."""
     source = _Source(fresh)
     source.lines.append("def apply(doc, values, fallback):")
     _set(source, before)
     for rule in rules:
-        source.lines.append(f"    raw = values.get({source.const(rule.source)})")
+        read = "values[{}]" if rule.source in names else "values.get({})"
+        source.lines.append(f"    raw = {read.format(source.const(rule.source))}")
         if "." in rule.source:
             _dig(source, rule.source)
         # A value still missing changes nothing unless a fallback or an alternative may give one
@@ -174,11 +178,12 @@ Candidate = tuple[tuple[tuple[str, frozenset[str]], ...], str, Callable[[str], A
 
 
 def compile_patterns(candidates: tuple[Candidate, ...], holds: Callable[[Any, Any], bool],
-                     value: Callable[[Any, str], Any]) -> Patterns:
+                     value: Callable[[Any, str], Any], plain: frozenset[str] = frozenset()) -> Patterns:
     """One function trying `candidates` in order, as the engine's loop does (`_interpreted_patterns`):
     the first whose tests hold (`holds(tests, values)`), whose needle is in the text of its field and
     whose regex finds a match there applies its fields, and no other is tried. Each field's text
-    (`str(value(values, name) or "")`) is read once, before the first pattern that searches it."""
+    (`str(value(values, name) or "")`) is read once, before the first pattern that searches it. `plain`:
+    names whose value `values` always holds as a text or None (a line's groups): `values[name] or ""`."""
     source = _Source()
     source.lines.append("def run(doc, values):")
     texts: dict[str, str] = {}
@@ -192,8 +197,12 @@ def compile_patterns(candidates: tuple[Candidate, ...], holds: Callable[[Any, An
             continue
         if name not in texts:
             texts[name] = text = f"x{len(texts)}"
-            read = f"values.get({source.const(name)})" if "." not in name else f"value(values, {source.const(name)})"
-            source.lines.insert(len(source.lines) - (1 if tests else 0), f"    {text} = str({read} or '')")
+            if name in plain:
+                read = f"values[{source.const(name)}] or ''"
+            else:
+                got = f"values.get({source.const(name)})" if "." not in name else f"value(values, {source.const(name)})"
+                read = f"str({got} or '')"
+            source.lines.insert(len(source.lines) - (1 if tests else 0), f"    {text} = {read}")
         text = texts[name]
         if needle:
             source.lines.append(f"{indent}if {source.const(needle)} in {text}:")

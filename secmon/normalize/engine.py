@@ -7,7 +7,6 @@ the stream opens, and a record is never deep-copied.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections import Counter
@@ -27,6 +26,14 @@ from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_
 from secmon.types import format_duration, iso, utcnow
 
 _new_event = tuple.__new__  # Event is a NamedTuple: made without its Python-level constructor, once a line
+
+# The event id's SHA-256, once a line: CPython's own (3.11: `_sha256`, private) copies its state with a memcpy,
+# where OpenSSL's (hashlib) copies and frees an EVP context at `copy` and again at `hexdigest`: 1,200 of the
+# 7,700 machine instructions an id took (valgrind). The same digest either way; another Python takes hashlib's.
+try:
+    from _sha256 import sha256 as _event_sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Python 3.12 renamed it
+    from hashlib import sha256 as _event_sha256
 
 # The regular-expression parser is private to `re` (sre_parse before 3.11): it only finds the literal
 # text a pattern needs (`required_text`), a shortcut. A Python without it runs every search instead.
@@ -211,7 +218,7 @@ class Normalizer:
         stamp = pipeline.timestamp
         self._tz = ZoneInfo(stamp.timezone if stamp and stamp.timezone else timezone)
         self._clock = YearlessClock(year, now)
-        self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
+        self._event_digest = _event_sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
         self._last_minute: tuple[str | None, str] = (None, "")  # and a minute: see `_minute`
@@ -223,16 +230,19 @@ class Normalizer:
         # (`compiled=False`: the interpreter, what tests compare the compiled functions with)
         # (a line's document holds only its time when they run: `_to_doc`)
         fresh = frozenset({"@timestamp"}) if pipeline.parse.kind == "line" else None
-        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set, fresh=fresh) if compiled
-                        else _interpreted(pipeline.fields, before=pipeline.set))
-        # A pattern's fallback values are the record's: a line's are exactly its capture groups.
+        # A line's values are exactly its capture groups (`groupdict`: each one, a text or None), and a
+        # pattern's fallback values are the record's.
         groups = (frozenset(pipeline.parse.regex.groupindex)
                   if pipeline.parse.kind == "line" and pipeline.parse.regex is not None else None)
-        self._dispatch = _dispatch(_compiled_patterns if compiled else _interpreted_patterns, tuple(
-            Step(pattern, pattern.when, compile_fields(pattern.fields, _apply_rule, after=pattern.set,
-                                                       fallback_names=groups) if compiled
-                 else _interpreted(pattern.fields, after=pattern.set))
-            for pattern in pipeline.patterns))
+        self._fields = (compile_fields(pipeline.fields, _apply_rule, before=pipeline.set, fresh=fresh,
+                                       names=groups or frozenset()) if compiled
+                        else _interpreted(pipeline.fields, before=pipeline.set))
+        self._dispatch = _dispatch(_compiled_patterns(groups or frozenset()) if compiled else _interpreted_patterns,
+                                   tuple(Step(pattern, pattern.when,
+                                              compile_fields(pattern.fields, _apply_rule, after=pattern.set,
+                                                             fallback_names=groups, names=_values_of(pattern, groups))
+                                              if compiled else _interpreted(pattern.fields, after=pattern.set))
+                                         for pattern in pipeline.patterns))
         self._patterns_for = self._dispatch.choose
         if compiled and pipeline.parse.kind == "line" and self._stamp_field and not (pipeline.drop or pipeline.keep):
             self._to_doc = self._line_to_doc()  # type: ignore[assignment]  # the same steps, written out
@@ -247,7 +257,7 @@ class Normalizer:
                 id=stable_id("dead", self.agency, record_id), raw=line, reason=str(exc) or "invalid record",
                 pipeline=self.pipeline.id, source=self.source, offset=offset, agency=self.agency,
             )
-        if isinstance(doc, str):
+        if doc.__class__ is str:  # a skip's reason (a call of isinstance costs more, once a line)
             self.skipped += 1
             return Skipped(doc, offset)
         digest = self._event_digest.copy()  # = stable_id("event", agency, record_id), its prefix hashed once
@@ -449,8 +459,19 @@ def _minute(raw: Any, text: str, formats: tuple[str, ...]) -> tuple[str | None, 
     return None, ""
 
 
-def _compiled_patterns(candidates: tuple[Tried, ...]) -> Patterns:
-    return compile_patterns(candidates, _holds_all, _value)
+def _compiled_patterns(texts: frozenset[str]) -> Callable[[tuple[Tried, ...]], Patterns]:
+    """`texts`: the names a record's values always hold, each a text or None (a line's groups)."""
+    def make(candidates: tuple[Tried, ...]) -> Patterns:
+        return compile_patterns(candidates, _holds_all, _value, texts)
+    return make
+
+
+def _values_of(pattern: Pattern, groups: frozenset[str] | None) -> frozenset[str]:
+    """The names the values a pattern's fields are applied to always hold: its regex's groups (they are
+    `found.groupdict()`), or without a regex the record's (a line's groups; of other formats none)."""
+    if pattern.regex is not None:
+        return frozenset(pattern.regex.groupindex)
+    return groups or frozenset()
 
 
 def _interpreted_patterns(candidates: tuple[Tried, ...]) -> Patterns:

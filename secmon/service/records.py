@@ -35,22 +35,23 @@ class SourceCounts:
 
 def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCounts) -> Result:
     """The event, dead letter or skip a record becomes, counted."""
-    if record.problem:  # the reader could not take it whole: its reason, and what there is of it
+    problem = record[5]  # record.problem, read once (a field by position: this runs once a line)
+    if problem:  # the reader could not take it whole: its reason, and what there is of it
         item: Result = normalizer.refuse(record.text, record.problem, record.offset if record.offset >= 0 else None,
                                          record.record_id, record.length or None)
         if not record.length:
             counts.unreadable += 1
             counts.lost += record.lost
     else:
-        item = normalizer.normalize(record.text, record.offset, record.record_id)
+        item = normalizer.normalize(record[1], record[0], record[2])  # (text, offset, record_id)
     if item.__class__ is Event:  # once a line: the exact class, as normalize makes it
         counts.events += 1
-        tags = item.doc.get("tags")
+        tags = item[1].get("tags")  # item.doc
         if tags and URL_PROBLEM_TAG in tags:  # stored, but never silent: counted and said
             counts.url_undecodable += 1
     elif isinstance(item, DeadLetter):
         counts.dead_letters += 1
-        if len(counts.samples) < SAMPLES and not record.problem:
+        if len(counts.samples) < SAMPLES and not problem:
             counts.samples.append((item.raw[:4096], item.reason))
     else:
         counts.skipped += 1

@@ -185,11 +185,12 @@ class BulkWriter:
                     body = _orjson_dumps(doc)
                 except TypeError:  # what orjson refuses: `_action` and `_dumps` write it another way
                     body = b""
-                if body.startswith(parts[3]):  # then `replace` meets it first, at 0: one copy, no slices
+                if body.startswith(parts[3]):
                     # the id as orjson writes a JSON string (quoted, escaped): cheaper than proving it needs no
-                    # escaping
+                    # escaping. The body's start is replaced by concatenation (a slice and one copy): `replace`
+                    # searched for it twice, a count and a find, each preparing its 40-byte pattern anew.
                     return _new_tuple(Doc, (parts[2] + _orjson_dumps(ident) + b"}}",
-                                            body.replace(parts[3], parts[4] if event else parts[5], 1), origin))
+                                            (parts[4] if event else parts[5]) + body[parts[6]:], origin))
         head, body_doc = self._action(item, agency, read or _iso(self._now()))
         if isinstance(item, DeadLetter):
             origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
@@ -201,7 +202,8 @@ class BulkWriter:
     def _stamp_parts(self, agency: str, stamp: Any) -> tuple[Any, ...]:
         """For a UTC @timestamp ("2005-06-14T15:16:01Z", as pipelines write it): (stamp, agency, the action
         line of its index up to the id's opening quote, the body's bytes up to the first key of its `event`,
-        the same with the placeholder spliced in before a key, and into an empty `event`). Consecutive lines
+        the same with the placeholder spliced in before a key, and into an empty `event`, and the length of
+        the body's start). Consecutive lines
         mostly share a second, so the last stamp's are kept. Another form: no parts (`_action`'s road)."""
         if stamp.__class__ is not str or not (len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-"):
             return _NO_STAMP
@@ -211,7 +213,7 @@ class BulkWriter:
         else:
             start = b'{"@timestamp":"' + stamp.encode() + b'","event":{'
             parts = (stamp, agency, self._head(self._event_index(agency, stamp))[:-1], start,
-                     start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES)
+                     start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES, len(start))
         self._stamp = parts
         return parts
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
 from secmon.collect.files import FileReader, Record, split_lines
-from secmon.model import Event
+from secmon.model import Event, stable_id
 from secmon.normalize.engine import Normalizer
 from secmon.normalize.pipeline import load_pipelines
 from secmon.store.writer import Doc, Origin
@@ -99,6 +100,7 @@ def test_events_made_on_the_hot_path_equal_constructed_ones() -> None:
                                  0, "f1:0")
     assert isinstance(event, Event)
     assert event == Event(id=event.id, doc=event.doc) and event.__class__ is Event and hash(event.id)
+    assert event.id == stable_id("event", "a", "f1:0")  # the dedup key, whichever SHA-256 computes it
     assert event._replace(id="x") == Event("x", event.doc)
 
 
@@ -162,3 +164,45 @@ def test_serialize_splices_as_the_general_road_writes_whatever_events_share_a_st
         assert orjson.loads(got.body)["event"]["ingested"] == INGESTED_PLACEHOLDER
     other = writer.document(items[0], "b", Origin("event", "b"))
     assert orjson.loads(other.head) == writer._action(items[0], "b", "")[0] and other.origin.agency == "b"
+
+
+@cache
+def _linux_auth() -> Normalizer:  # compiled once for all examples (the year clock only moves forward here)
+    pipeline = load_pipelines([ROOT / "pipelines"])["linux-auth"]
+    return Normalizer(pipeline, agency="a", timezone="UTC", source="-",
+                      now=datetime(2026, 1, 1, tzinfo=timezone.utc), year=2025)
+
+
+HOSTILE_TEXT = st.text(st.sampled_from(['"', "\\", "\r", "\n", "\x00", "\x1b", "\x7f", "\u2028", "é", "\U0001f600",
+                                        "\ufffd", "a", " ", "/", "<", "'", "}", "{", ":"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(HOSTILE_TEXT, HOSTILE_TEXT, HOSTILE_TEXT, st.sampled_from(["sshd(pam_unix)", "ftpd", "su", "x\\y", "q\"t"]))
+def test_bulk_bytes_of_hostile_lines_are_the_spliced_serialization_of_the_document(
+        message: str, user: str, host: str, program: str) -> None:
+    """`BulkWriter.document`'s body, made by concatenation, is byte for byte what orjson writes for the event's
+    document with the ingest placeholder put first into its `event` (what `replace` gave before), it is the
+    general road's (`_action`) document as JSON, and the event is left as it was."""
+    import orjson
+
+    from secmon.store.indices import Indices
+    from secmon.store.writer import _PLACEHOLDER_BYTES, BulkWriter
+
+    normalizer = _linux_auth()
+    writer = BulkWriter(None, Indices("p"))  # type: ignore[arg-type]  # no request is made
+    host = host.replace(" ", "").replace("\n", "") or "h"
+    lines = [f"Jun  9 06:06:20 {host} {program}[7]: {message}",
+             f"Jun  9 06:06:20 {host} {program}[7]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh "
+             f"ruser= rhost={user} user={user}",
+             f"Jun  9 06:06:21 {host} sshd[8]: Failed password for {user} from 10.0.0.{len(user)} port 22 ssh2"]
+    for line in lines:
+        event = normalizer.normalize(line, 0, "f:0")
+        if not isinstance(event, Event):
+            continue
+        before = orjson.dumps(event.doc)
+        doc = writer.document(event, "a", Origin("event", "a"))
+        start = b'{"@timestamp":"' + str(event.doc["@timestamp"]).encode() + b'","event":{'
+        assert doc.body == before.replace(start, start + _PLACEHOLDER_BYTES + b",", 1)
+        assert orjson.loads(doc.body) == writer._action(event, "a", "")[1]
+        assert orjson.dumps(event.doc) == before
