@@ -7,6 +7,7 @@ the stream opens, and a record is never deep-copied.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter
@@ -26,14 +27,6 @@ from secmon.normalize.urls import URL_PROBLEM_TAG, Decoded, decode_path, decode_
 from secmon.types import format_duration, iso, utcnow
 
 _new_event = tuple.__new__  # Event is a NamedTuple: made without its Python-level constructor, once a line
-
-# The event id's SHA-256, once a line: CPython's own (3.11: `_sha256`, private) copies its state with a memcpy,
-# where OpenSSL's (hashlib) copies and frees an EVP context at `copy` and again at `hexdigest`: 1,200 of the
-# 7,700 machine instructions an id took (valgrind). The same digest either way; another Python takes hashlib's.
-try:
-    from _sha256 import sha256 as _event_sha256  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - Python 3.12 renamed it
-    from hashlib import sha256 as _event_sha256
 
 # The regular-expression parser is private to `re` (sre_parse before 3.11): it only finds the literal
 # text a pattern needs (`required_text`), a shortcut. A Python without it runs every search instead.
@@ -218,7 +211,7 @@ class Normalizer:
         stamp = pipeline.timestamp
         self._tz = ZoneInfo(stamp.timezone if stamp and stamp.timezone else timezone)
         self._clock = YearlessClock(year, now)
-        self._event_digest = _event_sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
+        self._event_digest = hashlib.sha256(f"event\x1f{agency}\x1f".encode("utf-8"))
         self._parse: Callable[[str], Parsed | None] = make_parser(pipeline.parse, _flattener(pipeline.format))
         self._last_stamp: tuple[Any, str] = (None, "")  # consecutive lines often share a second
         self._last_minute: tuple[str | None, str] = (None, "")  # and a minute: see `_minute`
