@@ -556,6 +556,22 @@ def targets(s: dict[str, Any]) -> str:
             f"all its searches, which the node runs side by side (secmon sends one request at a time).")
 
 
+def _measured_span(finished: str, runs: list[dict[str, Any]]) -> tuple[datetime, datetime]:
+    """About when a results file's measured runs ran: they end when the file is written (`date`), and took
+    their walls one after another (the warm-up and the loading before them are left out)."""
+    end = datetime.strptime(finished, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return end - timedelta(seconds=sum(r["wall_s"] for r in runs if r["run"] > 0)), end
+
+
+def _overlap(one: tuple[datetime, datetime], other: tuple[datetime, datetime]) -> str:
+    shared = (min(one[1], other[1]) - max(one[0], other[0])).total_seconds()
+    said = f"its measured run about {one[0]:%H:%M} to {one[1]:%H:%M}, this file's {other[0]:%H:%M} to {other[1]:%H:%M} UTC"
+    if shared <= 0:
+        return f"the two sides did not run in the same minutes ({said})"
+    return (f"the two sides ran at the same time for about {shared / 60:.0f} minutes ({said}), "
+            f"sharing the node and the cores then")
+
+
 def markdown(s: dict[str, Any]) -> str:
     data, machine, figures = s["data"], s["machine"], s["medians"]
     per_source = ", ".join(f"{name} {count:,} (from {data['real_lines'][name]:,} real lines)"
@@ -592,14 +608,15 @@ def markdown(s: dict[str, Any]) -> str:
     warmup = s.get("warmup_hours")
     warmed = f"the two backfills over the first {warmup:g} h" if warmup is not None else "the two backfills"
     joined = machine.get("joined") or {}
+    here = _measured_span(s["date"], [r for w, rs in ran.items() if w not in joined for r in rs])
     earlier = "".join(
-        f"**{labels[w]}** was measured by an earlier run of the same benchmark (same events per source from the "
-        f"same real lines, same rules, same span), `{j['command']}` on {j['date']} (load average at its start "
-        f"{j['load_at_start'][0]}), and joined from `{j['file']}` (`--with` or `--join`): the two sides did not run in the "
-        f"same minutes.\n\n" for w, j in joined.items())
+        f"**{labels[w]}** was measured by another run of the same benchmark (same events per source from the "
+        f"same real lines, same rules, same span), `{j['command']}`, finished at {j['date']} (load average at its "
+        f"start {j['load_at_start'][0]}), and joined from `{j['file']}` (`--with` or `--join`): "
+        f"{_overlap(_measured_span(j['date'], s['raw'][w]), here)}.\n\n" for w, j in joined.items())
     return f"""# Rule library: secmon and real ElastAlert 2 on the same events, like for like
 
-{unfinished}{earlier}`{s['command']}` on {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
+{unfinished}{earlier}`{s['command']}`, finished at {s['date']} ({machine['nproc']} CPUs shared with other work, load average at start
 {machine['load_at_start'][0]}; Python {machine['python']}; Elasticsearch {machine['elasticsearch']} on the same
 machine; ElastAlert 2 {machine['elastalert2']} with the client it pins, elasticsearch-py {machine['elastalert2_client']}).
 
