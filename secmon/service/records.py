@@ -37,7 +37,7 @@ def normalize_record(normalizer: Normalizer, record: Record, counts: SourceCount
     """The event, dead letter or skip a record becomes, counted."""
     problem = record[5]  # record.problem, read once (a field by position: this runs once a line)
     if problem:  # the reader could not take it whole: its reason, and what there is of it
-        item: Result = normalizer.refuse(record.text, record.problem, record.offset if record.offset >= 0 else None,
+        item: Result = normalizer.refuse(record.text, problem, record.offset if record.offset >= 0 else None,
                                          record.record_id, record.length or None)
         if not record.length:
             counts.unreadable += 1
