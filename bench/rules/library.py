@@ -288,9 +288,13 @@ def secmon_scheduled(es: Elasticsearch, config: Path, day: datetime, span: timed
     for k in range(ticks):
         now = day + timedelta(minutes=1) + TICK * k
         keeper.keep(now)  # the lease job renews it before the scan runs
-        result = jobs.run_job(es, settings, keeper, "scan",
-                              lambda token, now=now: jobs.scan_due(es, settings, keeper, token, lambda: now, stop),
-                              lambda now=now: now)
+        def scan(token: Any, now: datetime = now) -> Any:
+            return jobs.scan_due(es, settings, keeper, token, lambda: now, stop)
+
+        def clock(now: datetime = now) -> datetime:
+            return now
+
+        result = jobs.run_job(es, settings, keeper, "scan", scan, clock)
         outcome = result.outcome if result else "skipped"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {"ticks": ticks, "outcomes": outcomes}
