@@ -55,6 +55,9 @@ DATASET = ROOT.parent / "shared" / "datasets" / "loghub_linux_full" / "Linux" / 
 AGENCY = "so-tttt"
 BATCH = 2000
 CORES = os.cpu_count() or 1
+NODE_CPUS = "CPU 1" if CORES == 2 else f"CPUs 1-{CORES - 1}"
+SPLIT = (f"; `--split-cores`: the node's threads on {NODE_CPUS}, this benchmark (the ceiling's client) and "
+         "secmon on CPU 0, so that neither takes the other's cores, as with a node on a machine of its own")
 
 
 def make_log(path: Path, count: int) -> None:
@@ -214,12 +217,23 @@ def run_secmon(cfg: Path, log: Path, folder: Path, in_flight: int, workers: int)
                              "-c", str(cfg), "collect", str(log), "-a", AGENCY, "-s", "linux-auth", "--year", "2005",
                              "--in-flight", str(in_flight), "--workers", str(workers)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss_kb(proc.pid))
-        time.sleep(0.1)
+    # The clock stops when the process exits (`communicate` returns then), not at the next RSS sample: a
+    # polling loop stopped it up to 0.1 s late, about 1 % of a run, always against secmon.
+    peaks = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peaks.append(tree_rss_kb(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
     elapsed = time.perf_counter() - started
-    output = proc.stdout.read().decode() if proc.stdout else ""
+    done.set()
+    sampler.join()
+    peak = max(peaks)
+    output = out.decode()
     assert proc.returncode == 0, output
     rss, user, system = measured.read_text().split()[-3:]
     return elapsed, max(peak, int(rss)), float(user) + float(system), output
@@ -351,14 +365,55 @@ def main() -> None:
     parser.add_argument("--in-flight", default="1,2,3,4,6", help="secmon --in-flight values of the curve")
     parser.add_argument("--workers", default="2,3", help="secmon --workers values of the curve (at the default "
                                                          "--in-flight; --workers 1 is the in-flight curve's)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file stem (default bench/results/ingest, or ingest-split with --split-cores)")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="the node on every CPU but the first, this benchmark and secmon on the first: a node "
+                             "with cores of its own, as on a machine of its own (a local node only; restored after)")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "bench" / "results" / ("ingest-split" if args.split_cores else "ingest")
     # Bytecode as an installed secmon has it (pip compiles at install): where PYTHONDONTWRITEBYTECODE is set,
     # the checkout would otherwise compile every module from source in every timed `secmon collect`.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "secmon")], check=True)
     es = Elasticsearch(args.es_url, request_timeout=120)
     version = es.info()["version"]["number"]
     load_at_start = os.getloadavg()
+    node_pid = split_cores(es) if args.split_cores else None
+    try:
+        run_all(args, es, version, load_at_start)
+    finally:
+        if node_pid is not None:
+            pin(node_pid, set(range(CORES)))
+
+
+def node_threads(pid: int) -> list[int]:
+    return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` on `cpus` (threads it starts later inherit their parent's)."""
+    for tid in node_threads(pid):
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def split_cores(es: Elasticsearch) -> int:
+    """Pin the node to CPUs 1.. and this process (and so secmon, its child) to CPU 0; the node's pid."""
+    if CORES < 2:
+        sys.exit("--split-cores needs two CPUs or more")
+    nodes = es.nodes.info(node_id="_local", metric="process")["nodes"]
+    pid = int(next(iter(nodes.values()))["process"]["id"])
+    if not Path(f"/proc/{pid}").exists():
+        sys.exit(f"--split-cores: the node's process {pid} is not on this machine")
+    pin(pid, set(range(1, CORES)))
+    os.sched_setaffinity(0, {0})  # before any thread or child: they inherit it
+    print(f"cores split: the node (pid {pid}) on {NODE_CPUS}, the benchmark and secmon on CPU 0", flush=True)
+    return pid
+
+
+def run_all(args: argparse.Namespace, es: Elasticsearch, version: str, load_at_start: tuple[float, ...]) -> None:
     with tempfile.TemporaryDirectory(prefix="secmon-bench-") as tmp:
         bench = Bench(es, args.es_url, Path(tmp), args.lines)
         bench.ceiling(2)  # warm-up, discarded: the first bulk requests meet a cold node (JIT, caches, mappings)
@@ -410,6 +465,7 @@ def write_results(args: argparse.Namespace, version: str, documents: int, load_a
         "host": f"{platform.machine()}, {CORES} CPUs, Python {platform.python_version()}",
         "load_average_at_start": list(load_at_start), "load_average_at_end": list(os.getloadavg()),
         "lines": args.lines, "documents": documents, "batch": BATCH, "runs": args.runs,
+        "split_cores": args.split_cores,
         "ceiling_search_events_per_s": search, "ceiling_streams": best,
         "ceiling_events_per_s": ceiling, "ceiling_runs": ceilings,
         "secmon_in_flight": DEFAULT_IN_FLIGHT, "secmon_workers": DEFAULT_WORKERS,
@@ -437,7 +493,7 @@ def write_results(args: argparse.Namespace, version: str, documents: int, load_a
 
 `python bench/ingest/run.py --lines {args.lines} --runs {args.runs} --streams {args.streams} --in-flight {args.in_flight} \\
 --workers {args.workers}` on {summary['date']} ({summary['host']};
-Elasticsearch {version}, one local node on the same machine). Load average (1, 5, 15 min) at the start
+Elasticsearch {version}, one local node on the same machine{SPLIT if args.split_cores else ""}). Load average (1, 5, 15 min) at the start
 {', '.join(f'{x:.1f}' for x in load_at_start)}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}:
 other work shared the machine, so the absolute rates are lower than on an idle one.
 Input: {args.lines:,} real lines of loghub Linux.log, each repeated in a row with distinct pids; `linux-auth`;
