@@ -35,6 +35,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from shlex import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -491,8 +492,8 @@ def write_results(args: argparse.Namespace, version: str, documents: int, load_a
     defaults = f"--in-flight {DEFAULT_IN_FLIGHT}" + (f" --workers {DEFAULT_WORKERS}" if DEFAULT_WORKERS > 1 else "")
     args.out.with_suffix(".md").write_text(f"""# Ingest benchmark
 
-`python bench/ingest/run.py --lines {args.lines} --runs {args.runs} --streams {args.streams} --in-flight {args.in_flight} \\
---workers {args.workers}` on {summary['date']} ({summary['host']};
+`python bench/ingest/run.py --lines {args.lines} --runs {args.runs} --streams {quote(args.streams)} \\
+--in-flight {quote(args.in_flight)} --workers {quote(args.workers)}{' --split-cores' if args.split_cores else ''}` on {summary['date']} ({summary['host']};
 Elasticsearch {version}, one local node on the same machine{SPLIT if args.split_cores else ""}). Load average (1, 5, 15 min) at the start
 {', '.join(f'{x:.1f}' for x in load_at_start)}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}:
 other work shared the machine, so the absolute rates are lower than on an idle one.
