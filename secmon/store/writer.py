@@ -190,7 +190,7 @@ class BulkWriter:
                     # escaping. The body's start is replaced by concatenation (a slice and one copy): `replace`
                     # searched for it twice, a count and a find, each preparing its 40-byte pattern anew.
                     return _new_tuple(Doc, (parts[2] + _orjson_dumps(ident) + b"}}",
-                                            (parts[4] if event else parts[5]) + body[parts[6]:], origin))
+                                            (parts[4] if event else parts[5]) + body[len(parts[3]):], origin))
         head, body_doc = self._action(item, agency, read or _iso(self._now()))
         if isinstance(item, DeadLetter):
             origin = Origin("dead_letter", item.agency, item.source, item.offset, item.pipeline)
@@ -202,8 +202,7 @@ class BulkWriter:
     def _stamp_parts(self, agency: str, stamp: Any) -> tuple[Any, ...]:
         """For a UTC @timestamp ("2005-06-14T15:16:01Z", as pipelines write it): (stamp, agency, the action
         line of its index up to the id's opening quote, the body's bytes up to the first key of its `event`,
-        the same with the placeholder spliced in before a key, and into an empty `event`, and the length of
-        the body's start). Consecutive lines
+        the same with the placeholder spliced in before a key, and into an empty `event`). Consecutive lines
         mostly share a second, so the last stamp's are kept. Another form: no parts (`_action`'s road)."""
         if stamp.__class__ is not str or not (len(stamp) > 7 and stamp[-1] == "Z" and stamp[4] == "-"):
             return _NO_STAMP
@@ -213,7 +212,7 @@ class BulkWriter:
         else:
             start = b'{"@timestamp":"' + stamp.encode() + b'","event":{'
             parts = (stamp, agency, self._head(self._event_index(agency, stamp))[:-1], start,
-                     start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES, len(start))
+                     start + _PLACEHOLDER_COMMA, start + _PLACEHOLDER_BYTES)
         self._stamp = parts
         return parts
 
